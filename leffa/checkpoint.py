@@ -1,0 +1,133 @@
+"""Loading and saving weights: upstream ``.pth`` pickles (read safely) and our self-describing safetensors.
+
+Our format is one ``.safetensors`` file whose metadata holds the model config as JSON (``leffa_config``), so it
+loads with no base-model folder. Upstream checkpoints hold one state dict with prefixes ``vae.``,
+``unet_encoder.`` (reference UNet) and ``unet.`` (generative UNet) and need the base folder for the architecture.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from leffa.atomic import atomic_path
+from leffa.errors import LeffaError
+from leffa.model import LeffaConfig, LeffaModel
+
+FORMAT = "leffa/1"
+UPSTREAM_PREFIXES = {"unet_encoder.": "reference_unet.", "unet.": "generative_unet.", "vae.": "vae."}
+# Upstream weights that our model does not have on purpose: cross-attention (never used) and SDXL's added embedding.
+IGNORED_UPSTREAM = (".attn2.", "generative_unet.add_embedding.", "reference_unet.add_embedding.")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` or upstream ``.pth``/``.bin`` file; user mistakes become one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise LeffaError(f"{path}: checkpoint not found")
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                return {key: handle.get_tensor(key) for key in handle.keys()}
+        except (SafetensorError, OSError, ValueError) as error:
+            raise LeffaError(f"{path}: not a readable safetensors file ({error})") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as error:  # noqa: BLE001 - any failure to unpickle a user's file is that file's problem
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise LeffaError(f"{path}: not a readable checkpoint, truncated or not a state dict ({reason})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise LeffaError(f"{path}: not a state dict of tensors")
+    return state
+
+
+def read_config(path: str | Path) -> LeffaConfig | None:
+    """The model config stored in one of our safetensors files, or ``None`` for any other file."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise LeffaError(f"{path}: not a readable safetensors file ({error})") from None
+    if metadata.get("format") != FORMAT or "leffa_config" not in metadata:
+        return None
+    return LeffaConfig.from_json(metadata["leffa_config"])
+
+
+def from_upstream(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename upstream keys to ours and drop the weights upstream carries but never uses."""
+    renamed = {}
+    for key, value in state.items():
+        for old, new in UPSTREAM_PREFIXES.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        if not any(part in key if part.startswith(".") else key.startswith(part) for part in IGNORED_UPSTREAM):
+            renamed[key] = value
+    return renamed
+
+
+def load_weights(model: LeffaModel, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Copy ``state`` into ``model`` (any float dtype), refusing any key or shape mismatch with a named example."""
+    if any(key.startswith(tuple(UPSTREAM_PREFIXES)) for key in state) and not any(
+        key.startswith(("generative_unet.", "reference_unet.")) for key in state
+    ):
+        state = from_upstream(state)
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    mismatched = [key for key in expected if key in state and state[key].shape != expected[key].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing weights (first: {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected weights (first: {', '.join(unexpected[:3])})")
+    if mismatched:
+        key = mismatched[0]
+        problems.append(
+            f"{len(mismatched)} shape mismatches (first: {key} is {tuple(state[key].shape)}, "
+            f"the model needs {tuple(expected[key].shape)})"
+        )
+    if problems:
+        raise LeffaError(f"{source}: checkpoint does not match the model config: {'; '.join(problems)}")
+    model.load_state_dict(state, strict=True, assign=False)
+
+
+def save_model(model: LeffaModel, path: str | Path, dtype: str = "fp16") -> Path:
+    """Write the model as one self-describing safetensors file, atomically."""
+    if dtype not in DTYPES:
+        raise LeffaError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    path = Path(path)
+    tensors = {key: value.detach().to("cpu", DTYPES[dtype]).contiguous() for key, value in model.state_dict().items()}
+    metadata = {"format": FORMAT, "leffa_config": model.config.to_json(), "dtype": dtype}
+    with atomic_path(path) as temp:
+        save_file(tensors, str(temp), metadata=metadata)
+    return path
+
+
+def load_model(
+    checkpoint: str | Path,
+    base: str | Path | None = None,
+    task: str = "vton",
+) -> LeffaModel:
+    """Build a model from our safetensors file, or from an upstream/foreign state dict plus its base folder."""
+    checkpoint = Path(checkpoint)
+    config = read_config(checkpoint)
+    if config is None:
+        if base is None:
+            if not checkpoint.is_file():
+                raise LeffaError(f"{checkpoint}: checkpoint not found")
+            raise LeffaError(f"{checkpoint}: holds no model config; give the base-model folder it was trained from")
+        config = LeffaConfig.from_base_folder(base, task=task)
+    model = LeffaModel(config)
+    load_weights(model, read_state_dict(checkpoint), checkpoint)
+    return model.eval()

@@ -1,0 +1,61 @@
+"""What this machine offers: library versions, devices, dtype support, weight cache location."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+
+import torch
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def best_device() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def dtype_support(device: str) -> list[str]:
+    supported = ["fp32"]
+    if device == "cuda":
+        supported.append("fp16")
+        if torch.cuda.is_bf16_supported():
+            supported.append("bf16")
+    elif device == "mps":
+        supported.append("fp16")
+    else:
+        supported += ["bf16", "fp16 (slow on CPU)"]
+    return supported
+
+
+def describe() -> dict[str, str]:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    from leffa import __version__
+
+    device = best_device()
+    info = {
+        "leffa": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": _version("diffusers"),
+        "accelerate": _version("accelerate"),
+        "onnxruntime": _version("onnxruntime") if _version("onnxruntime") != "not installed" else _version(
+            "onnxruntime-gpu"
+        ),
+        "device": device,
+        "dtypes": ", ".join(dtype_support(device)),
+        "weights cache": HF_HUB_CACHE,
+    }
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info["gpu"] = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {torch.cuda.device_count()} device(s)"
+    return info
