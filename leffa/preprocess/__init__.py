@@ -1,0 +1,1 @@
+"""Preprocessing from plain photos: human parsing, body keypoints, garment-agnostic masks, garment clean-up."""
