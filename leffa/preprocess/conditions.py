@@ -43,12 +43,24 @@ def load_pose(path: str | Path | None = None, offline: bool = False, device: str
     return PoseEstimator.from_path(model_path(path, POSE_HUB_FILE, offline), "cpu" if torch_device == "mps" else torch_device, scales)
 
 
+class LazyPose:
+    """OpenPose loaded on first use: a resumed dataset run whose keypoints all exist never reads the weights."""
+
+    def __init__(self, loader):
+        self._loader, self._pose = loader, None
+
+    def __call__(self, image: Image.Image, source: str = "image") -> np.ndarray:
+        if self._pose is None:
+            self._pose = self._loader()
+        return self._pose(image, source=source)
+
+
 @dataclass
 class PrepTools:
     """The loaded models, to reuse across images (loading costs more than one image)."""
 
     atr: HumanParser | None = None
-    pose: PoseEstimator | None = None
+    pose: PoseEstimator | LazyPose | None = None
     lip: HumanParser | None = None
 
     @classmethod

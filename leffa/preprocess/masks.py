@@ -14,6 +14,9 @@ the same pixel frame. All lengths are fractions of the image height, so the rule
    for bottoms), bags; in the DressCode-like style also hair and scarves.
 4. mask = (garment + limbs + neck) - kept, holes filled, kept parts cut out again, and specks dropped.
 
+Hands are the arm (or glove) pixels past the wrist (beyond the line through the wrist across the forearm); feet
+are shoes and leg pixels below the ankle. Both stay even where a band or margin reaches over them.
+
 Styles: ``hd`` (VITON-HD-like, upper-body photos) uses wider bands and margins and keeps one connected region;
 ``dc`` (DressCode-like, full-body photos) uses narrower bands plus a band joining the shoulders, keeps hair and
 scarves, and keeps every region larger than a speck. A side whose wrist (or ankle) was not detected has no
@@ -141,6 +144,20 @@ def arm_region(labels: np.ndarray, skeleton: Skeleton, side: str, style: MaskSty
     return region | grow(pixels(labels, (f"{side}-arm",)), style.garment_margin * height / 2), False
 
 
+def hand_region(labels: np.ndarray, skeleton: Skeleton, side: str) -> np.ndarray:
+    """Arm (or glove) pixels past the wrist: beyond the line through the wrist across the forearm, and no
+    farther from the wrist than the forearm is long."""
+    elbow, wrist = skeleton[f"{side}-elbow"], skeleton[f"{side}-wrist"]
+    forearm = wrist - elbow
+    length = float(np.hypot(*forearm))
+    if length == 0:
+        return np.zeros(labels.shape, dtype=bool)
+    ys, xs = np.mgrid[0 : labels.shape[0], 0 : labels.shape[1]].astype(np.float32)
+    along = ((xs - wrist[0]) * forearm[0] + (ys - wrist[1]) * forearm[1]) / length
+    near = np.hypot(xs - wrist[0], ys - wrist[1]) <= length
+    return pixels(labels, (f"{side}-arm", "glove")) & (along > 0) & near
+
+
 def leg_region(shape: tuple[int, int], skeleton: Skeleton, side: str, width: float, to_ankle: bool) -> np.ndarray:
     hip, knee, ankle = f"{side}-hip", f"{side}-knee", f"{side}-ankle"
     region = np.zeros(shape, dtype=bool)
@@ -206,7 +223,7 @@ def agnostic_mask(labels: np.ndarray, keypoints: np.ndarray, garment_type: str =
             arm, wrist_found = arm_region(labels, skeleton, side, rules)
             arms |= arm
             if wrist_found:
-                protected |= pixels(labels, (f"{side}-arm",)) & ~arm
+                protected |= hand_region(labels, skeleton, side)
         protected |= pixels(labels, ("glove",))
         region |= arms
         if rules.shoulder_band and skeleton.found("right-shoulder", "left-shoulder"):
