@@ -118,7 +118,7 @@ def logits_to_photo(logits: np.ndarray, box: Letterbox) -> torch.Tensor:
     x_in, y_in = box.to_input(xs, ys)
     grid = np.stack([x_in, y_in], axis=-1) / (box.size - 1) * 2 - 1  # align_corners=True: index 0 -> -1
     grid_t = torch.from_numpy(grid.astype(np.float32))[None]
-    return F.grid_sample(square, grid_t, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
+    return F.grid_sample(square, grid_t, mode="bilinear", padding_mode="border", align_corners=True)[0]
 
 
 class HumanParser:
