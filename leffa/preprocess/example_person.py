@@ -64,9 +64,9 @@ def example_person(height: int = 512, outfit: str = "shirt_and_pants") -> tuple[
         ellipse(k[f"{side}-ankle"] + np.array([0, 14]) * s, 17, 10, f"{side}-shoe")
     shoulders, hips = (k["right-shoulder"], k["left-shoulder"]), (k["right-hip"], k["left-hip"])
     if outfit == "shirt_and_pants":
-        for side in ("left", "right"):  # trousers over the legs, down to just above the ankle
+        for side in ("left", "right"):  # cropped trousers: bare shins above the ankles
             limb(k[f"{side}-hip"], k[f"{side}-knee"], 42, "pants")
-            limb(k[f"{side}-knee"], k[f"{side}-ankle"] + np.array([0, -14]) * s, 36, "pants")
+            limb(k[f"{side}-knee"], k[f"{side}-ankle"] + np.array([0, -44]) * s, 36, "pants")
         draw.polygon([tuple(hips[0] + np.array([-20, -6]) * s), tuple(hips[1] + np.array([20, -6]) * s),
                       tuple(hips[1] + np.array([20, 30]) * s), tuple(hips[0] + np.array([-20, 30]) * s)],
                      fill=_label("pants"))  # fmt: skip

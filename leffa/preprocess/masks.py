@@ -3,15 +3,16 @@
 The rules, for a person label map (``parsing.PERSON_LABELS``: ATR classes + neck + glove) and OpenPose keypoints in
 the same pixel frame. All lengths are fractions of the image height, so the rules hold at any resolution.
 
-1. *Garment*: the pixels of the garment's own classes (and, for some types, the skin it may cover), grown by a
-   margin, because the new garment need not have the old one's outline.
+1. *Garment*: the pixels of the garment's own classes (for a top worn as part of a dress: the dress above the hip
+   line), grown by a margin, because the new garment need not have the old one's outline.
 2. *Limbs*: bands along the keypoint bones the garment can cover: arms (shoulder -> elbow -> wrist, the forearm
    bone extended past the wrist a little, so long sleeves fit) for tops and dresses, legs (hip -> knee -> ankle)
    for bottoms, hip -> knee for dresses; and the torso quadrilateral (shoulders to hips, to knees for dresses), so
    a short top can become a long one.
-3. *Kept*: what the new garment never covers: the head (face, hat, sunglasses), hands (arm or glove pixels outside
-   the arm bands), feet (shoes and bare skin below the ankles), the other garment (bottoms for a top, top and arms
-   for bottoms), bags; in the DressCode-like style also hair and scarves.
+3. *Kept*: what the new garment never covers: the head (face, hat, sunglasses), hands, feet, the arms for bottoms,
+   the other garment (bottoms or a dress's skirt for a top, the top for bottoms) and bags; in the DressCode-like
+   style also hair and scarves. The other garment and accessories shrink a little first, so the mask overlaps
+   their edges (a seam to blend); head, hands, feet and arms-for-bottoms never do.
 4. mask = (garment + limbs + neck) - kept, holes filled, kept parts cut out again, and specks dropped.
 
 Hands are the arm (or glove) pixels past the wrist (beyond the line through the wrist across the forearm); feet
@@ -71,7 +72,7 @@ GARMENT_CLASSES = {
 # The other garment, which stays.
 OTHER_GARMENT = {
     "upper_body": ("pants", "skirt", "belt"),
-    "lower_body": ("upper-clothes", "dress", "left-arm", "right-arm", "glove"),
+    "lower_body": ("upper-clothes", "dress"),
     "dresses": (),
 }
 HEAD = ("face", "hat", "sunglasses")
@@ -212,10 +213,18 @@ def agnostic_mask(labels: np.ndarray, keypoints: np.ndarray, garment_type: str =
     rules, skeleton = STYLE_RULES[style], Skeleton(keypoints)
     shape, height = labels.shape, labels.shape[0]
 
-    region = grow(pixels(labels, GARMENT_CLASSES[garment_type]), rules.garment_margin * height)
-    region |= torso_region(shape, skeleton, garment_type)
+    garment = pixels(labels, GARMENT_CLASSES[garment_type])
     kept = pixels(labels, OTHER_GARMENT[garment_type] + ACCESSORIES + (("hair", "scarf") if rules.keep_hair else ()))
+    if garment_type == "upper_body" and skeleton.found("right-hip", "left-hip"):
+        # A dress split at the hip line: its bodice is the top, its skirt the bottom garment that stays.
+        above_waist = np.arange(height)[:, None] < (skeleton["right-hip"][1] + skeleton["left-hip"][1]) / 2
+        garment |= pixels(labels, ("dress",)) & above_waist
+        kept |= pixels(labels, ("dress",)) & ~above_waist
+    region = grow(garment, rules.garment_margin * height)
+    region |= torso_region(shape, skeleton, garment_type)
     protected = pixels(labels, HEAD) | feet_region(labels, skeleton)
+    if garment_type == "lower_body":
+        protected |= pixels(labels, ("left-arm", "right-arm", "glove"))
 
     if garment_type in ("upper_body", "dresses"):
         arms = np.zeros(shape, dtype=bool)
