@@ -9,20 +9,23 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def colour_parsing_onnx(path: Path, classes: int, rules: dict[int, int], size: int | None = 64,
-                        input_name: str = "input.1") -> Path:
+def colour_parsing_onnx(path: Path, classes: int, rules: dict[int, int | tuple[float, float, float]],
+                        size: int | None = 64, input_name: str = "input.1", background: float = 0.0) -> Path:
     """An SCHP-shaped parser: (1, 3, S, S) -> parsing, fusion (1, C, S/4, S/4), edge (1, 2, S/4, S/4).
 
     ``fusion`` scores class ``c`` by the normalised value of input channel ``rules[c]`` (0 = B, 1 = G, 2 = R in the
-    BGR input), background by a constant 0, every other class by -10: a pure red photo region becomes the class
-    ruled by channel 2. ``parsing`` is the negated fusion (so reading the wrong output gives wrong labels).
+    BGR input; or a (B, G, R) weight triple), background by the constant ``background``, every other class by -10:
+    a pure red photo region becomes the class ruled by channel 2. ``parsing`` is the negated fusion (so reading the wrong output gives wrong labels).
     ``size=None`` leaves the spatial dimensions dynamic.
     """
     weight = np.zeros((classes, 3, 1, 1), dtype=np.float32)
     bias = np.full(classes, -10.0, dtype=np.float32)
-    bias[0] = 0.0
+    bias[0] = background
     for label, channel in rules.items():
-        weight[label, channel] = 1.0
+        if isinstance(channel, int):
+            weight[label, channel] = 1.0
+        else:
+            weight[label, :, 0, 0] = channel
         bias[label] = 0.0
     dims = [1, 3, size, size] if size else [1, 3, "height", "width"]
     out_dims = [1, classes, size // 4, size // 4] if size else [1, classes, "h", "w"]
