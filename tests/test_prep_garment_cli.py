@@ -66,6 +66,16 @@ def models(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def zero():
+    """An OpenPose network that sees nobody (all weights zero)."""
+    with torch.no_grad():
+        net = BodyPoseNet().eval()
+        for p in net.parameters():
+            p.zero_()
+    return net
+
+
+@pytest.fixture(scope="module")
 def person(tmp_path_factory):
     folder = tmp_path_factory.mktemp("person")
     labels, keypoints, photo = example_person(256)
@@ -112,11 +122,8 @@ def test_library_entry_point_for_inference(person, models):
     assert (np.asarray(mask) > 127)[labels == ATR_LABELS.index("upper-clothes")].mean() > 0.99
 
 
-def test_no_person_is_a_one_line_cli_error(person, monkeypatch, capsys, tmp_path):
+def test_no_person_is_a_one_line_cli_error(person, zero, monkeypatch, capsys, tmp_path):
     folder, _, _ = person
-    zero = BodyPoseNet().eval()
-    for p in zero.parameters():
-        torch.nn.init.zeros_(p)
     monkeypatch.setattr("leffa.preprocess.conditions.load_pose", lambda *a, **k: PoseEstimator(zero, (0.15,)))
     with pytest.raises(SystemExit) as exit_info:
         main(["prep", "pose", str(folder / "person.png"), "-o", str(tmp_path / "k.json")])
@@ -135,7 +142,7 @@ def test_prep_garment_command(tmp_path):
     assert Image.open(tmp_path / "clean.jpg").size == (30, 40) and "alpha channel" in result.output
 
 
-def test_dataset_fill_is_resumable_and_skips_undetected_people(person, models, tmp_path):
+def test_dataset_fill_is_resumable_and_skips_undetected_people(person, models, zero, monkeypatch, tmp_path):
     folder, _, keypoints = person
     atr, lip = models
     images = tmp_path / "viton" / "test" / "image"
@@ -147,9 +154,6 @@ def test_dataset_fill_is_resumable_and_skips_undetected_people(person, models, t
     scaled = keypoints.copy()
     scaled[:, :2] *= 2
     (tmp_path / "viton" / "test" / "openpose_json" / "00001_00_keypoints.json").write_text(json.dumps(keypoints_json(scaled)))
-    zero = BodyPoseNet().eval()
-    for p in zero.parameters():
-        torch.nn.init.zeros_(p)
     tools = PrepTools(atr=HumanParser(atr, "atr"), lip=HumanParser(lip, "lip"), pose=PoseEstimator(zero, (0.15,)))
     plan = plan_dataset(tmp_path / "viton")
     assert [i.image.name for i in plan.items] == ["00001_00.jpg", "00002_00.jpg"] and plan.complete == 0
@@ -161,9 +165,20 @@ def test_dataset_fill_is_resumable_and_skips_undetected_people(person, models, t
     stamp = first.mask.stat().st_mtime_ns
     assert fill_item(first, tools) == [] and first.mask.stat().st_mtime_ns == stamp
     assert [i.image.name for i in plan_dataset(tmp_path / "viton").items] == ["00002_00.jpg"]
-    # The command: one photo complete, one failing -> reported and skipped, not a crash.
+    # The command: a missing model file is an up-front error; with a pose model, the photo without a person is
+    # reported and skipped while a new photo with keypoints is filled.
     result = invoke("prep", "dataset", tmp_path / "viton", "--parsing-model", atr, "--lip-model", lip,
-                    "--pose-model", tmp_path / "unused.pth", "--work-height", 256)  # fmt: skip
-    assert result.exit_code != 0 and "pose model not found" in str(result.exception)
+                    "--pose-model", tmp_path / "missing.pth")  # fmt: skip
+    assert result.exit_code != 0 and "missing.pth: model file not found" in str(result.exception)
+    photo.save(images / "00003_00.jpg")
+    (tmp_path / "viton" / "test" / "openpose_json" / "00003_00_keypoints.json").write_text(json.dumps(keypoints_json(scaled)))
+    monkeypatch.setattr("leffa.preprocess.conditions.load_pose", lambda *a, **k: PoseEstimator(zero, (0.15,)))
+    result = invoke("prep", "dataset", tmp_path / "viton", "--parsing-model", atr, "--lip-model", lip,
+                    "--work-height", 256)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "1 photos complete, 2 to fill" in output and "skipped" in output and "no person detected" in output
+    assert (tmp_path / "viton" / "test" / "agnostic-mask" / "00003_00_mask.png").exists()
+    assert not (tmp_path / "viton" / "test" / "agnostic-mask" / "00002_00_mask.png").exists()
     with pytest.raises(LeffaError, match="no test/ or train/image folder|no train/ or test/image folder"):
         plan_dataset(tmp_path)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from leffa.errors import LeffaError
 from leffa.preprocess.masks import agnostic_mask, mask_image
 from leffa.preprocess.openpose import PoseEstimator
 from leffa.preprocess.parsing import MODELS, HumanParser, parse_person
@@ -25,6 +26,8 @@ WORK_HEIGHT = 512
 def model_path(path: str | Path | None, hub_file: str, offline: bool = False) -> Path:
     """The local file given, or the upstream hub file (downloaded into the cache when needed)."""
     if path is not None:
+        if not Path(path).is_file():
+            raise LeffaError(f"{path}: model file not found (for {hub_file})")
         return Path(path)
     from leffa.hub import fetch
 
@@ -36,11 +39,16 @@ def load_parser(model: str = "atr", path: str | Path | None = None, offline: boo
 
 
 def load_pose(path: str | Path | None = None, offline: bool = False, device: str = "auto",
-              scales: tuple[float, ...] = (1.0,)) -> PoseEstimator:
+              scales: tuple[float, ...] = (1.0,), lazy: bool = False) -> PoseEstimator | LazyPose:
+    """OpenPose from ``path`` or the hub; ``lazy=True`` finds (downloads) the file now but reads it on first use."""
     from leffa.environment import best_device
 
     torch_device = best_device() if device == "auto" else device
-    return PoseEstimator.from_path(model_path(path, POSE_HUB_FILE, offline), "cpu" if torch_device == "mps" else torch_device, scales)
+    torch_device = "cpu" if torch_device == "mps" else torch_device
+    file = model_path(path, POSE_HUB_FILE, offline)
+    if lazy:
+        return LazyPose(lambda: PoseEstimator.from_path(file, torch_device, scales))
+    return PoseEstimator.from_path(file, torch_device, scales)
 
 
 class LazyPose:

@@ -177,7 +177,7 @@ def dataset(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from leffa.errors import LeffaError
-    from leffa.preprocess.conditions import LazyPose, PrepTools, load_parser, load_pose
+    from leffa.preprocess.conditions import PrepTools, load_parser, load_pose
     from leffa.preprocess.dataset import fill_item, plan_dataset, written_counts
 
     plan = plan_dataset(root, tuple(s.strip() for s in splits.split(",") if s.strip()))
@@ -185,9 +185,8 @@ def dataset(
     console.print(f"{root}: {plan.complete} photos complete, {len(plan.items)} to fill ({', '.join(plan.splits)})")
     if not items:
         return
-    pose_scales = _scales(scales)
     tools = PrepTools(atr=load_parser("atr", parsing_model, offline, device),
-                      pose=LazyPose(lambda: load_pose(pose_model, offline, device, pose_scales)),
+                      pose=load_pose(pose_model, offline, device, _scales(scales), lazy=True),
                       lip=load_parser("lip", lip_model, offline, device))
     results, failures = [], []
     columns = (TextColumn("[bold]prep dataset"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[name]}"),
