@@ -182,3 +182,17 @@ def test_dataset_fill_is_resumable_and_skips_undetected_people(person, models, z
     assert not (tmp_path / "viton" / "test" / "agnostic-mask" / "00002_00_mask.png").exists()
     with pytest.raises(LeffaError, match="no test/ or train/image folder|no train/ or test/image folder"):
         plan_dataset(tmp_path)
+
+
+def test_offline_without_cached_models_names_the_file(person, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    folder, _, _ = person
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
+    result = subprocess.run([sys.executable, "-m", "leffa_cli.app", "prep", "pose", str(folder / "person.png"),
+                             "-o", str(tmp_path / "k.json"), "--offline"], capture_output=True, text=True, env=env)  # fmt: skip
+    assert result.returncode == 2
+    assert "openpose/body_pose_model.pth: not in the local cache and --offline was given" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from leffa.errors import LeffaError
@@ -43,6 +44,10 @@ def load_pose(path: str | Path | None = None, offline: bool = False, device: str
     """OpenPose from ``path`` or the hub; ``lazy=True`` finds (downloads) the file now but reads it on first use."""
     from leffa.environment import best_device
 
+    if device not in ("auto", "cpu", "cuda"):
+        raise LeffaError(f"--device {device}: expected auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise LeffaError("--device cuda: torch here has no CUDA device")
     torch_device = best_device() if device == "auto" else device
     torch_device = "cpu" if torch_device == "mps" else torch_device
     file = model_path(path, POSE_HUB_FILE, offline)

@@ -65,6 +65,8 @@ def import_onnxruntime():
 
 def onnx_providers(device: str = "auto") -> list[str]:
     """CUDA when onnxruntime offers it (and ``device`` allows it), CPU otherwise."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise LeffaError(f"--device {device}: expected auto, cpu or cuda")
     available = import_onnxruntime().get_available_providers()
     if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
