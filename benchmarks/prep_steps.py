@@ -114,6 +114,34 @@ def schp_like_onnx(path: Path, size: int, classes: int) -> Path:
     return path
 
 
+def onnx_gmacs(path: Path) -> float:
+    """Multiply-accumulates of the graph's convolutions, from ONNX shape inference."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(path))
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.value_info}
+    weights = {w.name: list(w.dims) for w in model.graph.initializer}
+    total = 0
+    for node in model.graph.node:
+        if node.op_type == "Conv" and node.output[0] in shapes:
+            c_out, c_in, kh, kw = weights[node.input[1]]
+            total += int(np.prod(shapes[node.output[0]])) * c_in * kh * kw
+    return total / 1e9
+
+
+def torch_gmacs(net: torch.nn.Module, x: torch.Tensor) -> float:
+    total = 0
+
+    def count(module, _, out):
+        nonlocal total
+        total += out.numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        net(x)
+    for hook in hooks:
+        hook.remove()
+    return total / 1e9
+
+
 def constructed_maps(keypoints: np.ndarray, height: int, width: int):
     heat = np.zeros((19, height, width), np.float32)
     paf = np.zeros((38, height, width), np.float32)
@@ -149,13 +177,18 @@ def main() -> None:
     labels, keypoints, photo = example_person(512)
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as folder:
-        atr = HumanParser(schp_like_onnx(Path(folder) / "atr.onnx", 512, 18), "atr", "cpu", threads=args.threads)
-        lip = HumanParser(schp_like_onnx(Path(folder) / "lip.onnx", 473, 20), "lip", "cpu", threads=args.threads)
+        atr_file = schp_like_onnx(Path(folder) / "atr.onnx", 512, 18)
+        lip_file = schp_like_onnx(Path(folder) / "lip.onnx", 473, 20)
+        print(f"SCHP-cost ONNX: {onnx_gmacs(atr_file):.1f} GMAC at 512 px, {onnx_gmacs(lip_file):.1f} GMAC at 473 px")
+        atr = HumanParser(atr_file, "atr", "cpu", threads=args.threads)
+        lip = HumanParser(lip_file, "lip", "cpu", threads=args.threads)
         results["parsing ATR (SCHP-cost ONNX, 512 px)"] = timed(lambda: atr(photo), args.repeats)
         results["parsing LIP (SCHP-cost ONNX, 473 px)"] = timed(lambda: lip(photo), args.repeats)
     atr_labels = labels
     results["parsing combination (islands, neck)"] = timed(lambda: combine_parsings(atr_labels, None), args.repeats)
     net = BodyPoseNet().eval()
+    print(f"OpenPose: {sum(p.numel() for p in net.parameters()) / 1e6:.1f} M parameters, "
+          f"{torch_gmacs(net, torch.zeros(1, 3, 368, 280)):.1f} GMAC at 368 x 280 (a 512 x 384 photo at scale 1.0)")
     results["OpenPose network (368 px, random weights)"] = timed(lambda: network_maps(net, photo, (1.0,)), args.repeats)
     heat, paf = constructed_maps(keypoints, 512, 384)
     results["OpenPose decoding (one person)"] = timed(lambda: decode_people(heat, paf), args.repeats)
