@@ -49,7 +49,8 @@ class GraphBuilder:
     def conv(self, x, c_in, c_out, k=1, stride=1, dilation=1, relu=True):
         w, b, y = self.name("w"), self.name("b"), self.name("conv")
         std = (2.0 / (c_in * k * k)) ** 0.5
-        self.weights += [numpy_helper.from_array((self.rng.standard_normal((c_out, c_in, k, k)) * std).astype(np.float32), w),
+        kernel = (self.rng.standard_normal((c_out, c_in, k, k)) * std).astype(np.float32)
+        self.weights += [numpy_helper.from_array(kernel, w),
                          numpy_helper.from_array(np.zeros(c_out, np.float32), b)]  # fmt: skip
         pad = dilation * (k // 2)
         self.nodes.append(helper.make_node("Conv", [x, w, b], [y], kernel_shape=[k, k], strides=[stride, stride],
@@ -89,9 +90,9 @@ def schp_like_onnx(path: Path, size: int, classes: int) -> Path:
         low = x if low is None else low
     context = g.conv(x, 2048, 512, 3)  # PSP-like context at 1/16
     up = g.name("up")  # resize the 1/16 context to the 1/4 features' size (473 px: 30 -> 119, not 120)
-    g.weights += [numpy_helper.from_array(np.array([0], np.int64), "i0"), numpy_helper.from_array(np.array([2], np.int64), "i2"),
-                  numpy_helper.from_array(np.array([4], np.int64), "i4")]  # fmt: skip
-    g.nodes += [helper.make_node("Shape", [context], ["shape_context"]), helper.make_node("Shape", [low], ["shape_low"]),
+    g.weights += [numpy_helper.from_array(np.array([i], np.int64), f"i{i}") for i in (0, 2, 4)]
+    g.nodes += [helper.make_node("Shape", [context], ["shape_context"]),
+                helper.make_node("Shape", [low], ["shape_low"]),
                 helper.make_node("Slice", ["shape_context", "i0", "i2"], ["nc"]),
                 helper.make_node("Slice", ["shape_low", "i2", "i4"], ["hw"]),
                 helper.make_node("Concat", ["nc", "hw"], ["sizes"], axis=0),
@@ -187,16 +188,21 @@ def main() -> None:
     atr_labels = labels
     results["parsing combination (islands, neck)"] = timed(lambda: combine_parsings(atr_labels, None), args.repeats)
     net = BodyPoseNet().eval()
-    print(f"OpenPose: {sum(p.numel() for p in net.parameters()) / 1e6:.1f} M parameters, "
-          f"{torch_gmacs(net, torch.zeros(1, 3, 368, 280)):.1f} GMAC at 368 x 280 (a 512 x 384 photo at scale 1.0)")
+    print(
+        f"OpenPose: {sum(p.numel() for p in net.parameters()) / 1e6:.1f} M parameters, "
+        f"{torch_gmacs(net, torch.zeros(1, 3, 368, 280)):.1f} GMAC at 368 x 280 (a 512 x 384 photo at scale 1.0)"
+    )
     results["OpenPose network (368 px, random weights)"] = timed(lambda: network_maps(net, photo, (1.0,)), args.repeats)
     heat, paf = constructed_maps(keypoints, 512, 384)
     results["OpenPose decoding (one person)"] = timed(lambda: decode_people(heat, paf), args.repeats)
     for style in ("hd", "dc"):
-        results[f"mask rules ({style}, mean of 3 types)"] = timed(
-            lambda: [agnostic_mask(labels, keypoints, t, style) for t in ("upper_body", "lower_body", "dresses")],
-            args.repeats,
-        ) / 3
+        results[f"mask rules ({style}, mean of 3 types)"] = (
+            timed(
+                lambda: [agnostic_mask(labels, keypoints, t, style) for t in ("upper_body", "lower_body", "dresses")],
+                args.repeats,
+            )
+            / 3
+        )
     product = np.full((1024, 768, 3), 212, np.uint8)
     product[200:800, 180:600] = (180, 50, 40)
     product_image = Image.fromarray(product)

@@ -9,13 +9,20 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def colour_parsing_onnx(path: Path, classes: int, rules: dict[int, int | tuple[float, float, float]],
-                        size: int | None = 64, input_name: str = "input.1", background: float = 0.0) -> Path:
+def colour_parsing_onnx(
+    path: Path,
+    classes: int,
+    rules: dict[int, int | tuple[float, float, float]],
+    size: int | None = 64,
+    input_name: str = "input.1",
+    background: float = 0.0,
+) -> Path:
     """An SCHP-shaped parser: (1, 3, S, S) -> parsing, fusion (1, C, S/4, S/4), edge (1, 2, S/4, S/4).
 
     ``fusion`` scores class ``c`` by the normalised value of input channel ``rules[c]`` (0 = B, 1 = G, 2 = R in the
     BGR input; or a (B, G, R) weight triple), background by the constant ``background``, every other class by -10:
-    a pure red photo region becomes the class ruled by channel 2. ``parsing`` is the negated fusion (so reading the wrong output gives wrong labels).
+    a pure red photo region becomes the class ruled by channel 2. ``parsing`` is the negated fusion (so reading the
+    wrong output gives wrong labels).
     ``size=None`` leaves the spatial dimensions dynamic.
     """
     weight = np.zeros((classes, 3, 1, 1), dtype=np.float32)

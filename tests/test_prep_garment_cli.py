@@ -115,8 +115,10 @@ def test_prep_mask_and_parse_with_onnx_models(person, models, tmp_path):
 def test_library_entry_point_for_inference(person, models):
     folder, labels, keypoints = person
     atr, lip = models
-    tools = PrepTools(atr=HumanParser(atr, "atr"), lip=HumanParser(lip, "lip"),
-                      pose=lambda image, source="": keypoints * np.array([image.height / 256, image.height / 256, 1]))  # fmt: skip
+    scale = np.array([2.0, 2.0, 1.0])  # the photo is 256 high, the work copy 512 (its default height)
+    tools = PrepTools(
+        atr=HumanParser(atr, "atr"), lip=HumanParser(lip, "lip"), pose=lambda image, source="": keypoints * scale
+    )
     mask = automatic_conditions(Image.open(folder / "person.png"), "upper_body", "hd", tools=tools)
     assert mask.mode == "L" and mask.size == (192, 256)
     assert (np.asarray(mask) > 127)[labels == ATR_LABELS.index("upper-clothes")].mean() > 0.99
@@ -153,7 +155,9 @@ def test_dataset_fill_is_resumable_and_skips_undetected_people(person, models, z
     (tmp_path / "viton" / "test" / "openpose_json").mkdir()
     scaled = keypoints.copy()
     scaled[:, :2] *= 2
-    (tmp_path / "viton" / "test" / "openpose_json" / "00001_00_keypoints.json").write_text(json.dumps(keypoints_json(scaled)))
+    (tmp_path / "viton" / "test" / "openpose_json" / "00001_00_keypoints.json").write_text(
+        json.dumps(keypoints_json(scaled))
+    )
     tools = PrepTools(atr=HumanParser(atr, "atr"), lip=HumanParser(lip, "lip"), pose=PoseEstimator(zero, (0.15,)))
     plan = plan_dataset(tmp_path / "viton")
     assert [i.image.name for i in plan.items] == ["00001_00.jpg", "00002_00.jpg"] and plan.complete == 0
@@ -171,7 +175,9 @@ def test_dataset_fill_is_resumable_and_skips_undetected_people(person, models, z
                     "--pose-model", tmp_path / "missing.pth")  # fmt: skip
     assert result.exit_code != 0 and "missing.pth: model file not found" in str(result.exception)
     photo.save(images / "00003_00.jpg")
-    (tmp_path / "viton" / "test" / "openpose_json" / "00003_00_keypoints.json").write_text(json.dumps(keypoints_json(scaled)))
+    (tmp_path / "viton" / "test" / "openpose_json" / "00003_00_keypoints.json").write_text(
+        json.dumps(keypoints_json(scaled))
+    )
     monkeypatch.setattr("leffa.preprocess.conditions.load_pose", lambda *a, **k: PoseEstimator(zero, (0.15,)))
     result = invoke("prep", "dataset", tmp_path / "viton", "--parsing-model", atr, "--lip-model", lip,
                     "--work-height", 256)  # fmt: skip
@@ -191,8 +197,9 @@ def test_offline_without_cached_models_names_the_file(person, tmp_path):
 
     folder, _, _ = person
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
-    result = subprocess.run([sys.executable, "-m", "leffa_cli.app", "prep", "pose", str(folder / "person.png"),
-                             "-o", str(tmp_path / "k.json"), "--offline"], capture_output=True, text=True, env=env)  # fmt: skip
+    command = [sys.executable, "-m", "leffa_cli.app", "prep", "pose", str(folder / "person.png"),
+               "-o", str(tmp_path / "k.json"), "--offline"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     assert result.returncode == 2
     assert "openpose/body_pose_model.pth: not in the local cache and --offline was given" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from leffa.errors import LeffaError
 from leffa.preprocess.example_person import example_person
-from leffa.preprocess.masks import agnostic_mask, hand_region, Skeleton
+from leffa.preprocess.masks import Skeleton, agnostic_mask, hand_region
 from leffa.preprocess.openpose import KEYPOINT_NAMES
 from leffa.preprocess.parsing import PERSON_LABELS
 

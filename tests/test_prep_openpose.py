@@ -12,8 +12,18 @@ from PIL import Image
 from leffa.errors import LeffaError
 from leffa.preprocess.example_person import BASE_KEYPOINTS
 from leffa.preprocess.openpose import (
-    KEYPOINT_NAMES, LIMBS, PAF_CHANNELS, BodyPoseNet, PoseEstimator, decode_people, draw_skeleton, keypoints_json,
-    load_body_pose_net, main_person, network_maps, read_keypoints,
+    KEYPOINT_NAMES,
+    LIMBS,
+    PAF_CHANNELS,
+    BodyPoseNet,
+    PoseEstimator,
+    decode_people,
+    draw_skeleton,
+    keypoints_json,
+    load_body_pose_net,
+    main_person,
+    network_maps,
+    read_keypoints,
 )  # fmt: skip
 
 

@@ -5,13 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from prep_models import colour_parsing_onnx
 
 from leffa.errors import LeffaError
 from leffa.preprocess.parsing import (
-    ATR_LABELS, LIP_LABELS, PERSON_LABELS, HumanParser, Letterbox, add_neck, combine_parsings,
-    fill_upper_clothes_islands, label_image, model_input, read_label_image, to_person_labels,
+    ATR_LABELS,
+    LIP_LABELS,
+    PERSON_LABELS,
+    HumanParser,
+    Letterbox,
+    add_neck,
+    combine_parsings,
+    fill_upper_clothes_islands,
+    label_image,
+    model_input,
+    read_label_image,
+    to_person_labels,
 )  # fmt: skip
-from prep_models import colour_parsing_onnx
 
 UPPER, PANTS = ATR_LABELS.index("upper-clothes"), ATR_LABELS.index("pants")
 

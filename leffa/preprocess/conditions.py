@@ -35,12 +35,19 @@ def model_path(path: str | Path | None, hub_file: str, offline: bool = False) ->
     return fetch(hub_file, offline=offline)
 
 
-def load_parser(model: str = "atr", path: str | Path | None = None, offline: bool = False, device: str = "auto") -> HumanParser:
+def load_parser(
+    model: str = "atr", path: str | Path | None = None, offline: bool = False, device: str = "auto"
+) -> HumanParser:
     return HumanParser(model_path(path, MODELS[model]["hub_file"], offline), model, device)
 
 
-def load_pose(path: str | Path | None = None, offline: bool = False, device: str = "auto",
-              scales: tuple[float, ...] = (1.0,), lazy: bool = False) -> PoseEstimator | LazyPose:
+def load_pose(
+    path: str | Path | None = None,
+    offline: bool = False,
+    device: str = "auto",
+    scales: tuple[float, ...] = (1.0,),
+    lazy: bool = False,
+) -> PoseEstimator | LazyPose:
     """OpenPose from ``path`` or the hub; ``lazy=True`` finds (downloads) the file now but reads it on first use."""
     from leffa.environment import best_device
 
@@ -77,9 +84,18 @@ class PrepTools:
     lip: HumanParser | None = None
 
     @classmethod
-    def load(cls, parsing_model: str | Path | None = None, pose_model: str | Path | None = None,
-             lip_model: str | Path | None = None, neck: bool = True, offline: bool = False, device: str = "auto",
-             scales: tuple[float, ...] = (1.0,), parsing: bool = True, keypoints: bool = True) -> PrepTools:
+    def load(
+        cls,
+        parsing_model: str | Path | None = None,
+        pose_model: str | Path | None = None,
+        lip_model: str | Path | None = None,
+        neck: bool = True,
+        offline: bool = False,
+        device: str = "auto",
+        scales: tuple[float, ...] = (1.0,),
+        parsing: bool = True,
+        keypoints: bool = True,
+    ) -> PrepTools:
         """ATR parser and (for the neck label, ``neck=True``) LIP parser unless ``parsing=False``; OpenPose unless
         ``keypoints=False``."""
         return cls(
@@ -107,10 +123,17 @@ def working_copy(image: Image.Image, height: int = WORK_HEIGHT) -> Image.Image:
     return rgb.resize((width, height), Image.Resampling.BICUBIC) if rgb.height != height else rgb
 
 
-def person_conditions(person_image: Image.Image, garment_type: str = "upper_body", style: str = "hd",
-                      tools: PrepTools | None = None, labels: np.ndarray | None = None,
-                      keypoints: np.ndarray | None = None, work_height: int = WORK_HEIGHT,
-                      source: str = "person image", **load_options) -> PersonConditions:
+def person_conditions(
+    person_image: Image.Image,
+    garment_type: str = "upper_body",
+    style: str = "hd",
+    tools: PrepTools | None = None,
+    labels: np.ndarray | None = None,
+    keypoints: np.ndarray | None = None,
+    work_height: int = WORK_HEIGHT,
+    source: str = "person image",
+    **load_options,
+) -> PersonConditions:
     """Parsing, keypoints and mask of one photo.
 
     ``labels`` (a person label map of any size) and ``keypoints`` (18 x 3, in the photo's pixels) replace what the
@@ -122,7 +145,9 @@ def person_conditions(person_image: Image.Image, garment_type: str = "upper_body
     if labels is None:
         labels = parse_person(work, tools.atr, tools.lip)
     else:
-        labels = np.asarray(Image.fromarray(np.asarray(labels, dtype=np.uint8)).resize(work.size, Image.Resampling.NEAREST))
+        labels = np.asarray(
+            Image.fromarray(np.asarray(labels, dtype=np.uint8)).resize(work.size, Image.Resampling.NEAREST)
+        )
     if keypoints is None:
         keypoints = tools.pose(work, source=source)
     else:
@@ -131,7 +156,12 @@ def person_conditions(person_image: Image.Image, garment_type: str = "upper_body
     return PersonConditions(labels, keypoints, agnostic_mask(labels, keypoints, garment_type, style), person_image.size)
 
 
-def automatic_conditions(person_image: Image.Image, garment_type: str = "upper_body", style: str = "hd",
-                         tools: PrepTools | None = None, **load_options) -> Image.Image:
+def automatic_conditions(
+    person_image: Image.Image,
+    garment_type: str = "upper_body",
+    style: str = "hd",
+    tools: PrepTools | None = None,
+    **load_options,
+) -> Image.Image:
     """The garment-agnostic mask (``L`` image at the photo's size, 255 = repaint) of a plain person photo."""
     return person_conditions(person_image, garment_type, style, tools, **load_options).mask_image()

@@ -67,15 +67,18 @@ def plan_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS) -> DatasetP
         raise LeffaError(f"{root}: dataset folder not found")
     found = [s for s in splits if (root / s / "image").is_dir()]
     if not found:
-        raise LeffaError(f"{root}: no {'/ or '.join(splits)}/image folder (expected the VITON-HD layout DIR/train/image/*.jpg)")
+        raise LeffaError(
+            f"{root}: no {'/ or '.join(splits)}/image folder (expected the VITON-HD layout DIR/train/image/*.jpg)"
+        )
     images = sorted(p for s in found for p in (root / s / "image").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     items = [ItemPaths.for_image(p) for p in images]
     todo = [item for item in items if item.missing()]
     return DatasetPlan(todo, len(items) - len(todo), found)
 
 
-def fill_item(item: ItemPaths, tools: PrepTools, garment_type: str = "upper_body", style: str = "hd",
-              work_height: int = 512) -> list[str]:
+def fill_item(
+    item: ItemPaths, tools: PrepTools, garment_type: str = "upper_body", style: str = "hd", work_height: int = 512
+) -> list[str]:
     """Write the missing outputs of one photo; returns what it wrote."""
     missing = item.missing()
     if not missing:
@@ -125,4 +128,3 @@ def written_counts(results: list[list[str]]) -> dict[str, int]:
         for kind in written:
             counts[kind] += 1
     return counts
-

@@ -33,7 +33,10 @@ def _label(name: str) -> int:
 
 
 def example_person(height: int = 512, outfit: str = "shirt_and_pants") -> tuple[np.ndarray, np.ndarray, Image.Image]:
-    """``(labels (H, W) uint8, keypoints (18, 3), photo)`` at ``height`` (3:4); outfit ``shirt_and_pants`` or ``dress``."""
+    """``(labels (H, W) uint8, keypoints (18, 3), photo)`` at ``height`` (3:4).
+
+    ``outfit``: ``shirt_and_pants`` (short sleeves, cropped trousers) or ``dress`` (knee length, sleeveless).
+    """
     if outfit not in ("shirt_and_pants", "dress"):
         raise ValueError(f"outfit: {outfit}")
     s = height / 512
@@ -49,10 +52,14 @@ def example_person(height: int = 512, outfit: str = "shirt_and_pants") -> tuple[
             draw.ellipse([point[0] - r, point[1] - r, point[0] + r, point[1] + r], fill=_label(name))
 
     def ellipse(centre, rx, ry, name):
-        draw.ellipse([centre[0] - rx * s, centre[1] - ry * s, centre[0] + rx * s, centre[1] + ry * s], fill=_label(name))
+        draw.ellipse(
+            [centre[0] - rx * s, centre[1] - ry * s, centre[0] + rx * s, centre[1] + ry * s], fill=_label(name)
+        )
 
     ellipse(k["nose"] + np.array([0, -16]) * s, 34, 34, "hair")
-    draw.rectangle([k["neck"][0] - 12 * s, k["nose"][1], k["neck"][0] + 12 * s, k["neck"][1] + 8 * s], fill=_label("neck"))
+    draw.rectangle(
+        [k["neck"][0] - 12 * s, k["nose"][1], k["neck"][0] + 12 * s, k["neck"][1] + 8 * s], fill=_label("neck")
+    )
     ellipse(k["nose"] + np.array([0, 2]) * s, 24, 30, "face")
     for side in ("left", "right"):
         hand = k[f"{side}-wrist"] + 0.25 * (k[f"{side}-wrist"] - k[f"{side}-elbow"])

@@ -89,7 +89,9 @@ def grow_soft(region: np.ndarray, radius: int = 2) -> np.ndarray:
     return ndimage.binary_dilation(region, iterations=radius).astype(np.float32)
 
 
-def clean_garment(image: Image.Image, size: tuple[int, int] = (768, 1024), margin: float = 0.05) -> tuple[Image.Image, GarmentCut]:
+def clean_garment(
+    image: Image.Image, size: tuple[int, int] = (768, 1024), margin: float = 0.05
+) -> tuple[Image.Image, GarmentCut]:
     """The garment cut out, scaled to fit ``size`` (W, H) less ``margin`` on each side, centred on white."""
     cut = find_garment(image)
     left, top, right, bottom = cut.box
@@ -99,8 +101,9 @@ def clean_garment(image: Image.Image, size: tuple[int, int] = (768, 1024), margi
     width, height = size
     box_w, box_h = width * (1 - 2 * margin), height * (1 - 2 * margin)
     factor = min(box_w / on_white.width, box_h / on_white.height)
-    fitted = on_white.resize((max(1, round(on_white.width * factor)), max(1, round(on_white.height * factor))),
-                             Image.Resampling.LANCZOS)
+    fitted = on_white.resize(
+        (max(1, round(on_white.width * factor)), max(1, round(on_white.height * factor))), Image.Resampling.LANCZOS
+    )
     canvas = Image.new("RGB", size, (255, 255, 255))
     canvas.paste(fitted, ((width - fitted.width) // 2, (height - fitted.height) // 2))
     return canvas, cut

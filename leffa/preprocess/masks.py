@@ -103,7 +103,11 @@ def band(shape: tuple[int, int], start: np.ndarray, end: np.ndarray, width: floa
     ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
     direction = (end - start).astype(np.float32)
     length2 = float(direction @ direction)
-    t = np.zeros_like(xs) if length2 == 0 else np.clip(((xs - start[0]) * direction[0] + (ys - start[1]) * direction[1]) / length2, 0, 1)
+    t = (
+        np.zeros_like(xs)
+        if length2 == 0
+        else np.clip(((xs - start[0]) * direction[0] + (ys - start[1]) * direction[1]) / length2, 0, 1)
+    )
     dx, dy = xs - (start[0] + t * direction[0]), ys - (start[1] + t * direction[1])
     return dx * dx + dy * dy <= (width / 2) ** 2
 
@@ -195,11 +199,15 @@ def keep_significant(mask: np.ndarray, largest_only: bool, speck_fraction: float
     if count <= 1:
         return mask
     sizes = ndimage.sum_labels(mask, regions, index=np.arange(1, count + 1))
-    chosen = [int(np.argmax(sizes)) + 1] if largest_only else list(1 + np.flatnonzero(sizes >= speck_fraction * sizes.max()))
+    chosen = (
+        [int(np.argmax(sizes)) + 1] if largest_only else list(1 + np.flatnonzero(sizes >= speck_fraction * sizes.max()))
+    )
     return np.isin(regions, chosen)
 
 
-def agnostic_mask(labels: np.ndarray, keypoints: np.ndarray, garment_type: str = "upper_body", style: str = "hd") -> np.ndarray:
+def agnostic_mask(
+    labels: np.ndarray, keypoints: np.ndarray, garment_type: str = "upper_body", style: str = "hd"
+) -> np.ndarray:
     """``(H, W)`` bool mask of the region to repaint for ``garment_type`` in ``style`` (see the module notes)."""
     if garment_type not in GARMENT_TYPES:
         raise LeffaError(f"--type {garment_type}: unknown garment type (choose from {', '.join(GARMENT_TYPES)})")
@@ -209,7 +217,9 @@ def agnostic_mask(labels: np.ndarray, keypoints: np.ndarray, garment_type: str =
     if labels.ndim != 2:
         raise LeffaError(f"parsing map: expected a 2-d label map, got shape {labels.shape}")
     if labels.max(initial=0) >= len(PERSON_LABELS):
-        raise LeffaError(f"parsing map: label {int(labels.max())} is outside the person label set (0..{len(PERSON_LABELS) - 1})")
+        raise LeffaError(
+            f"parsing map: label {int(labels.max())} is outside the person label set (0..{len(PERSON_LABELS) - 1})"
+        )
     rules, skeleton = STYLE_RULES[style], Skeleton(keypoints)
     shape, height = labels.shape, labels.shape[0]
 

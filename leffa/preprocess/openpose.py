@@ -166,7 +166,9 @@ def network_input(bgr: np.ndarray, scale: float) -> tuple[torch.Tensor, tuple[in
 
 
 @torch.no_grad()
-def network_maps(net: BodyPoseNet, image: Image.Image, scales: tuple[float, ...] = (1.0,)) -> tuple[np.ndarray, np.ndarray]:
+def network_maps(
+    net: BodyPoseNet, image: Image.Image, scales: tuple[float, ...] = (1.0,)
+) -> tuple[np.ndarray, np.ndarray]:
     """Heatmaps ``(19, H, W)`` and PAFs ``(38, H, W)`` at the image's size, averaged over ``scales``."""
     bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
     height, width = bgr.shape[:2]
@@ -205,14 +207,22 @@ def find_peaks(heatmaps: np.ndarray, settings: DecodeSettings = DecodeSettings()
             & (centre >= padded[1:-1, :-2]) & (centre >= padded[1:-1, 2:]) & (centre > settings.peak_threshold)
         )  # fmt: skip
         ys, xs = np.nonzero(is_peak)
-        part_peaks = [Peak(part, float(x), float(y), float(raw[y, x]), counter + i) for i, (x, y) in enumerate(zip(xs, ys))]
+        part_peaks = [
+            Peak(part, float(x), float(y), float(raw[y, x]), counter + i) for i, (x, y) in enumerate(zip(xs, ys))
+        ]
         counter += len(part_peaks)
         peaks.append(part_peaks)
     return peaks
 
 
-def limb_score(paf_x: np.ndarray, paf_y: np.ndarray, a: Peak, b: Peak, image_height: int,
-               settings: DecodeSettings = DecodeSettings()) -> float | None:
+def limb_score(
+    paf_x: np.ndarray,
+    paf_y: np.ndarray,
+    a: Peak,
+    b: Peak,
+    image_height: int,
+    settings: DecodeSettings = DecodeSettings(),
+) -> float | None:
     """PAF line integral from ``a`` to ``b`` with a long-limb penalty, or ``None`` when the field disagrees."""
     dx, dy = b.x - a.x, b.y - a.y
     norm = max(math.hypot(dx, dy), 1e-3)
@@ -225,8 +235,9 @@ def limb_score(paf_x: np.ndarray, paf_y: np.ndarray, a: Peak, b: Peak, image_hei
     return score if agreeing and score > 0 else None
 
 
-def match_limbs(peaks: list[list[Peak]], pafs: np.ndarray,
-                settings: DecodeSettings = DecodeSettings()) -> list[list[tuple[Peak, Peak, float]]]:
+def match_limbs(
+    peaks: list[list[Peak]], pafs: np.ndarray, settings: DecodeSettings = DecodeSettings()
+) -> list[list[tuple[Peak, Peak, float]]]:
     """Per limb, the accepted (a, b, score) connections, matched greedily by score, each peak used once."""
     connections = []
     for (part_a, part_b), (cx, cy) in zip(LIMBS, PAF_CHANNELS):
@@ -264,8 +275,9 @@ class Person:
         return out
 
 
-def assemble_people(connections: list[list[tuple[Peak, Peak, float]]],
-                    settings: DecodeSettings = DecodeSettings()) -> list[Person]:
+def assemble_people(
+    connections: list[list[tuple[Peak, Peak, float]]], settings: DecodeSettings = DecodeSettings()
+) -> list[Person]:
     """Greedy assembly: each connection joins the person holding one of its ends, merges two, or starts one."""
     people: list[Person] = []
     for limb_index, ((part_a, part_b), chosen) in enumerate(zip(LIMBS, connections)):
@@ -287,7 +299,9 @@ def assemble_people(connections: list[list[tuple[Peak, Peak, float]]],
                     first.score += b.score + score
             elif not owners and limb_index < STARTING_LIMBS:
                 people.append(Person({part_a: a, part_b: b}, a.score + b.score + score))
-    return [p for p in people if len(p.parts) >= settings.min_parts and p.score / len(p.parts) >= settings.min_mean_score]
+    return [
+        p for p in people if len(p.parts) >= settings.min_parts and p.score / len(p.parts) >= settings.min_mean_score
+    ]
 
 
 def main_person(people: list[Person], source: str = "image") -> Person:
@@ -304,7 +318,9 @@ def decode_people(heatmaps: np.ndarray, pafs: np.ndarray, settings: DecodeSettin
 class PoseEstimator:
     """Callable: PIL image -> ``(18, 3)`` keypoints (x, y, confidence) of its main person, in image pixels."""
 
-    def __init__(self, net: BodyPoseNet, scales: tuple[float, ...] = (1.0,), settings: DecodeSettings = DecodeSettings()):
+    def __init__(
+        self, net: BodyPoseNet, scales: tuple[float, ...] = (1.0,), settings: DecodeSettings = DecodeSettings()
+    ):
         self.net, self.scales, self.settings = net, tuple(scales), settings
 
     @classmethod

@@ -106,8 +106,9 @@ def model_input(image: Image.Image, size: int) -> np.ndarray:
     """The normalised BGR letterboxed ``(1, 3, size, size)`` tensor the SCHP models expect."""
     rgb = image.convert("RGB")
     box = Letterbox(rgb.width, rgb.height, size)
-    warped = rgb.transform((size, size), Image.Transform.AFFINE, box.pil_coefficients(), Image.Resampling.BILINEAR,
-                           fillcolor=(0, 0, 0))
+    warped = rgb.transform(
+        (size, size), Image.Transform.AFFINE, box.pil_coefficients(), Image.Resampling.BILINEAR, fillcolor=(0, 0, 0)
+    )
     bgr = np.asarray(warped, dtype=np.float32)[:, :, ::-1] / 255.0
     return ((bgr - BGR_MEAN) / BGR_STD).transpose(2, 0, 1)[None].astype(np.float32)
 

@@ -16,10 +16,18 @@ console = Console(highlight=False)
 PERSON = typer.Argument(..., help="Person photo (any size; RGB).")
 OFFLINE = typer.Option(False, "--offline", help="Use the hub cache only; never download.")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
-PARSING_MODEL = typer.Option(None, "--parsing-model", help="Local ATR parsing ONNX (default: hub humanparsing/parsing_atr.onnx).")
-LIP_MODEL = typer.Option(None, "--lip-model", help="Local LIP parsing ONNX (default: hub humanparsing/parsing_lip.onnx).")
-POSE_MODEL = typer.Option(None, "--pose-model", help="Local OpenPose body .pth (default: hub openpose/body_pose_model.pth).")
-SCALES = typer.Option("1.0", "--scales", help="OpenPose scales, comma-separated (1.0 = 368 px high; upstream uses 0.5).")
+PARSING_MODEL = typer.Option(
+    None, "--parsing-model", help="Local ATR parsing ONNX (default: hub humanparsing/parsing_atr.onnx)."
+)
+LIP_MODEL = typer.Option(
+    None, "--lip-model", help="Local LIP parsing ONNX (default: hub humanparsing/parsing_lip.onnx)."
+)
+POSE_MODEL = typer.Option(
+    None, "--pose-model", help="Local OpenPose body .pth (default: hub openpose/body_pose_model.pth)."
+)
+SCALES = typer.Option(
+    "1.0", "--scales", help="OpenPose scales, comma-separated (1.0 = 368 px high; upstream uses 0.5)."
+)
 TYPE = typer.Option("upper_body", "--type", help="upper_body, lower_body or dresses.")
 STYLE = typer.Option("hd", "--style", help="hd (VITON-HD-like) or dc (DressCode-like).")
 WORK_HEIGHT = typer.Option(512, "--work-height", help="Height the models and mask rules work at.")
@@ -57,7 +65,9 @@ def mask(
     output: Path = typer.Option(..., "-o", "--output", help="Mask PNG to write (255 = repaint)."),
     garment_type: str = TYPE,
     style: str = STYLE,
-    parse: Path = typer.Option(None, "--parse", help="Use this person-label parsing PNG instead of running the parsers."),
+    parse: Path = typer.Option(
+        None, "--parse", help="Use this person-label parsing PNG instead of running the parsers."
+    ),
     keypoints: Path = typer.Option(None, "--keypoints", help="Use this OpenPose JSON instead of running OpenPose."),
     overlay: Path = typer.Option(None, "--overlay", help="Also write the photo with the masked region greyed out."),
     neck: bool = typer.Option(True, "--neck/--no-neck", help="Run the LIP parser too, to find the neck."),
@@ -95,16 +105,17 @@ def parse(
     person: Path = PERSON,
     output: Path = typer.Option(..., "-o", "--output", help="Palette PNG of labels to write."),
     model: str = typer.Option("atr", "--model", help="atr (18 labels) or lip (20 labels)."),
-    parsing_model: Path = typer.Option(None, "--parsing-model", help="Local ONNX file for --model (default: from the hub)."),
+    parsing_model: Path = typer.Option(
+        None, "--parsing-model", help="Local ONNX file for --model (default: from the hub)."
+    ),
     device: str = DEVICE,
     offline: bool = OFFLINE,
 ) -> None:
     """Human parsing of a person photo with upstream's SCHP ONNX models; writes a palette PNG of labels."""
     from leffa.atomic import save_image
+    from leffa.errors import LeffaError
     from leffa.preprocess.conditions import load_parser
     from leffa.preprocess.parsing import MODELS, label_image
-
-    from leffa.errors import LeffaError
 
     if model not in MODELS:
         raise LeffaError(f"--model {model}: unknown parsing model (choose from {', '.join(MODELS)})")
@@ -154,8 +165,11 @@ def garment(
         raise LeffaError("--width/--height must be positive and --margin in [0, 0.5)")
     canvas, cut = clean_garment(_open(image, mode=""), (width, height), margin)
     save_image(canvas, output)
-    how = {"alpha": "from the alpha channel", "backdrop": "from the backdrop colour",
-           "none": "no uniform backdrop: whole picture kept"}[cut.method]
+    how = {
+        "alpha": "from the alpha channel",
+        "backdrop": "from the backdrop colour",
+        "none": "no uniform backdrop: whole picture kept",
+    }[cut.method]
     console.print(f"wrote {output} (garment box {cut.box}, {how})")
 
 
@@ -174,7 +188,14 @@ def dataset(
     offline: bool = OFFLINE,
 ) -> None:
     """Fill missing agnostic-mask/, image-parse-v3/, openpose_json/ and openpose_img/ files (resumable)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from leffa.errors import LeffaError
     from leffa.preprocess.conditions import PrepTools, load_parser, load_pose
@@ -185,12 +206,20 @@ def dataset(
     console.print(f"{root}: {plan.complete} photos complete, {len(plan.items)} to fill ({', '.join(plan.splits)})")
     if not items:
         return
-    tools = PrepTools(atr=load_parser("atr", parsing_model, offline, device),
-                      pose=load_pose(pose_model, offline, device, _scales(scales), lazy=True),
-                      lip=load_parser("lip", lip_model, offline, device))
+    tools = PrepTools(
+        atr=load_parser("atr", parsing_model, offline, device),
+        pose=load_pose(pose_model, offline, device, _scales(scales), lazy=True),
+        lip=load_parser("lip", lip_model, offline, device),
+    )
     results, failures = [], []
-    columns = (TextColumn("[bold]prep dataset"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[name]}"),
-               TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]prep dataset"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[name]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("fill", total=len(items), name="")
         for item in items:

@@ -83,7 +83,9 @@ def garment_sheet(work: Path) -> None:
     Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).save(work / "shirt_photo.jpg", quality=95)
     rgba = np.zeros((500, 500, 4), np.uint8)
     yy, xx = np.mgrid[0:500, 0:500]
-    trousers = ((abs(xx - 200) < 40) | (abs(xx - 300) < 40)) & (yy > 120) & (yy < 480) | (abs(xx - 250) < 90) & (yy > 100) & (yy < 200)
+    trousers = ((abs(xx - 200) < 40) | (abs(xx - 300) < 40)) & (yy > 120) & (yy < 480) | (abs(xx - 250) < 90) & (
+        yy > 100
+    ) & (yy < 200)
     rgba[trousers] = (40, 50, 90, 255)
     Image.fromarray(rgba).save(work / "trousers.png")
     tiles = []
@@ -94,7 +96,10 @@ def garment_sheet(work: Path) -> None:
             checker = Image.new("RGB", source.size, (200, 200, 200))
             checker.paste(source, mask=source)
             source = checker
-        tiles += [caption(source, f"input {name}"), caption(Image.open(work / f"clean_{name}.jpg"), "leffa prep garment")]
+        tiles += [
+            caption(source, f"input {name}"),
+            caption(Image.open(work / f"clean_{name}.jpg"), "leffa prep garment"),
+        ]
     sheet([tiles]).save(HERE / "garment.png", optimize=True)
 
 
