@@ -142,3 +142,19 @@ def test_keypoints_json_round_trip_and_drawing(tmp_path):
         read_keypoints(tmp_path / "bad.json")
     picture = np.asarray(draw_skeleton(keypoints, (40, 30)))
     assert picture.shape == (30, 40, 3) and picture[20, 20].tolist() == [255, 0, 0]  # neck-right shoulder limb
+
+
+def test_large_photos_are_decoded_small_and_keypoints_scaled_back(monkeypatch):
+    person = {name: (x / 2, y / 2) for name, (x, y) in BASE_KEYPOINTS.items()}  # constructed at 256 x 192
+    maps = construct_maps([person], 256, 192)
+    seen = []
+
+    def fake_maps(net, image, scales):
+        seen.append(image.size)
+        return maps
+
+    monkeypatch.setattr("leffa.preprocess.openpose.network_maps", fake_maps)
+    monkeypatch.setattr("leffa.preprocess.openpose.MAX_DECODE_HEIGHT", 256)
+    keypoints = PoseEstimator(net=None)(Image.new("RGB", (768, 1024)))
+    assert seen == [(192, 256)]
+    np.testing.assert_allclose(keypoints[KEYPOINT_NAMES.index("nose"), :2], np.array(person["nose"]) * 4, atol=4)

@@ -120,3 +120,11 @@ def test_label_png_round_trip(tmp_path):
     Image.new("RGB", (2, 2)).save(tmp_path / "rgb.png")
     with pytest.raises(LeffaError, match="palette or greyscale"):
         read_label_image(tmp_path / "rgb.png")
+
+
+def test_tall_photos_are_labelled_on_a_smaller_copy(tmp_path, monkeypatch):
+    path = colour_parsing_onnx(tmp_path / "atr.onnx", 18, {UPPER: 2, PANTS: 0})
+    monkeypatch.setattr("leffa.preprocess.parsing.MAX_LABEL_HEIGHT", 32)
+    labels = HumanParser(path, "atr")(red_blue_photo(48, 64))
+    assert labels.shape == (64, 48)
+    assert (labels[:, 4:18] == UPPER).all() and (labels[:, 30:44] == PANTS).all()

@@ -57,6 +57,7 @@ COLOURS = (
 BOX_SIZE = 368  # network input height at scale 1.0
 STRIDE = 8
 PAD_VALUE = 128
+MAX_DECODE_HEIGHT = 512
 
 
 @dataclass(frozen=True)
@@ -332,7 +333,15 @@ class PoseEstimator:
         return decode_people(heatmaps, pafs, self.settings)
 
     def __call__(self, image: Image.Image, source: str = "image") -> np.ndarray:
-        return main_person(self.people(image), source).keypoints()
+        """Keypoints in ``image``'s pixels; maps are decoded at most ``MAX_DECODE_HEIGHT`` high (the network sees
+        368 px per scale, so a larger grid adds cost, not precision)."""
+        factor = min(1.0, MAX_DECODE_HEIGHT / image.height)
+        if factor < 1.0:
+            size = (max(1, round(image.width * factor)), MAX_DECODE_HEIGHT)
+            image = image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+        keypoints = main_person(self.people(image), source).keypoints()
+        keypoints[:, :2] /= factor
+        return keypoints
 
 
 def keypoints_json(keypoints: np.ndarray) -> dict:

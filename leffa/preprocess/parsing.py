@@ -47,6 +47,7 @@ MODELS = {
 }
 BGR_MEAN = np.array([0.406, 0.456, 0.485], dtype=np.float32)
 BGR_STD = np.array([0.225, 0.224, 0.229], dtype=np.float32)
+MAX_LABEL_HEIGHT = 1024
 # Islands of other labels inside the upper clothes smaller than this share of the image become upper clothes.
 ISLAND_FRACTION = 0.01
 
@@ -176,7 +177,15 @@ class HumanParser:
         return logits_to_photo(raw[0], Letterbox(image.width, image.height, self.size))
 
     def __call__(self, image: Image.Image) -> np.ndarray:
-        """``(H, W)`` uint8 label map in this model's own label set (``self.labels``)."""
+        """``(H, W)`` uint8 label map in this model's own label set (``self.labels``).
+
+        Photos taller than ``MAX_LABEL_HEIGHT`` are labelled on a smaller copy and the labels resized (nearest):
+        the model sees at most ``S`` pixels anyway, and full-size logits of a phone photo would take gigabytes.
+        """
+        if image.height > MAX_LABEL_HEIGHT:
+            width = max(1, round(image.width * MAX_LABEL_HEIGHT / image.height))
+            small = self(image.convert("RGB").resize((width, MAX_LABEL_HEIGHT), Image.Resampling.BILINEAR))
+            return np.asarray(Image.fromarray(small).resize(image.size, Image.Resampling.NEAREST))
         return self.logits(image).argmax(0).numpy().astype(np.uint8)
 
 
