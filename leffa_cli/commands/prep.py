@@ -1,0 +1,246 @@
+"""``leffa prep mask|parse|pose|garment|dataset``: conditions from plain photos (parsing, keypoints, masks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.console import Console
+
+from leffa_cli.groups import group
+
+console = Console(highlight=False)
+
+PERSON = typer.Argument(..., help="Person photo (any size; RGB).")
+OFFLINE = typer.Option(False, "--offline", help="Use the hub cache only; never download.")
+DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+PARSING_MODEL = typer.Option(
+    None, "--parsing-model", help="Local ATR parsing ONNX (default: hub humanparsing/parsing_atr.onnx)."
+)
+LIP_MODEL = typer.Option(
+    None, "--lip-model", help="Local LIP parsing ONNX (default: hub humanparsing/parsing_lip.onnx)."
+)
+POSE_MODEL = typer.Option(
+    None, "--pose-model", help="Local OpenPose body .pth (default: hub openpose/body_pose_model.pth)."
+)
+SCALES = typer.Option(
+    "1.0", "--scales", help="OpenPose scales, comma-separated (1.0 = 368 px high; upstream uses 0.5)."
+)
+TYPE = typer.Option("upper_body", "--type", help="upper_body, lower_body or dresses.")
+STYLE = typer.Option("hd", "--style", help="hd (VITON-HD-like) or dc (DressCode-like).")
+WORK_HEIGHT = typer.Option(512, "--work-height", help="Height the models and mask rules work at.")
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    from leffa.errors import LeffaError
+
+    try:
+        scales = tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise LeffaError(f"--scales {text}: expected comma-separated numbers, e.g. 0.5,1.0") from None
+    if not scales or min(scales) <= 0:
+        raise LeffaError(f"--scales {text}: expected positive numbers")
+    return scales
+
+
+def _open(path: Path, mode: str = "RGB"):
+    from PIL import Image
+
+    from leffa.errors import LeffaError
+
+    try:
+        image = Image.open(path)
+        image.load()
+    except FileNotFoundError:
+        raise LeffaError(f"{path}: image not found") from None
+    except OSError as error:
+        raise LeffaError(f"{path}: not a readable image ({error})") from None
+    return image.convert(mode) if mode else image
+
+
+def mask(
+    person: Path = PERSON,
+    output: Path = typer.Option(..., "-o", "--output", help="Mask PNG to write (255 = repaint)."),
+    garment_type: str = TYPE,
+    style: str = STYLE,
+    parse: Path = typer.Option(
+        None, "--parse", help="Use this person-label parsing PNG instead of running the parsers."
+    ),
+    keypoints: Path = typer.Option(None, "--keypoints", help="Use this OpenPose JSON instead of running OpenPose."),
+    overlay: Path = typer.Option(None, "--overlay", help="Also write the photo with the masked region greyed out."),
+    neck: bool = typer.Option(True, "--neck/--no-neck", help="Run the LIP parser too, to find the neck."),
+    parsing_model: Path = PARSING_MODEL,
+    lip_model: Path = LIP_MODEL,
+    pose_model: Path = POSE_MODEL,
+    scales: str = SCALES,
+    work_height: int = WORK_HEIGHT,
+    device: str = DEVICE,
+    offline: bool = OFFLINE,
+) -> None:
+    """Garment-agnostic mask of a person photo for --type in --style (parsing + keypoints -> rules)."""
+    from leffa.atomic import save_image
+    from leffa.preprocess.conditions import person_conditions
+    from leffa.preprocess.masks import overlay as grey_overlay
+    from leffa.preprocess.openpose import read_keypoints
+    from leffa.preprocess.parsing import read_label_image
+
+    photo = _open(person)
+    result = person_conditions(
+        photo, garment_type, style,
+        labels=read_label_image(parse) if parse is not None else None,
+        keypoints=read_keypoints(keypoints) if keypoints is not None else None,
+        work_height=work_height, source=str(person), parsing_model=parsing_model, lip_model=lip_model,
+        pose_model=pose_model, neck=neck, offline=offline, device=device, scales=_scales(scales),
+    )  # fmt: skip
+    picture = result.mask_image()
+    save_image(picture, output)
+    if overlay is not None:
+        save_image(grey_overlay(photo, np.asarray(picture) > 127), overlay)
+    console.print(f"wrote {output} ({garment_type}, {style}; {result.mask.mean():.1%} of the photo masked)")
+
+
+def parse(
+    person: Path = PERSON,
+    output: Path = typer.Option(..., "-o", "--output", help="Palette PNG of labels to write."),
+    model: str = typer.Option("atr", "--model", help="atr (18 labels) or lip (20 labels)."),
+    parsing_model: Path = typer.Option(
+        None, "--parsing-model", help="Local ONNX file for --model (default: from the hub)."
+    ),
+    device: str = DEVICE,
+    offline: bool = OFFLINE,
+) -> None:
+    """Human parsing of a person photo with upstream's SCHP ONNX models; writes a palette PNG of labels."""
+    from leffa.atomic import save_image
+    from leffa.errors import LeffaError
+    from leffa.preprocess.conditions import load_parser
+    from leffa.preprocess.parsing import MODELS, label_image
+
+    if model not in MODELS:
+        raise LeffaError(f"--model {model}: unknown parsing model (choose from {', '.join(MODELS)})")
+    parser = load_parser(model, parsing_model, offline, device)
+    labels = parser(_open(person))
+    save_image(label_image(labels), output)
+    present = ", ".join(parser.labels[i] for i in np.unique(labels) if i != 0) or "background only"
+    console.print(f"wrote {output} ({model.upper()} labels: {present})")
+
+
+def pose(
+    person: Path = PERSON,
+    output: Path = typer.Option(..., "-o", "--output", help="OpenPose keypoints JSON to write."),
+    draw: Path = typer.Option(None, "--draw", help="Also write the drawn skeleton (PNG)."),
+    pose_model: Path = POSE_MODEL,
+    scales: str = SCALES,
+    device: str = DEVICE,
+    offline: bool = OFFLINE,
+) -> None:
+    """Body keypoints (COCO 18) of the main person, in OpenPose's JSON format."""
+    from leffa.atomic import atomic_path, save_image
+    from leffa.preprocess.conditions import load_pose
+    from leffa.preprocess.openpose import draw_skeleton, keypoints_json
+
+    photo = _open(person)
+    keypoints = load_pose(pose_model, offline, device, _scales(scales))(photo, source=str(person))
+    with atomic_path(output) as temp:
+        temp.write_text(json.dumps(keypoints_json(keypoints)))
+    if draw is not None:
+        save_image(draw_skeleton(keypoints, photo.size), draw)
+    console.print(f"wrote {output} ({int((keypoints[:, 2] > 0).sum())} of 18 keypoints found)")
+
+
+def garment(
+    image: Path = typer.Argument(..., help="Garment photo (PNG with alpha, or on a plain backdrop)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Cleaned garment image to write."),
+    width: int = typer.Option(768, "--width"),
+    height: int = typer.Option(1024, "--height"),
+    margin: float = typer.Option(0.05, "--margin", help="Empty border, as a share of each side."),
+) -> None:
+    """Crop a garment photo to the garment and centre it on a white canvas (3:4 by default)."""
+    from leffa.atomic import save_image
+    from leffa.errors import LeffaError
+    from leffa.preprocess.garment import clean_garment
+
+    if width <= 0 or height <= 0 or not 0 <= margin < 0.5:
+        raise LeffaError("--width/--height must be positive and --margin in [0, 0.5)")
+    canvas, cut = clean_garment(_open(image, mode=""), (width, height), margin)
+    save_image(canvas, output)
+    how = {
+        "alpha": "from the alpha channel",
+        "backdrop": "from the backdrop colour",
+        "none": "no uniform backdrop: whole picture kept",
+    }[cut.method]
+    console.print(f"wrote {output} (garment box {cut.box}, {how})")
+
+
+def dataset(
+    root: Path = typer.Argument(..., help="VITON-HD-layout dataset folder (DIR/{train,test}/image/*.jpg)."),
+    garment_type: str = TYPE,
+    style: str = STYLE,
+    splits: str = typer.Option("train,test", "--splits"),
+    limit: int = typer.Option(0, "--limit", help="Process at most this many photos (0 = all)."),
+    parsing_model: Path = PARSING_MODEL,
+    lip_model: Path = LIP_MODEL,
+    pose_model: Path = POSE_MODEL,
+    scales: str = SCALES,
+    work_height: int = WORK_HEIGHT,
+    device: str = DEVICE,
+    offline: bool = OFFLINE,
+) -> None:
+    """Fill missing agnostic-mask/, image-parse-v3/, openpose_json/ and openpose_img/ files (resumable)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from leffa.errors import LeffaError
+    from leffa.preprocess.conditions import PrepTools, load_parser, load_pose
+    from leffa.preprocess.dataset import fill_item, plan_dataset, written_counts
+
+    plan = plan_dataset(root, tuple(s.strip() for s in splits.split(",") if s.strip()))
+    items = plan.items[:limit] if limit > 0 else plan.items
+    console.print(f"{root}: {plan.complete} photos complete, {len(plan.items)} to fill ({', '.join(plan.splits)})")
+    if not items:
+        return
+    tools = PrepTools(
+        atr=load_parser("atr", parsing_model, offline, device),
+        pose=load_pose(pose_model, offline, device, _scales(scales), lazy=True),
+        lip=load_parser("lip", lip_model, offline, device),
+    )
+    results, failures = [], []
+    columns = (
+        TextColumn("[bold]prep dataset"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[name]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("fill", total=len(items), name="")
+        for item in items:
+            progress.update(task, name=item.image.name)
+            try:
+                results.append(fill_item(item, tools, garment_type, style, work_height))
+            except LeffaError as error:
+                failures.append(str(error))
+            progress.advance(task)
+    counts = written_counts(results)
+    console.print("wrote " + ", ".join(f"{n} {kind}" for kind, n in counts.items()))
+    for failure in failures:
+        console.print(f"[yellow]skipped[/yellow] {failure}", markup=True)
+    if failures and not results:
+        raise LeffaError(f"{root}: every photo failed; first: {failures[0]}")
+
+
+def register(app: typer.Typer) -> None:
+    prep = group(app, "prep")
+    prep.command("mask")(mask)
+    prep.command("parse")(parse)
+    prep.command("pose")(pose)
+    prep.command("garment")(garment)
+    prep.command("dataset")(dataset)
