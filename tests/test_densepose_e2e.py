@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -130,14 +127,18 @@ def test_cli_writes_the_image(tmp_path, monkeypatch, person, result):
     assert np.array_equal(np.asarray(written), np.asarray(result.render("index")))
 
 
-def test_cli_offline_without_cached_weights_fails_in_one_line(tmp_path):
+def test_cli_offline_without_cached_weights_fails_in_one_line(tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    from leffa_cli.app import main
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    estimator_module._cached_estimator.cache_clear()
     source = tmp_path / "person.png"
     Image.new("RGB", (32, 32)).save(source)
-    env = {"HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HOME": str(tmp_path / "home"), "PATH": ""}
-    done = subprocess.run(
-        [sys.executable, "-m", "leffa_cli.app", "prep", "densepose", str(source), "-o", str(tmp_path / "o.png"),
-         "--offline", "--device", "cpu"],
-        capture_output=True, text=True, env=env,
-    )
-    assert done.returncode == 2
-    assert done.stderr.count("\n") == 1 and "model_final_162be9.pkl" in done.stderr and "--offline" in done.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prep", "densepose", str(source), "-o", str(tmp_path / "o.png"), "--offline", "--device", "cpu"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model_final_162be9.pkl" in err and "--offline" in err
+    assert not (tmp_path / "o.png").exists()
