@@ -93,7 +93,9 @@ def test_roi_align_half_pixel_offset_of_aligned_mode():
 
 
 def test_nms_drops_only_overlaps_strictly_above_the_threshold():
-    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0], [0.0, 0.0, 10.0, 6.0], [20.0, 20.0, 30.0, 30.0]])
+    boxes = torch.tensor(
+        [[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0], [0.0, 0.0, 10.0, 6.0], [20.0, 20.0, 30.0, 30.0]]
+    )
     scores = torch.tensor([0.9, 0.8, 0.85, 0.1])
     # IoU(box0, box2) = 0.6 > 0.5 -> dropped; IoU(box0, box1) = 0.5 -> kept; box3 does not overlap.
     assert nms(boxes, scores, 0.5).tolist() == [0, 1, 3]
@@ -179,7 +181,8 @@ def synthetic_pickle(tmp_path_factory):
     """A detectron2 model-zoo style pickle: every weight under its detectron2 name, plus the non-weight buffers a
     detectron2 checkpoint may hold. float16 halves the file; the loader casts to the model's dtype."""
     # each weight filled with its own index, so a weight landing under the wrong name shows
-    model = {name: np.full(shape, i, dtype=np.float16) for i, (name, shape) in enumerate(_expected_names_and_shapes().items())}
+    names = _expected_names_and_shapes().items()
+    model = {name: np.full(shape, i, dtype=np.float16) for i, (name, shape) in enumerate(names)}
     model["pixel_mean"] = np.array([103.53, 116.28, 123.675], dtype=np.float32).reshape(3, 1, 1)
     model["proposal_generator.anchor_generator.cell_anchors.0"] = np.zeros((3, 4), dtype=np.float32)
     path = tmp_path_factory.mktemp("dp") / "model_final_162be9.pkl"

@@ -25,7 +25,8 @@ class ConvReLU(nn.Conv2d):
 
 
 class Decoder(nn.Module):
-    """Merge P2..P5 into one stride-4 map: per level ``log2(stride / 4)`` conv+ReLU(+x2 upsample) steps, summed, 1x1 conv.
+    """Merge P2..P5 into one stride-4 map: per level ``log2(stride / 4)`` conv+ReLU (+ x2 upsample) steps, summed,
+    then a 1x1 conv.
 
     Each level is an ``nn.Sequential`` of [conv, upsample, conv, upsample, ...], so its convs are named ``0``, ``2``...
     """

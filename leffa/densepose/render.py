@@ -59,9 +59,11 @@ class PersonChart:
 
 
 def int_box_xywh(box_xyxy) -> tuple[int, int, int, int]:
-    """detectron2's ``make_int_box``: corner and size of an x1 y1 x2 y2 box, each truncated toward zero."""
-    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
-    return int(x1), int(y1), int(x2 - x1), int(y2 - y1)
+    """detectron2's ``make_int_box``: corner and size of an x1 y1 x2 y2 box, each truncated toward zero (the size is
+    subtracted in float32, as detectron2 does on its box tensor)."""
+    box = torch.as_tensor(box_xyxy, dtype=torch.float32).reshape(4)
+    x, y, w, h = torch.stack((box[0], box[1], box[2] - box[0], box[3] - box[1])).long().tolist()
+    return x, y, w, h
 
 
 def person_chart(charts: ChartOutput, box_xyxy) -> PersonChart:

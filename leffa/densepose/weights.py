@@ -100,7 +100,9 @@ def _tensor(name: str, value, path: Path) -> torch.Tensor:
     raise LeffaError(f"{path}: weight {name} is not a numeric array (got {type(value).__name__})")
 
 
-def map_weights(weights: dict[str, object], model: nn.Module, path: str | Path = "<weights>") -> dict[str, torch.Tensor]:
+def map_weights(
+    weights: dict[str, object], model: nn.Module, path: str | Path = "<weights>"
+) -> dict[str, torch.Tensor]:
     """A ``state_dict`` for ``model`` from detectron2-named weights; any unplaced, missing or misshapen weight fails."""
     path = Path(path)
     expected = model.state_dict()

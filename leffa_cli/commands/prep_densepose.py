@@ -27,8 +27,12 @@ def densepose(
         None, "--weights", help="detectron2 model_final_162be9.pkl (default: fetched from the Leffa hub repository)."
     ),
     offline: bool = typer.Option(False, "--offline", help="Use only the local hub cache, never download."),
-    device: Optional[str] = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda (default: cuda if present)."),
-    all_people: bool = typer.Option(False, "--all-people", help="seg: draw every detected person, as Leffa's demo does."),
+    device: Optional[str] = typer.Option(
+        None, "--device", help="torch device, e.g. cpu or cuda (default: cuda if present)."
+    ),
+    all_people: bool = typer.Option(
+        False, "--all-people", help="seg: draw every detected person, as Leffa's demo does."
+    ),
     allow_empty: bool = typer.Option(False, "--allow-empty", help="Write a black image when no person is found."),
 ) -> None:
     """Write the DensePose image (iuv / index / seg) of the main person in PERSON."""
