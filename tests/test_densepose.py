@@ -232,13 +232,23 @@ def test_safe_loader_refuses_a_pickle_that_carries_code(tmp_path):
     assert not marker.exists()
 
 
+def test_a_torch_save_archive_named_pkl_is_read_with_torch_safe_loader(tmp_path):
+    path = tmp_path / "model_final.pkl"
+    torch.save({"model": {"roi_heads.box_predictor.cls_score.bias": torch.tensor([1.0, 2.0])}}, path)
+    assert read_detectron2_pickle(path)["roi_heads.box_predictor.cls_score.bias"].tolist() == [1.0, 2.0]
+
+
 def test_loader_rejects_files_that_are_not_weight_pickles(tmp_path):
     with pytest.raises(LeffaError, match="not found"):
         read_detectron2_pickle(tmp_path / "absent.pkl")
     no_model = tmp_path / "no_model.pkl"
-    no_model.write_bytes(pickle.dumps({"blobs": {}}))
+    no_model.write_bytes(pickle.dumps({"weights": {}}))
     with pytest.raises(LeffaError, match="no 'model' dictionary"):
         read_detectron2_pickle(no_model)
+    caffe2 = tmp_path / "caffe2.pkl"
+    caffe2.write_bytes(pickle.dumps({"blobs": {"conv1_w": np.zeros(1)}}))
+    with pytest.raises(LeffaError, match="Caffe2/Detectron1-format"):
+        read_detectron2_pickle(caffe2)
     garbage = tmp_path / "garbage.pkl"
     garbage.write_bytes(b"not a pickle at all")
     with pytest.raises(LeffaError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,10 @@ def _allowed_globals() -> dict[tuple[str, str], object]:
     return allowed
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """The pickle names a callable outside the allowed set (it could run code)."""
+
+
 class SafeUnpickler(pickle.Unpickler):
     """An unpickler that resolves only numpy array reconstruction and plain containers; anything else is refused."""
 
@@ -69,7 +74,7 @@ class SafeUnpickler(pickle.Unpickler):
         try:
             return SafeUnpickler._allowed[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a weight file") from None
+            raise RefusedGlobal(f"global '{module}.{name}' is not allowed in a weight file") from None
 
 
 def read_detectron2_pickle(path: str | Path) -> dict[str, np.ndarray]:
@@ -77,18 +82,30 @@ def read_detectron2_pickle(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise LeffaError(f"{path}: DensePose weight file not found")
+    if zipfile.is_zipfile(path):  # saved with torch.save despite the name: torch's own safe loader reads it
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any failure here is a bad file
+            raise LeffaError(f"{path}: refused to load the DensePose weights ({str(error).splitlines()[0]})") from None
+        return _model_dict(data, path)
     try:
         with path.open("rb") as handle:
             data = SafeUnpickler(io.BufferedReader(handle), encoding="latin1").load()
-    except pickle.UnpicklingError as error:
+    except RefusedGlobal as error:
         raise LeffaError(f"{path}: refused to load the DensePose weights ({error})") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
         raise LeffaError(f"{path}: not a readable detectron2 weight pickle ({type(error).__name__}: {error})") from None
+    return _model_dict(data, path)
+
+
+def _model_dict(data, path: Path) -> dict:
+    if isinstance(data, dict) and "blobs" in data:
+        raise LeffaError(f"{path}: Caffe2/Detectron1-format weights are not supported; use a detectron2 model-zoo .pkl")
     weights = data.get("model") if isinstance(data, dict) else None
     if not isinstance(weights, dict):
         raise LeffaError(f"{path}: not a detectron2 weight pickle (no 'model' dictionary)")
-    if "blobs" in weights or any(not isinstance(k, str) for k in weights):
-        raise LeffaError(f"{path}: Caffe2/Detectron1-format weights are not supported; use a detectron2 model-zoo .pkl")
+    if any(not isinstance(k, str) for k in weights):
+        raise LeffaError(f"{path}: the 'model' dictionary of the weight file has non-text names")
     return weights
 
 
