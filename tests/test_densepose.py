@@ -341,3 +341,62 @@ def test_seg_image_of_no_people_is_black():
     assert np.asarray(result.render("iuv")).shape == (5, 6, 3) and np.asarray(result.render("seg")).max() == 0
     with pytest.raises(LeffaError, match="--kind"):
         result.render("depth")
+
+
+# ------------------------------------------------------------------------------------------------- config
+
+# The test-time keys of detectron2's Base-DensePose-RCNN-FPN.yaml and densepose_rcnn_R_50_FPN_s1x.yaml.
+BASE_YAML = """
+MODEL:
+  META_ARCHITECTURE: "GeneralizedRCNN"
+  BACKBONE:
+    NAME: "build_resnet_fpn_backbone"
+  RPN:
+    PRE_NMS_TOPK_TEST: 1000
+    POST_NMS_TOPK_TEST: 1000
+  DENSEPOSE_ON: True
+  ROI_HEADS:
+    NAME: "DensePoseROIHeads"
+    NUM_CLASSES: 1
+  ROI_BOX_HEAD:
+    NAME: "FastRCNNConvFCHead"
+    NUM_FC: 2
+    POOLER_RESOLUTION: 7
+    POOLER_SAMPLING_RATIO: 2
+    POOLER_TYPE: "ROIAlign"
+  ROI_DENSEPOSE_HEAD:
+    NAME: "DensePoseV1ConvXHead"
+    POOLER_TYPE: "ROIAlign"
+    NUM_COARSE_SEGM_CHANNELS: 2
+"""
+S1X_YAML = """
+_BASE_: "Base-DensePose-RCNN-FPN.yaml"
+MODEL:
+  WEIGHTS: "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+  RESNETS:
+    DEPTH: 50
+"""
+
+
+def test_built_in_settings_equal_the_s1x_yaml_over_detectron2_defaults(tmp_path):
+    from leffa.densepose.config import DensePoseConfig, config_from_yaml
+
+    (tmp_path / "Base-DensePose-RCNN-FPN.yaml").write_text(BASE_YAML)
+    (tmp_path / "densepose_rcnn_R_50_FPN_s1x.yaml").write_text(S1X_YAML)
+    assert config_from_yaml(tmp_path / "densepose_rcnn_R_50_FPN_s1x.yaml") == DensePoseConfig()
+    # Without the base file's POOLER_TYPE, DensePose's own default (ROIAlignV2, aligned) applies.
+    (tmp_path / "v2.yaml").write_text(BASE_YAML.replace('    POOLER_TYPE: "ROIAlign"\n    NUM_COARSE', "    NUM_COARSE"))
+    assert config_from_yaml(tmp_path / "v2.yaml").densepose_pooler_aligned is True
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [("DensePoseV1ConvXHead", "DensePoseDeepLabHead"), ("DEPTH: 50", "DEPTH: 101")],
+)
+def test_other_layouts_are_refused(tmp_path, change, message):
+    from leffa.densepose.config import config_from_yaml
+
+    (tmp_path / "Base-DensePose-RCNN-FPN.yaml").write_text(BASE_YAML.replace(change, message))
+    (tmp_path / "s1x.yaml").write_text(S1X_YAML.replace(change, message))
+    with pytest.raises(LeffaError, match="is not supported"):
+        config_from_yaml(tmp_path / "s1x.yaml")

@@ -111,8 +111,8 @@ def test_cli_writes_the_image(tmp_path, monkeypatch, person, result):
     person.save(source)
     seen = {}
 
-    def cached(weights, device, offline):
-        seen.update(weights=weights, device=device, offline=offline)
+    def cached(weights, device, offline, config):
+        seen.update(weights=weights, device=device, offline=offline, config=config)
         return _FixedEstimator(result)
 
     monkeypatch.setattr(estimator_module, "_cached_estimator", cached)
@@ -121,7 +121,7 @@ def test_cli_writes_the_image(tmp_path, monkeypatch, person, result):
         main(["prep", "densepose", str(source), "-o", str(out), "--kind", "index", "--device", "cpu",
               "--weights", str(tmp_path / "w.pkl")])
     assert exit_info.value.code in (0, None)
-    assert seen == {"weights": str(tmp_path / "w.pkl"), "device": "cpu", "offline": False}
+    assert seen == {"weights": str(tmp_path / "w.pkl"), "device": "cpu", "offline": False, "config": None}
     written = Image.open(out)
     assert written.size == (240, 320) and written.mode == "RGB"
     assert np.array_equal(np.asarray(written), np.asarray(result.render("index")))

@@ -132,8 +132,10 @@ class DensePoseEstimator:
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_estimator(weights: str | None, device: str, offline: bool) -> DensePoseEstimator:
-    return DensePoseEstimator(weights=weights, device=device, offline=offline)
+def _cached_estimator(
+    weights: str | None, device: str, offline: bool, config: DensePoseConfig | None = None
+) -> DensePoseEstimator:
+    return DensePoseEstimator(weights=weights, device=device, offline=offline, config=config)
 
 
 def densepose_image(
@@ -145,18 +147,20 @@ def densepose_image(
     offline: bool = False,
     all_people: bool = False,
     allow_empty: bool = False,
+    config: DensePoseConfig | None = None,
     estimator: DensePoseEstimator | None = None,
 ) -> Image.Image:
     """DensePose condition image of ``person`` for Leffa: ``seg`` (try-on), ``index`` (DressCode) or ``iuv`` (pose).
 
-    The estimator is built once per (weights, device) and reused. With no person detected this raises
+    The estimator is built once per (weights, device, config) and reused; ``config`` defaults to the s1x settings
+    (see :func:`leffa.densepose.config.config_from_yaml` to read them from a detectron2 yaml). With no person detected this raises
     :class:`LeffaError` unless ``allow_empty`` (then the image is black).
     """
     if kind not in KINDS:
         raise LeffaError(f"--kind: unknown DensePose rendering '{kind}' (choose from {', '.join(KINDS)})")
     if estimator is None:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        estimator = _cached_estimator(str(weights) if weights is not None else None, str(device), offline)
+        estimator = _cached_estimator(str(weights) if weights is not None else None, str(device), offline, config)
     result = estimator.predict(person)
     if len(result) == 0 and not allow_empty:
         raise LeffaError(

@@ -26,6 +26,9 @@ def densepose(
     weights: Optional[Path] = typer.Option(
         None, "--weights", help="detectron2 model_final_162be9.pkl (default: fetched from the Leffa hub repository)."
     ),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="detectron2 yaml (densepose_rcnn_R_50_FPN_s1x.yaml + its _BASE_); default: built in."
+    ),
     offline: bool = typer.Option(False, "--offline", help="Use only the local hub cache, never download."),
     device: Optional[str] = typer.Option(
         None, "--device", help="torch device, e.g. cpu or cuda (default: cuda if present)."
@@ -38,6 +41,7 @@ def densepose(
     """Write the DensePose image (iuv / index / seg) of the main person in PERSON."""
     from leffa.atomic import save_image
     from leffa.densepose import densepose_image
+    from leffa.densepose.config import config_from_yaml
     from leffa.errors import LeffaError
 
     from PIL import Image, UnidentifiedImageError
@@ -51,7 +55,7 @@ def densepose(
         raise LeffaError(f"{person}: not a readable image ({error})") from None
     result = densepose_image(
         image, kind.value, weights=weights, device=device, offline=offline, all_people=all_people,
-        allow_empty=allow_empty,
+        allow_empty=allow_empty, config=config_from_yaml(config) if config is not None else None,
     )
     save_image(result, output)
     typer.echo(f"wrote {output} ({kind.value}, {result.width}x{result.height})")
