@@ -385,7 +385,9 @@ def test_built_in_settings_equal_the_s1x_yaml_over_detectron2_defaults(tmp_path)
     (tmp_path / "densepose_rcnn_R_50_FPN_s1x.yaml").write_text(S1X_YAML)
     assert config_from_yaml(tmp_path / "densepose_rcnn_R_50_FPN_s1x.yaml") == DensePoseConfig()
     # Without the base file's POOLER_TYPE, DensePose's own default (ROIAlignV2, aligned) applies.
-    (tmp_path / "v2.yaml").write_text(BASE_YAML.replace('    POOLER_TYPE: "ROIAlign"\n    NUM_COARSE', "    NUM_COARSE"))
+    without_type = BASE_YAML.replace('    POOLER_TYPE: "ROIAlign"\n    NUM_COARSE', "    NUM_COARSE")
+    assert without_type != BASE_YAML
+    (tmp_path / "v2.yaml").write_text(without_type)
     assert config_from_yaml(tmp_path / "v2.yaml").densepose_pooler_aligned is True
 
 

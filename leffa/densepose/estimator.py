@@ -153,7 +153,8 @@ def densepose_image(
     """DensePose condition image of ``person`` for Leffa: ``seg`` (try-on), ``index`` (DressCode) or ``iuv`` (pose).
 
     The estimator is built once per (weights, device, config) and reused; ``config`` defaults to the s1x settings
-    (see :func:`leffa.densepose.config.config_from_yaml` to read them from a detectron2 yaml). With no person detected this raises
+    (see :func:`leffa.densepose.config.config_from_yaml` to read them from a detectron2 yaml).
+    With no person detected this raises
     :class:`LeffaError` unless ``allow_empty`` (then the image is black).
     """
     if kind not in KINDS:
