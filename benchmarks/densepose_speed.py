@@ -3,7 +3,8 @@
 Usage: OMP_NUM_THREADS=2 python benchmarks/densepose_speed.py [--height 1024 --width 768 --repeats 2 --threads 2]
 
 Random weights run the same layers as the released ones; the box classifier is set so that one RoI is kept, as for
-a typical try-on photo with one person. Prints seconds per stage and each stage's share of the whole, measured in the
+a typical try-on photo with one person; the DensePose branch is timed on a typical person box, decoding the whole
+stride-4 map and only the window the box reads, side by side. Prints seconds per stage and each stage's share of the whole, measured in the
 same run.
 """
 
@@ -18,7 +19,7 @@ from PIL import Image
 
 from leffa.densepose import DensePoseConfig, DensePoseEstimator
 from leffa.densepose.estimator import preprocess
-from leffa.densepose.network import ROI_LEVELS, DensePoseRCNN
+from leffa.densepose.network import DensePoseRCNN
 
 
 def main() -> None:
@@ -55,14 +56,16 @@ def main() -> None:
                 "RPN (1000 proposals, NMS)", model.proposal_generator,
                 [features[k] for k in ("p2", "p3", "p4", "p5", "p6")], size,
             )
-            detections = timed("box head (RoIAlign 7x7, 2 FC, NMS)", model.roi_heads.detect, features, proposals, size)
-            decoded = timed("DensePose decoder (P2..P5 -> stride 4)", model.roi_heads.decoder,
-                            [features[k] for k in ROI_LEVELS])
-            from leffa.densepose.detector import roi_align
-
-            pooled = timed("DensePose RoIAlign 28x28", roi_align, decoded, detections.boxes, 28, 0.25, 2, False)
-            timed("DensePose head + predictor (1 person)",
-                  lambda p: model.roi_heads.densepose_predictor(model.roi_heads.densepose_head(p)), pooled)
+            timed("box head (RoIAlign 7x7, 2 FC, NMS)", model.roi_heads.detect, features, proposals, size)
+            # DensePose branch on a typical try-on person box (60% of the width, 90% of the height), decoding the
+            # whole stride-4 map vs only the window the box reads (what the pipeline does; same numbers).
+            h, w = size
+            person = torch.tensor([[0.2 * w, 0.05 * h, 0.8 * w, 0.95 * h]])
+            timed("DensePose branch, whole-map decoder", model.roi_heads.densepose, features, person, False)
+            timed("DensePose branch, windowed decoder (used)", model.roi_heads.densepose, features, person, True)
+            timed("  of which head + predictor (1 person)",
+                  lambda p: model.roi_heads.densepose_predictor(model.roi_heads.densepose_head(p)),
+                  torch.randn(1, 256, 28, 28))
             result = estimator.predict(image)
             for kind in ("iuv", "index", "seg"):
                 timed(f"render {kind}", result.render, kind)

@@ -402,3 +402,25 @@ def test_other_layouts_are_refused(tmp_path, change, message):
     (tmp_path / "s1x.yaml").write_text(S1X_YAML.replace(change, message))
     with pytest.raises(LeffaError, match="is not supported"):
         config_from_yaml(tmp_path / "s1x.yaml")
+
+
+def test_decoding_only_the_boxes_window_matches_decoding_everything():
+    from leffa.densepose.head import Decoder
+    from leffa.densepose.network import decoder_window
+
+    torch.manual_seed(0)
+    decoder = Decoder(channels=16, conv_dims=16, num_outputs=16).eval()  # same structure, fewer channels
+    levels = [torch.randn(1, 16, 256 >> i, 320 >> i) for i in range(4)]  # P2..P5 of a 1024 x 1280 input
+    boxes = torch.tensor([[400.0, 300.0, 560.0, 520.0]])  # stride-4 rows 75..130, columns 100..140
+    y0, y1, x0, x1 = decoder_window(boxes, (256, 320))
+    assert (y0, x0) == (24, 48) and 0 < y0 and y1 < 256 and 0 < x0 and x1 < 320 and y1 % 8 == 0 and x1 % 8 == 0
+    with torch.no_grad():
+        full = decoder(levels)
+        cropped = decoder([f[:, :, y0 >> i : y1 >> i, x0 >> i : x1 >> i] for i, f in enumerate(levels)])
+    inner = cropped[:, :, 74 - y0 : 132 - y0, 99 - x0 : 142 - x0]  # the box +- 1 px
+    assert torch.allclose(inner, full[:, :, 74:132, 99:142], atol=1e-5)
+    # a margin that is too small would not do: the P5 branch reaches further than 8 px
+    small = decoder([f[:, :, 72 >> i : 136 >> i, 96 >> i : 144 >> i] for i, f in enumerate(levels)])
+    assert not torch.allclose(small[:, :, 2:58, 3:46], full[:, :, 74:130, 99:142], atol=1e-5)
+    # touching the map border is exact too (the window is clipped to the map)
+    assert decoder_window(torch.tensor([[0.0, 0.0, 100.0, 100.0]]), (256, 320))[::2] == (0, 0)
