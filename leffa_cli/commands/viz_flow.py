@@ -1,0 +1,117 @@
+"""``leffa viz-flow``: see where each generative self-attention layer looks in the reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+DTYPES = ("fp32", "fp16", "bf16")
+
+
+def viz_flow(
+    person: Path = typer.Argument(..., help="Person image (the target whose latent is noised to --t)."),
+    garment: Path = typer.Argument(..., help="Garment image (the reference)."),
+    model: str = typer.Option(..., "--model", help="Our .safetensors model, or an upstream .pth with --base."),
+    output: Path = typer.Option(..., "-o", "--output", help="Grid PNG to write."),
+    base: Optional[Path] = typer.Option(None, "--base", help="Base-model folder for an upstream .pth checkpoint."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Garment mask (white = regenerate); default all."),
+    densepose: Optional[Path] = typer.Option(None, "--densepose", help="DensePose rendering; default black."),
+    timestep: int = typer.Option(250, "--t", help="Diffusion timestep of the forward pass (0..999)."),
+    layers: str = typer.Option("all", "--layers", help="'all' or comma-separated layer names (full or e.g. up1.a0.b0)."),
+    target: Optional[Path] = typer.Option(None, "--target", help="Image to compare each warped reference with."),
+    points: list[str] = typer.Option(
+        [], "--points", help="Target pixels x,y for attention heatmaps; repeat, or quote several: \"40,60 10,20\"."
+    ),
+    gt_flow: Optional[Path] = typer.Option(None, "--gt-flow", help="Ground-truth flow .npy (H, W, 2), NaN = none."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML page to flip layers."),
+    size: Optional[str] = typer.Option(None, "--size", help="HxW; default the model's image_size, else 1024x768."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the noise added to the person latent."),
+    temperature: float = typer.Option(2.0, "--temperature", help="Softmax temperature tau of the flow (Leffa: 2)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, mps; default the best available."),
+    dtype: str = typer.Option("fp32", "--dtype", help="Model dtype: fp32, fp16 or bf16 (flows use fp32)."),
+) -> None:
+    """One forward pass at timestep t; per attention layer the flow (colour wheel), the warped reference, the error
+    against --target and attention heatmaps for --points, as one labelled PNG grid (and optional HTML page)."""
+    from leffa.atomic import atomic_path, save_image
+    from leffa.checkpoint import DTYPES as TORCH_DTYPES
+    from leffa.environment import best_device
+    from leffa.errors import LeffaError
+    from leffa.flow_probe import (
+        check_size,
+        load_densepose,
+        load_gt_flow,
+        load_image,
+        load_mask,
+        model_image_size,
+        parse_points,
+        parse_size,
+        probe_flows,
+        resolve_layers,
+    )
+    from leffa.viz import render_flow_grid, render_flow_html
+
+    for path, option in ((output, "-o"), (html, "--html")):
+        if path is not None and path.suffix.lower() != (".png" if option == "-o" else ".html"):
+            raise LeffaError(f"{option} {path}: must end in {'.png' if option == '-o' else '.html'}")
+    if dtype not in DTYPES:
+        raise LeffaError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    if temperature <= 0:
+        raise LeffaError(f"--temperature {temperature}: must be positive")
+    requested_size = parse_size(size) if size else None
+    if requested_size is not None:
+        parse_points(points, requested_size)  # fail on bad points before loading a model
+
+    leffa_model = _load_model(model, base)
+    image_size = requested_size or model_image_size(leffa_model)
+    check_size(leffa_model, image_size)
+    chosen_points = parse_points(points, image_size)
+    chosen_layers = resolve_layers(layers, leffa_model.layer_names)
+    person_image = load_image(person, image_size, "PERSON")
+    garment_image = load_image(garment, image_size, "GARMENT")
+    mask_image = load_mask(mask, image_size) if mask else None
+    densepose_image = load_densepose(densepose, image_size) if densepose else None
+    target_image = load_image(target, image_size, "--target") if target else None
+    gt = load_gt_flow(gt_flow, image_size) if gt_flow else None
+
+    leffa_model.to(device or best_device()).to_dtype(TORCH_DTYPES[dtype])
+    probe = probe_flows(
+        leffa_model,
+        person_image,
+        garment_image,
+        mask=mask_image,
+        densepose=densepose_image,
+        timestep=timestep,
+        layers=chosen_layers,
+        points=chosen_points,
+        seed=seed,
+        temperature=temperature,
+    )
+    common = dict(
+        target=target_image,
+        mask=mask_image,
+        gt_flow=gt,
+        points=chosen_points,
+        attention=probe.attention,
+    )
+    grid = render_flow_grid(garment_image, probe.flows, **common)
+    page = None
+    if html is not None:
+        note = f"model {model}, t = {timestep}, seed {seed}, tau = {temperature}, {image_size[0]}x{image_size[1]}"
+        page = render_flow_html(garment_image, probe.flows, title=f"Attention flow: {person.name}", note=note, **common)
+    save_image(grid, output)
+    if page is not None:
+        with atomic_path(html) as temp:
+            temp.write_text(page, encoding="utf-8")
+    typer.echo(f"wrote {output} ({len(probe.flows)} layers, {grid.width}x{grid.height})" + (f" and {html}" if html else ""))
+
+
+def _load_model(model: str, base: Optional[Path]):
+    from leffa.checkpoint import load_model
+
+    return load_model(model, base=base)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("viz-flow")(viz_flow)
