@@ -72,7 +72,7 @@ def displacement_colours(displacement: np.ndarray, radius: float) -> np.ndarray:
     fraction = (position - below)[..., None]
     below = below.astype(np.int64) % count
     colour = ((1 - fraction) * _WHEEL[below] + fraction * _WHEEL[(below + 1) % count]) / 255.0
-    inside = (length <= 1.0)[..., None]
+    inside = (length <= 1.0 + 1e-6)[..., None]  # a radius taken from float32 data may round just below
     colour = np.where(inside, 1.0 - length[..., None] * (1.0 - colour), colour * 0.75)
     colour = np.round(colour * 255.0).clip(0, 255).astype(np.uint8)
     colour[invalid] = INVALID_COLOUR
