@@ -105,6 +105,21 @@ def resolve_layers(selection: str, layer_names: list[str]) -> list[str]:
     return [name for name in layer_names if name in set(chosen)]
 
 
+def resolve_device(text: str | None) -> torch.device:
+    """``--device`` (cpu, cuda, cuda:1, mps; default the best available) as a device this machine has."""
+    from leffa.environment import best_device
+
+    try:
+        device = torch.device(text or best_device())
+    except RuntimeError:
+        raise LeffaError(f"--device {text!r}: not a device name (cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise LeffaError(f"--device {text}: no such CUDA device on this machine")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise LeffaError(f"--device {text}: MPS is not available on this machine")
+    return device
+
+
 def load_image(path: str | Path, size: tuple[int, int], option: str) -> torch.Tensor:
     """An RGB image file -> ``(1, 3, H, W)`` in [-1, 1] at ``size`` (bicubic)."""
     picture = _open(path, option).convert("RGB").resize((size[1], size[0]), Image.Resampling.BICUBIC)

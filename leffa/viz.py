@@ -222,6 +222,20 @@ def _resolution(flow_shape, image_size) -> str:
     return f"{height}x{width} 1/{round(image_size[0] / height)}"
 
 
+def wheel_radius(displacements: list[np.ndarray], gt_displacement: np.ndarray | None = None) -> float:
+    """The colour-wheel radius (pixels) shared by a picture's tiles.
+
+    With a ground truth, its largest displacement: the scale that matters, so a wrong layer shows up as darker
+    (longer) or differently coloured instead of washing the truth out. Otherwise the largest displacement drawn.
+    """
+    if gt_displacement is not None and np.isfinite(gt_displacement).any():
+        candidates = [gt_displacement]
+    else:
+        candidates = displacements
+    lengths = [np.nanmax(np.hypot(d[..., 0], d[..., 1]), initial=0.0) for d in candidates]
+    return float(max(lengths, default=0.0)) or 1.0
+
+
 def flow_rows(
     reference: torch.Tensor,
     flows: dict[str, torch.Tensor],
@@ -236,7 +250,7 @@ def flow_rows(
     """The tiles of one sample: an inputs row, then per layer the flow, the warped reference, the error, heatmaps.
 
     ``attention`` maps a layer to ``(B, P, h, w)`` maps for the ``points`` (x, y) in image pixels. ``radius`` (pixels)
-    is the colour-wheel radius; by default the largest displacement over all tiles of this sample.
+    is the colour-wheel radius; by default ``wheel_radius`` of this sample's tiles.
     """
     if reference.ndim != 4 or reference.shape[1] != 3:
         raise ValueError(f"reference must be (B, 3, H, W), got {tuple(reference.shape)}")
@@ -254,10 +268,7 @@ def flow_rows(
     displacements = {name: pixel_displacement(flow)[0].numpy() for name, flow in image_flows.items()}
     gt_displacement = None if gt_flow is None else pixel_displacement(gt_flow)[0].numpy()
     if radius is None:
-        lengths = [np.nanmax(np.hypot(d[..., 0], d[..., 1]), initial=0.0) for d in displacements.values()]
-        if gt_displacement is not None and np.isfinite(gt_displacement).any():
-            lengths.append(np.nanmax(np.hypot(gt_displacement[..., 0], gt_displacement[..., 1])))
-        radius = max(lengths, default=1.0) or 1.0
+        radius = wheel_radius(list(displacements.values()), gt_displacement)
 
     inputs = [Tile(image_array(reference[0]), "reference", f"{size[0]}x{size[1]}")]
     if target is not None:

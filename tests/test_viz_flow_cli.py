@@ -98,6 +98,8 @@ def test_upstream_checkpoint_with_base_folder(inputs, tmp_path, capsys):
         (["--size", "100x96"], "--size 100x96: height and width must be multiples of 8"),
         (["--gt-flow", "missing.npy"], "--gt-flow missing.npy: file not found"),
         (["--html", "page.htm"], "--html page.htm: must end in .html"),
+        (["--device", "gpu7"], "--device 'gpu7': not a device name"),
+        (["--wheel-radius", "0"], "--wheel-radius 0.0: must be positive"),
     ],
 )
 def test_user_mistakes_exit_2_with_one_line_and_write_nothing(inputs, tmp_path, capsys, monkeypatch, extra, message):

@@ -27,6 +27,9 @@ def viz_flow(
     gt_flow: Optional[Path] = typer.Option(None, "--gt-flow", help="Ground-truth flow .npy (H, W, 2), NaN = none."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML page to flip layers."),
     size: Optional[str] = typer.Option(None, "--size", help="HxW; default the model's image_size, else 1024x768."),
+    wheel_radius: Optional[float] = typer.Option(
+        None, "--wheel-radius", help="Colour-wheel radius in pixels (default: largest GT, else largest shown, displacement)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise added to the person latent."),
     temperature: float = typer.Option(2.0, "--temperature", help="Softmax temperature tau of the flow (Leffa: 2)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, mps; default the best available."),
@@ -36,7 +39,6 @@ def viz_flow(
     against --target and attention heatmaps for --points, as one labelled PNG grid (and optional HTML page)."""
     from leffa.atomic import atomic_path, save_image
     from leffa.checkpoint import DTYPES as TORCH_DTYPES
-    from leffa.environment import best_device
     from leffa.errors import LeffaError
     from leffa.flow_probe import (
         check_size,
@@ -48,6 +50,7 @@ def viz_flow(
         parse_points,
         parse_size,
         probe_flows,
+        resolve_device,
         resolve_layers,
     )
     from leffa.viz import render_flow_grid, render_flow_html
@@ -59,6 +62,9 @@ def viz_flow(
         raise LeffaError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if temperature <= 0:
         raise LeffaError(f"--temperature {temperature}: must be positive")
+    if wheel_radius is not None and wheel_radius <= 0:
+        raise LeffaError(f"--wheel-radius {wheel_radius}: must be positive")
+    chosen_device = resolve_device(device)
     requested_size = parse_size(size) if size else None
     if requested_size is not None:
         parse_points(points, requested_size)  # fail on bad points before loading a model
@@ -75,7 +81,7 @@ def viz_flow(
     target_image = load_image(target, image_size, "--target") if target else None
     gt = load_gt_flow(gt_flow, image_size) if gt_flow else None
 
-    leffa_model.to(device or best_device()).to_dtype(TORCH_DTYPES[dtype])
+    leffa_model.to(chosen_device).to_dtype(TORCH_DTYPES[dtype])
     probe = probe_flows(
         leffa_model,
         person_image,
@@ -94,6 +100,7 @@ def viz_flow(
         gt_flow=gt,
         points=chosen_points,
         attention=probe.attention,
+        radius=wheel_radius,
     )
     grid = render_flow_grid(garment_image, probe.flows, **common)
     page = None
