@@ -17,6 +17,7 @@ Conventions:
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import math
@@ -92,6 +93,11 @@ def wheel_legend(height: int, width: int) -> np.ndarray:
 # -- flow geometry ----------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8)
+def _cached_pixel_grid(height: int, width: int) -> torch.Tensor:
+    return pixel_grid(height, width)
+
+
 def pixel_grid(height: int, width: int, device=None) -> torch.Tensor:
     """``(height, width, 2)`` pixel centres in ``grid_sample`` units (``align_corners=False``): the identity flow."""
     ys = (torch.arange(height, device=device, dtype=torch.float32) * 2 + 1) / height - 1
@@ -112,7 +118,7 @@ def pixel_displacement(flow: torch.Tensor) -> torch.Tensor:
     """``(B, H, W, 2)`` displacement in pixels of an image-size flow from each pixel's own centre."""
     height, width = flow.shape[1:3]
     scale = torch.tensor([width / 2.0, height / 2.0], device=flow.device)
-    return (flow - pixel_grid(height, width, flow.device)) * scale
+    return (flow - _cached_pixel_grid(height, width).to(flow.device)) * scale
 
 
 def warp_valid(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
@@ -128,13 +134,11 @@ def masked_mse(warped: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | 
     return difference.pow(2).flatten(1).mean(dim=1)
 
 
-def endpoint_error(flow: torch.Tensor, reference_flow: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean distance in pixels between two image-size flows, over pixels where both are finite."""
-    difference = pixel_displacement(flow) - pixel_displacement(reference_flow)
-    distance = difference.norm(dim=-1)
-    valid = torch.isfinite(distance)
-    total = torch.where(valid, distance, torch.zeros_like(distance)).flatten(1).sum(dim=1)
-    return total / valid.flatten(1).sum(dim=1).clamp(min=1)
+def endpoint_error(displacement: np.ndarray, gt_displacement: np.ndarray) -> float:
+    """Mean distance in pixels between two ``(H, W, 2)`` displacements, over pixels where both are finite (EPE)."""
+    distance = np.hypot(*np.moveaxis(displacement - gt_displacement, -1, 0))
+    valid = np.isfinite(distance)
+    return float(distance[valid].mean()) if valid.any() else float("nan")
 
 
 # -- names ------------------------------------------------------------------------------------------------------
@@ -288,7 +292,7 @@ def flow_rows(
         tag = f"{short_layer_name(name)} {_resolution(flows[name].shape[1:3], size)}"
         detail = "flow"
         if gt_flow is not None:
-            detail = f"flow, EPE {endpoint_error(flow, gt_flow).item():.2f} px"
+            detail = f"flow, EPE {endpoint_error(displacements[name], gt_displacement):.2f} px"
         tiles = [Tile(displacement_colours(displacements[name], radius), tag, detail)]
         warped = warp(reference, flow)
         tiles.append(Tile(image_array(warped[0]), tag, "warped reference"))
@@ -448,13 +452,38 @@ def _png_data(picture: np.ndarray) -> str:
 
 
 def _figure(tile: Tile, height: int) -> str:
-    picture = tile.picture
+    """A captioned ``<figure>``; pictures taller than the display are embedded at display size to keep pages small."""
+    image = Image.fromarray(tile.picture)
+    scale = min(1.0, height / image.height)
+    if scale < 1.0:
+        image = image.resize((max(1, round(image.width * scale)), height), Image.Resampling.LANCZOS)
     if tile.marks:
-        image = Image.fromarray(picture)
-        _mark(image, tile.marks, (1.0, 1.0))
-        picture = np.asarray(image)
+        _mark(image, tile.marks, (scale, scale))
+    picture = np.asarray(image)
     caption = html.escape(tile.title) + ("<br>" + html.escape(tile.detail) if tile.detail else "")
     return f'<figure><img src="{_png_data(picture)}" alt="{html.escape(tile.title)}"><figcaption>{caption}</figcaption></figure>'
+
+
+def flow_page(rows: list[Row], title: str = "Leffa attention flow", note: str = "", tile_height: int = 224) -> str:
+    """The HTML page of ``flow_rows`` output: inputs on top, one layer at a time below (slider, buttons, arrow keys)."""
+    first = rows[0].tiles[0].picture
+    width = math.ceil(tile_height * first.shape[1] / first.shape[0])
+    inputs = "".join(_figure(tile, tile_height) for tile in rows[0].tiles)
+    layers = "\n".join(
+        f'<div class="layer" data-name="{html.escape(row.layer)}"><h3>{html.escape(row.layer)}</h3>'
+        + "".join(_figure(tile, tile_height) for tile in row.tiles)
+        + "</div>"
+        for row in rows[1:]
+    )
+    return _PAGE.format(
+        title=html.escape(title),
+        note=html.escape(note),
+        inputs=inputs,
+        layers=layers,
+        last=max(len(rows) - 2, 0),
+        height=tile_height,
+        width=width,
+    )
 
 
 def render_flow_html(
@@ -472,21 +501,4 @@ def render_flow_html(
 ) -> str:
     """A self-contained HTML page (images embedded as base64 PNG) flipping through layers; first sample only."""
     rows = flow_rows(reference, flows, target, mask, gt_flow, points, attention, sample=0, radius=radius)
-    height = tile_height or default_tile_height(reference.shape[-2])
-    width = math.ceil(height * reference.shape[-1] / reference.shape[-2])
-    inputs = "".join(_figure(tile, height) for tile in rows[0].tiles)
-    layers = "\n".join(
-        f'<div class="layer" data-name="{html.escape(row.layer)}"><h3>{html.escape(row.layer)}</h3>'
-        + "".join(_figure(tile, height) for tile in row.tiles)
-        + "</div>"
-        for row in rows[1:]
-    )
-    return _PAGE.format(
-        title=html.escape(title),
-        note=html.escape(note),
-        inputs=inputs,
-        layers=layers,
-        last=max(len(rows) - 2, 0),
-        height=height,
-        width=width,
-    )
+    return flow_page(rows, title, note, tile_height or default_tile_height(reference.shape[-2]))

@@ -22,6 +22,7 @@ from leffa.viz import (
     endpoint_error,
     flow_rows,
     image_array,
+    pixel_displacement,
     pixel_grid,
     render_flow_grid,
     render_flow_html,
@@ -119,7 +120,9 @@ def test_ground_truth_flow_tiles_endpoint_error_and_nan():
     assert (gt_tile.picture[4:] == np.array(DIRECTION_COLOURS["right"], dtype=np.uint8)).all()
     assert (rows[0].tiles[2].picture[:4] == 128).all()  # no correspondence: warped to zero (mid grey)
     assert "EPE 2.00 px" in rows[1].tiles[0].detail
-    assert endpoint_error(shifted_flow(2), torch.as_tensor(gt)[None]).item() == pytest.approx(0.0, abs=1e-5)
+    gt_displacement = pixel_displacement(torch.as_tensor(gt)[None])[0].numpy()
+    assert endpoint_error(pixel_displacement(shifted_flow(2))[0].numpy(), gt_displacement) == pytest.approx(0.0, abs=1e-5)
+    assert np.isnan(endpoint_error(np.zeros((2, 2, 2)), np.full((2, 2, 2), np.nan)))
 
 
 def test_coarse_flows_are_upsampled_and_labelled_with_their_scale():

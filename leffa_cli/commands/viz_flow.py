@@ -53,7 +53,7 @@ def viz_flow(
         resolve_device,
         resolve_layers,
     )
-    from leffa.viz import render_flow_grid, render_flow_html
+    from leffa.viz import compose_grid, default_tile_height, flow_page, flow_rows
 
     for path, option in ((output, "-o"), (html, "--html")):
         if path is not None and path.suffix.lower() != (".png" if option == "-o" else ".html"):
@@ -94,7 +94,9 @@ def viz_flow(
         seed=seed,
         temperature=temperature,
     )
-    common = dict(
+    rows = flow_rows(
+        garment_image,
+        probe.flows,
         target=target_image,
         mask=mask_image,
         gt_flow=gt,
@@ -102,11 +104,12 @@ def viz_flow(
         attention=probe.attention,
         radius=wheel_radius,
     )
-    grid = render_flow_grid(garment_image, probe.flows, **common)
+    tile_height = default_tile_height(image_size[0])
+    grid = compose_grid([rows], tile_height)
     page = None
     if html is not None:
         note = f"model {model}, t = {timestep}, seed {seed}, tau = {temperature}, {image_size[0]}x{image_size[1]}"
-        page = render_flow_html(garment_image, probe.flows, title=f"Attention flow: {person.name}", note=note, **common)
+        page = flow_page(rows, title=f"Attention flow: {person.name}", note=note, tile_height=tile_height)
     save_image(grid, output)
     if page is not None:
         with atomic_path(html) as temp:
