@@ -54,7 +54,8 @@ def colour_wheel() -> np.ndarray:
     return np.concatenate(rows).astype(np.float64)
 
 
-_WHEEL = colour_wheel()
+_WHEEL = (colour_wheel() / 255.0).astype(np.float32)
+_WHEEL_STEP = np.roll(_WHEEL, -1, axis=0) - _WHEEL  # colour change to the next wheel entry
 
 
 def displacement_colours(displacement: np.ndarray, radius: float) -> np.ndarray:
@@ -62,20 +63,21 @@ def displacement_colours(displacement: np.ndarray, radius: float) -> np.ndarray:
 
     Longer than ``radius`` is drawn darker (x0.75), as in the Middlebury code; non-finite entries are grey.
     """
-    u = displacement[..., 0].astype(np.float64)
-    v = displacement[..., 1].astype(np.float64)
-    invalid = ~(np.isfinite(u) & np.isfinite(v))
-    u, v = np.where(invalid, 0.0, u), np.where(invalid, 0.0, v)
-    length = np.hypot(u, v) / max(radius, 1e-12)
+    u = displacement[..., 0].astype(np.float32)
+    v = displacement[..., 1].astype(np.float32)
+    invalid = ~np.isfinite(u + v)
+    u[invalid] = 0.0
+    v[invalid] = 0.0
+    length = np.hypot(u, v) / np.float32(max(radius, 1e-12))
     count = len(_WHEEL)
-    position = (np.arctan2(-v, -u) / np.pi + 1.0) / 2.0 * count  # right -> 0 (or count), down -> count/4
+    position = (np.arctan2(-v, -u) / np.float32(np.pi) + 1) * np.float32(count / 2)  # right -> 0 or count, down -> count/4
     below = np.floor(position)
     fraction = (position - below)[..., None]
-    below = below.astype(np.int64) % count
-    colour = ((1 - fraction) * _WHEEL[below] + fraction * _WHEEL[(below + 1) % count]) / 255.0
-    inside = (length <= 1.0 + 1e-6)[..., None]  # a radius taken from float32 data may round just below
-    colour = np.where(inside, 1.0 - length[..., None] * (1.0 - colour), colour * 0.75)
-    colour = np.round(colour * 255.0).clip(0, 255).astype(np.uint8)
+    below = below.astype(np.int32) % count
+    colour = _WHEEL[below] + fraction * _WHEEL_STEP[below]
+    inside = length <= 1.0 + 1e-6  # a radius taken from float32 data may round just below the longest length
+    colour = np.where(inside[..., None], 1.0 - length[..., None] * (1.0 - colour), colour * np.float32(0.75))
+    colour = np.rint(colour * 255.0).clip(0, 255).astype(np.uint8)
     colour[invalid] = INVALID_COLOUR
     return colour
 
@@ -163,17 +165,18 @@ def short_layer_name(name: str) -> str:
 # -- pictures of tensors ----------------------------------------------------------------------------------------
 
 _HEAT_ANCHORS = np.array(  # an inferno-like ramp: black -> purple -> red -> orange -> pale yellow
-    [(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)], dtype=np.float64
+    [(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)], dtype=np.float32
 )
+_HEAT_STEP = np.diff(_HEAT_ANCHORS, axis=0)
 
 
 def heat_colours(values: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` uint8 heat colours of ``values`` in [0, 1] (clipped)."""
-    position = np.clip(values, 0.0, 1.0) * (len(_HEAT_ANCHORS) - 1)
-    below = np.minimum(np.floor(position).astype(np.int64), len(_HEAT_ANCHORS) - 2)
+    steps = len(_HEAT_ANCHORS) - 1
+    position = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0) * np.float32(steps)
+    below = np.minimum(position.astype(np.int32), steps - 1)
     fraction = (position - below)[..., None]
-    colour = (1 - fraction) * _HEAT_ANCHORS[below] + fraction * _HEAT_ANCHORS[below + 1]
-    return np.round(colour).astype(np.uint8)
+    return np.rint(_HEAT_ANCHORS[below] + fraction * _HEAT_STEP[below]).astype(np.uint8)
 
 
 def image_array(image: torch.Tensor) -> np.ndarray:
