@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from leffa.flow import upsample_flow, warp
+from leffa.flow import coordinate_grid, upsample_flow, warp
 
 # -- colour wheel -----------------------------------------------------------------------------------------------
 
@@ -141,6 +141,24 @@ def endpoint_error(displacement: np.ndarray, gt_displacement: np.ndarray) -> flo
     distance = np.hypot(*np.moveaxis(displacement - gt_displacement, -1, 0))
     valid = np.isfinite(distance)
     return float(distance[valid].mean()) if valid.any() else float("nan")
+
+
+def ideal_token_flow(gt_flow: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """The best a layer with an ``grid`` = (h, w) token grid can do: ``(B, h, w, 2)`` from an image-size ground truth.
+
+    Each token gets the mean ground-truth position over its cell's pixels that have one; a token with none keeps its
+    own position in the attention-flow convention (``leffa.flow.coordinate_grid``), as an identity attention would.
+    """
+    batch, height, width, _ = gt_flow.shape
+    rows, columns = grid
+    if height % rows or width % columns:
+        raise ValueError(f"a {rows}x{columns} token grid does not tile a {height}x{width} flow")
+    cells = gt_flow.float().reshape(batch, rows, height // rows, columns, width // columns, 2)
+    valid = torch.isfinite(cells).all(dim=-1, keepdim=True)
+    total = torch.where(valid, cells, torch.zeros_like(cells)).sum(dim=(2, 4))
+    count = valid.sum(dim=(2, 4))
+    own = coordinate_grid(rows, columns).reshape(1, rows, columns, 2).expand(batch, -1, -1, -1)
+    return torch.where(count > 0, total / count.clamp(min=1), own)
 
 
 # -- names ------------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from leffa.viz import (
     displacement_colours,
     endpoint_error,
     flow_rows,
+    ideal_token_flow,
     image_array,
     pixel_displacement,
     pixel_grid,
@@ -279,3 +280,16 @@ def test_points_parse_repeated_and_quoted():
 
 def test_default_tile_height_keeps_pictures_readable():
     assert default_tile_height(64) == 224 and default_tile_height(1024) == 320 and default_tile_height(256) == 256
+
+
+def test_ideal_token_flow_averages_the_ground_truth_per_cell():
+    gt = shifted_flow(2).clone()  # 16x24 image, rightward shift by 2 px
+    gt[:, :4, :8] = float("nan")  # one 4x8 cell without correspondence
+    gt[:, 4:8, :8][:, :2] = float("nan")  # half of the next cell down
+    ideal = ideal_token_flow(gt, (4, 3))
+    assert ideal.shape == (1, 4, 3, 2)
+    torch.testing.assert_close(ideal[0, 0, 0], coordinate_grid(4, 3)[0])  # no ground truth: its own position
+    torch.testing.assert_close(ideal[0, 1, 0], gt[0, 6:8, :8].reshape(-1, 2).mean(0))  # the valid half only
+    torch.testing.assert_close(ideal[0, 2, 1], gt[0, 8:12, 8:16].reshape(-1, 2).mean(0))
+    with pytest.raises(ValueError, match="does not tile"):
+        ideal_token_flow(gt, (5, 3))
