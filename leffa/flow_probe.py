@@ -51,16 +51,6 @@ def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
     return height, width
 
 
-def model_image_size(model: LeffaModel) -> tuple[int, int]:
-    """The image size a model was made for (``config.extra["image_size"]``), else 1024x768."""
-    size = model.config.extra.get("image_size")
-    if isinstance(size, str):
-        return parse_size(size, "model config image_size")
-    if isinstance(size, (list, tuple)) and len(size) == 2:
-        return int(size[0]), int(size[1])
-    return DEFAULT_IMAGE_SIZE
-
-
 def check_size(model: LeffaModel, size: tuple[int, int]) -> None:
     step = model.latent_downscale
     if size[0] % step or size[1] % step:
@@ -103,21 +93,6 @@ def resolve_layers(selection: str, layer_names: list[str]) -> list[str]:
     if not chosen:
         raise LeffaError("--layers: give 'all' or at least one layer name")
     return [name for name in layer_names if name in set(chosen)]
-
-
-def resolve_device(text: str | None) -> torch.device:
-    """``--device`` (cpu, cuda, cuda:1, mps; default the best available) as a device this machine has."""
-    from leffa.environment import best_device
-
-    try:
-        device = torch.device(text or best_device())
-    except RuntimeError:
-        raise LeffaError(f"--device {text!r}: not a device name (cpu, cuda, cuda:1, mps)") from None
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise LeffaError(f"--device {text}: no such CUDA device on this machine")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise LeffaError(f"--device {text}: MPS is not available on this machine")
-    return device
 
 
 def load_image(path: str | Path, size: tuple[int, int], option: str) -> torch.Tensor:

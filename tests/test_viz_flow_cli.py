@@ -98,7 +98,8 @@ def test_upstream_checkpoint_with_base_folder(inputs, tmp_path, capsys):
         (["--size", "100x96"], "--size 100x96: height and width must be multiples of 8"),
         (["--gt-flow", "missing.npy"], "--gt-flow missing.npy: file not found"),
         (["--html", "page.htm"], "--html page.htm: must end in .html"),
-        (["--device", "gpu7"], "--device 'gpu7': not a device name"),
+        (["--device", "gpu7"], "--device: unknown device 'gpu7'"),
+        (["--model", "no-such-model"], "--model: 'no-such-model' is not a known model"),
         (["--wheel-radius", "0"], "--wheel-radius 0.0: must be positive"),
     ],
 )
