@@ -70,7 +70,9 @@ def displacement_colours(displacement: np.ndarray, radius: float) -> np.ndarray:
     v[invalid] = 0.0
     length = np.hypot(u, v) / np.float32(max(radius, 1e-12))
     count = len(_WHEEL)
-    position = (np.arctan2(-v, -u) / np.float32(np.pi) + 1) * np.float32(count / 2)  # right -> 0 or count, down -> count/4
+    position = (np.arctan2(-v, -u) / np.float32(np.pi) + 1) * np.float32(
+        count / 2
+    )  # right -> 0 or count, down -> count/4
     below = np.floor(position)
     fraction = (position - below)[..., None]
     below = below.astype(np.int32) % count
@@ -129,7 +131,7 @@ def warp_valid(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 
 
 def masked_mse(warped: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Per-sample ``mean(((warped - target) * mask)^2)`` over all pixels: the Leffa loss term (L2, not area-normalised)."""
+    """Per-sample ``mean(((warped - target) * mask)^2)`` over all pixels: the Leffa loss term (not area-normalised)."""
     difference = warped - target
     if mask is not None:
         difference = difference * mask
@@ -333,7 +335,10 @@ def flow_rows(
             up = torch.nn.functional.interpolate((weights / peak)[None, None], size=size, mode="nearest")[0, 0]
             heat = _overlay(image_array(reference[0]), heat_colours(up.numpy()), up.numpy())
             row, column = divmod(int(weights.argmax()), weights.shape[1])
-            peak_xy = ((column + 0.5) * size[1] / weights.shape[1] - 0.5, (row + 0.5) * size[0] / weights.shape[0] - 0.5)
+            peak_xy = (
+                (column + 0.5) * size[1] / weights.shape[1] - 0.5,
+                (row + 0.5) * size[0] / weights.shape[0] - 0.5,
+            )
             tiles.append(Tile(heat, tag, f"attn of ({x},{y}), max {weights.max().item():.3f}", marks=[peak_xy]))
         rows.append(Row(short_layer_name(name), tiles, layer=name))
     return rows
@@ -451,7 +456,8 @@ const slider = document.getElementById('slider');
 function show(i) {{
   i = Math.max(0, Math.min(layers.length - 1, i)); slider.value = i;
   layers.forEach((el, j) => el.classList.toggle('shown', j === i));
-  document.getElementById('name').textContent = layers.length ? (i + 1) + '/' + layers.length + '  ' + layers[i].dataset.name : '';
+  const label = layers.length ? (i + 1) + '/' + layers.length + '  ' + layers[i].dataset.name : '';
+  document.getElementById('name').textContent = label;
 }}
 slider.oninput = () => show(+slider.value);
 document.getElementById('prev').onclick = () => show(+slider.value - 1);
@@ -482,7 +488,8 @@ def _figure(tile: Tile, height: int) -> str:
         _mark(image, tile.marks, (scale, scale))
     picture = np.asarray(image)
     caption = html.escape(tile.title) + ("<br>" + html.escape(tile.detail) if tile.detail else "")
-    return f'<figure><img src="{_png_data(picture)}" alt="{html.escape(tile.title)}"><figcaption>{caption}</figcaption></figure>'
+    image_tag = f'<img src="{_png_data(picture)}" alt="{html.escape(tile.title)}">'
+    return f"<figure>{image_tag}<figcaption>{caption}</figcaption></figure>"
 
 
 def flow_page(rows: list[Row], title: str = "Leffa attention flow", note: str = "", tile_height: int = 224) -> str:

@@ -122,7 +122,9 @@ def test_ground_truth_flow_tiles_endpoint_error_and_nan():
     assert (rows[0].tiles[2].picture[:4] == 128).all()  # no correspondence: warped to zero (mid grey)
     assert "EPE 2.00 px" in rows[1].tiles[0].detail
     gt_displacement = pixel_displacement(torch.as_tensor(gt)[None])[0].numpy()
-    assert endpoint_error(pixel_displacement(shifted_flow(2))[0].numpy(), gt_displacement) == pytest.approx(0.0, abs=1e-5)
+    assert endpoint_error(pixel_displacement(shifted_flow(2))[0].numpy(), gt_displacement) == pytest.approx(
+        0.0, abs=1e-5
+    )
     assert np.isnan(endpoint_error(np.zeros((2, 2, 2)), np.full((2, 2, 2), np.nan)))
 
 
@@ -181,7 +183,7 @@ def test_point_attention_row_is_the_token_under_the_point():
     _, attention = layer_flows({"layer": (queries, keys)}, size, points)
     maps = attention["layer"][0]
     assert maps.shape == (3, height, width)
-    for map_, (x, y) in zip(maps, points):
+    for map_, (x, y) in zip(maps, points, strict=True):
         row, column = y // 4, x // 4
         assert divmod(int(map_.argmax()), width) == (row, min(column + shift, width - 1))
         assert map_.sum().item() == pytest.approx(1.0, abs=1e-5)

@@ -55,8 +55,8 @@ def test_writes_grid_and_html(inputs, tmp_path, capsys):
         [
             "viz-flow", inputs / "person.png", inputs / "garment.png", "--model", inputs / "tiny.safetensors",
             "--mask", inputs / "mask.png", "--densepose", inputs / "densepose.png", "--target", inputs / "person.png",
-            "--gt-flow", inputs / "gt.npy", "--layers", "down0.a0.b0,up_blocks.2.attentions.1.transformer_blocks.0.attn1",
-            "--points", "10,20", "--html", page, "-o", out, "--t", "100",
+            "--gt-flow", inputs / "gt.npy", "--points", "10,20", "--html", page, "-o", out, "--t", "100",
+            "--layers", "down0.a0.b0,up_blocks.2.attentions.1.transformer_blocks.0.attn1",
         ],
         capsys,
     )

@@ -25,21 +25,29 @@ def viz_flow(
     mask: Optional[Path] = typer.Option(None, "--mask", help="Garment mask (white = regenerate); default all."),
     densepose: Optional[Path] = typer.Option(None, "--densepose", help="DensePose rendering; default black."),
     timestep: int = typer.Option(250, "--t", help="Diffusion timestep of the forward pass (0..999)."),
-    layers: str = typer.Option("all", "--layers", help="'all' or comma-separated layer names (full or e.g. up1.a0.b0)."),
+    layers: str = typer.Option(
+        "all", "--layers", help="'all' or comma-separated layer names (full or e.g. up1.a0.b0)."
+    ),
     target: Optional[Path] = typer.Option(None, "--target", help="Image to compare each warped reference with."),
     points: list[str] = typer.Option(
-        [], "--points", help="Target pixels x,y for attention heatmaps; repeat, or quote several: \"40,60 10,20\"."
+        [], "--points", help='Target pixels x,y for attention heatmaps; repeat, or quote several: "40,60 10,20".'
     ),
     gt_flow: Optional[Path] = typer.Option(None, "--gt-flow", help="Ground-truth flow .npy (H, W, 2), NaN = none."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML page to flip layers."),
-    size: Optional[str] = typer.Option(None, "--size", help="HxW; default the size the model was trained at, else 1024x768."),
+    size: Optional[str] = typer.Option(
+        None, "--size", help="HxW; default the size the model was trained at, else 1024x768."
+    ),
     wheel_radius: Optional[float] = typer.Option(
-        None, "--wheel-radius", help="Colour-wheel radius in pixels (default: largest GT, else largest shown, displacement)."
+        None,
+        "--wheel-radius",
+        help="Colour-wheel radius in pixels (default: largest GT, else largest shown, displacement).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise added to the person latent."),
     temperature: float = typer.Option(2.0, "--temperature", help="Softmax temperature tau of the flow (Leffa: 2)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16; flows use fp32."),
+    dtype: str = typer.Option(
+        "auto", "--dtype", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16; flows use fp32."
+    ),
 ) -> None:
     """One forward pass at timestep t; per attention layer the flow (colour wheel), the warped reference, the error
     against --target and attention heatmaps for --points, as one labelled PNG grid (and optional HTML page)."""
@@ -118,13 +126,16 @@ def viz_flow(
     grid = compose_grid([rows], tile_height)
     page = None
     if html is not None:
-        note = f"model {resolved.source}, t = {timestep}, seed {seed}, tau = {temperature}, {image_size[0]}x{image_size[1]}"
+        note = f"model {resolved.source}, t = {timestep}, seed {seed}, tau = {temperature}, "
+        note += f"{image_size[0]}x{image_size[1]}"
         page = flow_page(rows, title=f"Attention flow: {person.name}", note=note, tile_height=tile_height)
     save_image(grid, output)
     if page is not None:
         with atomic_path(html) as temp:
             temp.write_text(page, encoding="utf-8")
-    typer.echo(f"wrote {output} ({len(probe.flows)} layers, {grid.width}x{grid.height})" + (f" and {html}" if html else ""))
+    typer.echo(
+        f"wrote {output} ({len(probe.flows)} layers, {grid.width}x{grid.height})" + (f" and {html}" if html else "")
+    )
 
 
 def register(app: typer.Typer) -> None:
