@@ -114,3 +114,22 @@ def test_user_mistakes_exit_2_with_one_line_and_write_nothing(inputs, tmp_path, 
     assert stderr.startswith("leffa: error: " + message), stderr
     assert stderr.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_probe_is_seeded_and_returns_every_layer_on_its_token_grid(tiny_model):
+    from leffa.flow_probe import probe_flows
+
+    size = (64, 48)
+    generator = torch.Generator().manual_seed(1)
+    person, garment = (torch.rand(1, 3, *size, generator=generator) * 2 - 1 for _ in range(2))
+    first = probe_flows(tiny_model, person, garment, timestep=500, seed=3, points=[(5, 7)])
+    again = probe_flows(tiny_model, person, garment, timestep=500, seed=3, points=[(5, 7)])
+    other = probe_flows(tiny_model, person, garment, timestep=500, seed=4, points=[(5, 7)])
+    assert list(first.flows) == tiny_model.layer_names  # all layers, in execution order
+    for name, scale in tiny_model.layer_downscale().items():
+        grid = (-(-size[0] // scale), -(-size[1] // scale))
+        assert first.flows[name].shape == (1, *grid, 2)
+        assert first.attention[name].shape == (1, 1, *grid)
+        torch.testing.assert_close(first.attention[name].sum(dim=(-2, -1)), torch.ones(1, 1))
+        assert torch.equal(first.flows[name], again.flows[name])
+    assert any(not torch.equal(first.flows[name], other.flows[name]) for name in first.flows)
