@@ -1,0 +1,232 @@
+"""One forward pass at timestep t that records where every generative self-attention layer looks.
+
+The person latent is noised to ``t`` with a seeded generator, the garment is the reference, and the conditions are
+those of try-on (masked image = person * (mask < 0.5); mask and DensePose resized to latent size, nearest). The
+captured queries and reference keys of each layer become a flow (``leffa.flow.attention_flow``, head-averaged, the
+Leffa loss's temperature) and, for chosen target pixels, the attention row over the reference
+(``leffa.flow.attention_map``). ``leffa.viz`` draws the result.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from PIL import Image, UnidentifiedImageError
+
+from leffa.errors import LeffaError
+from leffa.flow import attention_flow, attention_map, token_grid
+from leffa.model import LeffaModel
+from leffa.viz import short_layer_name
+
+DEFAULT_IMAGE_SIZE = (1024, 768)
+
+
+@dataclass
+class FlowProbe:
+    """Per layer: the token-grid flow ``(B, h, w, 2)`` and, per requested point, the attention ``(B, P, h, w)``."""
+
+    flows: dict[str, torch.Tensor]
+    attention: dict[str, torch.Tensor]
+    points: list[tuple[int, int]]
+    timestep: int
+
+
+# -- user input -------------------------------------------------------------------------------------------------
+
+
+def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
+    """``"1024x768"`` -> (1024, 768) (height x width)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if match is None:
+        raise LeffaError(f"{option} {text!r}: expected HEIGHTxWIDTH, e.g. 1024x768")
+    height, width = int(match.group(1)), int(match.group(2))
+    if height <= 0 or width <= 0:
+        raise LeffaError(f"{option} {text!r}: height and width must be positive")
+    return height, width
+
+
+def check_size(model: LeffaModel, size: tuple[int, int]) -> None:
+    step = model.latent_downscale
+    if size[0] % step or size[1] % step:
+        raise LeffaError(f"--size {size[0]}x{size[1]}: height and width must be multiples of {step} (latent scale)")
+
+
+def parse_points(texts: list[str], size: tuple[int, int]) -> list[tuple[int, int]]:
+    """``["40,60", "10,20 30,5"]`` -> [(40, 60), (10, 20), (30, 5)]: target pixels (x, y) inside a ``size`` image."""
+    points = []
+    for text in texts:
+        for item in re.split(r"[\s;]+", text.strip()):
+            if not item:
+                continue
+            match = re.fullmatch(r"(-?\d+),(-?\d+)", item)
+            if match is None:
+                raise LeffaError(f"--points {item!r}: expected x,y in whole pixels, e.g. 40,60")
+            x, y = int(match.group(1)), int(match.group(2))
+            if not (0 <= x < size[1] and 0 <= y < size[0]):
+                raise LeffaError(
+                    f"--points {item!r}: outside the {size[0]}x{size[1]} image (x in 0..{size[1] - 1}, "
+                    f"y in 0..{size[0] - 1})"
+                )
+            points.append((x, y))
+    return points
+
+
+def resolve_layers(selection: str, layer_names: list[str]) -> list[str]:
+    """``"all"`` or comma-separated full or short names (``up1.a0.b0``) -> full names in execution order."""
+    if selection.strip().lower() == "all":
+        return list(layer_names)
+    by_name = {name: name for name in layer_names} | {short_layer_name(name): name for name in layer_names}
+    chosen = []
+    for item in (part.strip() for part in selection.split(",")):
+        if not item:
+            continue
+        if item not in by_name:
+            known = ", ".join(short_layer_name(name) for name in layer_names)
+            raise LeffaError(f"--layers {item!r}: no such self-attention layer; this model has: {known}")
+        chosen.append(by_name[item])
+    if not chosen:
+        raise LeffaError("--layers: give 'all' or at least one layer name")
+    return [name for name in layer_names if name in set(chosen)]
+
+
+def load_image(path: str | Path, size: tuple[int, int], option: str) -> torch.Tensor:
+    """An RGB image file -> ``(1, 3, H, W)`` in [-1, 1] at ``size`` (bicubic)."""
+    picture = _open(path, option).convert("RGB").resize((size[1], size[0]), Image.Resampling.BICUBIC)
+    array = torch.from_numpy(np.asarray(picture, dtype=np.float32).copy())
+    return (array.permute(2, 0, 1)[None] / 127.5) - 1.0
+
+
+def load_mask(path: str | Path, size: tuple[int, int]) -> torch.Tensor:
+    """A mask image -> ``(1, 1, H, W)`` in {0, 1} at ``size`` (nearest; white = region to regenerate)."""
+    picture = _open(path, "--mask").convert("L").resize((size[1], size[0]), Image.Resampling.NEAREST)
+    array = torch.from_numpy(np.asarray(picture, dtype=np.float32).copy())
+    return (array[None, None] >= 127.5).float()
+
+
+def load_densepose(path: str | Path, size: tuple[int, int]) -> torch.Tensor:
+    """A DensePose rendering -> ``(1, 3, H, W)`` in [-1, 1] at ``size`` (nearest: the values are labels)."""
+    picture = _open(path, "--densepose").convert("RGB").resize((size[1], size[0]), Image.Resampling.NEAREST)
+    array = torch.from_numpy(np.asarray(picture, dtype=np.float32).copy())
+    return (array.permute(2, 0, 1)[None] / 127.5) - 1.0
+
+
+def load_gt_flow(path: str | Path, size: tuple[int, int]) -> torch.Tensor:
+    """A ground-truth flow ``.npy`` (float32 (H, W, 2), grid_sample units, NaN = none) -> ``(1, H, W, 2)`` at ``size``.
+
+    The units do not depend on resolution, so a flow of another size is resampled (nearest, keeping NaN).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LeffaError(f"--gt-flow {path}: file not found")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise LeffaError(f"--gt-flow {path}: not a readable .npy array ({error})") from None
+    if array.ndim != 3 or array.shape[-1] != 2 or not np.issubdtype(array.dtype, np.floating):
+        raise LeffaError(f"--gt-flow {path}: expected a float (H, W, 2) array, got {array.dtype} {array.shape}")
+    flow = torch.from_numpy(array.astype(np.float32))[None]
+    if tuple(flow.shape[1:3]) != tuple(size):
+        flow = F.interpolate(flow.permute(0, 3, 1, 2), size=size, mode="nearest").permute(0, 2, 3, 1)
+    return flow
+
+
+def _open(path: str | Path, option: str) -> Image.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise LeffaError(f"{option} {path}: file not found")
+    try:
+        picture = Image.open(path)
+        picture.load()
+    except (UnidentifiedImageError, OSError) as error:
+        raise LeffaError(f"{option} {path}: not a readable image ({error})") from None
+    return picture
+
+
+# -- the probe --------------------------------------------------------------------------------------------------
+
+
+def token_index(point: tuple[int, int], grid: tuple[int, int], size: tuple[int, int]) -> int:
+    """Index of the token of an ``grid`` = (h, w) layer whose cell contains image pixel ``point`` = (x, y)."""
+    x, y = point
+    row = min(y * grid[0] // size[0], grid[0] - 1)
+    column = min(x * grid[1] // size[1], grid[1] - 1)
+    return row * grid[1] + column
+
+
+def layer_flows(
+    captured: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    size: tuple[int, int],
+    points: list[tuple[int, int]] | None = None,
+    temperature: float = 2.0,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Captured ``{layer: (queries, reference keys)}`` (B, heads, n, d) -> token-grid flows and point attention.
+
+    Computed in float32 whatever the model dtype, so that the softmax of half-precision activations is exact enough.
+    """
+    flows, attention = {}, {}
+    for name, (queries, keys) in captured.items():
+        queries, keys = queries.float(), keys.float()
+        height, width = token_grid(keys.shape[2], *size)
+        flows[name] = attention_flow(queries, keys, height, width, temperature).cpu()
+        if points:
+            rows = [token_index(point, (height, width), size) for point in points]
+            maps = attention_map(queries[:, :, rows], keys, temperature)
+            attention[name] = maps.reshape(queries.shape[0], len(rows), height, width).cpu()
+    return flows, attention
+
+
+@torch.no_grad()
+def probe_flows(
+    model: LeffaModel,
+    person: torch.Tensor,
+    garment: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    densepose: torch.Tensor | None = None,
+    timestep: int = 250,
+    layers: list[str] | None = None,
+    points: list[tuple[int, int]] | None = None,
+    seed: int = 0,
+    temperature: float = 2.0,
+) -> FlowProbe:
+    """One forward pass of ``model`` with the person noised to ``timestep``; flows of ``layers`` (default all).
+
+    ``person``/``garment`` ``(B, 3, H, W)`` in [-1, 1]; ``mask`` ``(B, 1, H, W)``, 1 = regenerate (default all ones);
+    ``densepose`` ``(B, 3, H, W)`` in [-1, 1] (default black). Latents are the VAE posterior means, the noise comes
+    from a CPU generator seeded with ``seed``, so the result does not depend on the device.
+    """
+    scheduler = DDPMScheduler.from_config(model.config.scheduler)
+    steps = scheduler.config.num_train_timesteps
+    if not 0 <= timestep < steps:
+        raise LeffaError(f"--t {timestep}: the timestep must be in 0..{steps - 1}")
+    device = model.device
+    size = tuple(person.shape[-2:])
+    batch = person.shape[0]
+    if mask is None:
+        mask = torch.ones(batch, 1, *size)
+    if densepose is None:
+        densepose = -torch.ones(batch, 3, *size)
+    person, garment = person.to(device), garment.to(device)
+    mask, densepose = mask.to(device), densepose.to(device)
+
+    person_latent = model.encode(person, sample=False)
+    masked_latent = model.encode(person * (mask < 0.5), sample=False)
+    reference_latent = model.encode(garment, sample=False)
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(person_latent.shape, generator=generator).to(device, person_latent.dtype)
+    timesteps = torch.full((batch,), timestep, dtype=torch.long)
+    noisy = scheduler.add_noise(person_latent.float().cpu(), noise.float().cpu(), timesteps).to(device, model.dtype)
+    timesteps = timesteps.to(device)
+
+    model_input = model.generative_input(noisy, mask, masked_latent, densepose)
+    features = model.reference_features(reference_latent, timesteps)
+    captured: dict = {}
+    model.predict_noise(model_input, timesteps, features, capture=captured, capture_layers=layers)
+    ordered = {name: captured[name] for name in (layers or model.layer_names) if name in captured}
+    flows, attention = layer_flows(ordered, size, points, temperature)
+    return FlowProbe(flows=flows, attention=attention, points=list(points or []), timestep=timestep)

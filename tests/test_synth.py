@@ -1,0 +1,178 @@
+"""Synthetic data: seeded, in the agreed layouts, and its ground-truth flow really maps target to reference."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from leffa.errors import LeffaError
+from leffa.synth import (
+    DENSEPOSE_INDEX_SCALE,
+    generate_dataset,
+    gt_warp,
+    load_gt_flow,
+    make_sample,
+    parse_size,
+    pixels_to_grid,
+)
+from leffa.synth_body import DENSEPOSE
+
+SIZE = (256, 192)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(1.0 / np.mean((a - b) ** 2)))
+
+
+def read(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+
+
+@pytest.fixture(scope="module")
+def vton_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vton")
+    generate_dataset("vton", out, 4, SIZE, seed=3, split="train")
+    return out
+
+
+@pytest.fixture(scope="module")
+def pose_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pose")
+    generate_dataset("pose", out, 4, SIZE, seed=3, split="test")
+    return out
+
+
+def test_same_seed_same_sample_and_other_seed_differs():
+    for task in ("vton", "pose"):
+        a, b = make_sample(task, 7, "train", 2, 128, 96), make_sample(task, 7, "train", 2, 128, 96)
+        np.testing.assert_array_equal(a.target, b.target)
+        np.testing.assert_array_equal(a.reference, b.reference)
+        np.testing.assert_array_equal(a.flow, b.flow)
+        other = make_sample(task, 8, "train", 2, 128, 96)
+        assert np.abs(other.target - a.target).mean() > 0.01
+        test_split = make_sample(task, 7, "test", 2, 128, 96)
+        assert np.abs(test_split.target - a.target).mean() > 0.01
+
+
+def test_files_do_not_depend_on_how_many_samples_are_drawn(tmp_path, vton_dir):
+    generate_dataset("vton", tmp_path, 2, SIZE, seed=3, split="train")
+    for relative in ("image/000001.jpg", "cloth/000001.jpg", "gt-flow/000001.npy", "agnostic-mask/000001_mask.png"):
+        assert (tmp_path / "train" / relative).read_bytes() == (vton_dir / "train" / relative).read_bytes()
+
+
+def test_vton_layout_and_conditions(vton_dir):
+    split = vton_dir / "train"
+    assert (vton_dir / "train_pairs.txt").read_text().splitlines() == [f"{i:06d}.jpg {i:06d}.jpg" for i in range(4)]
+    name = "000000"
+    person = Image.open(split / "image" / f"{name}.jpg")
+    assert person.size == (SIZE[1], SIZE[0]) and person.mode == "RGB"
+    mask = np.asarray(Image.open(split / "agnostic-mask" / f"{name}_mask.png"))
+    assert set(np.unique(mask)) <= {0, 255}
+    flow = load_gt_flow(split / "gt-flow" / f"{name}.npy")
+    assert flow.shape == (*SIZE, 2) and flow.dtype == np.float32
+    region = ~np.isnan(flow[..., 0])
+    assert 0.03 < region.mean() < 0.4
+    assert (mask[region] == 255).all(), "every garment pixel must be inside the region to regenerate"
+    assert np.nanmin(flow) >= -1 and np.nanmax(flow) <= 1
+    parse = np.asarray(Image.open(split / "image-parse-v3" / f"{name}.png"))
+    assert set(np.unique(parse)) <= set(range(20)) and (parse[region] == 5).all()
+    keypoints = json.loads((split / "openpose_json" / f"{name}_keypoints.json").read_text())
+    points = np.array(keypoints["people"][0]["pose_keypoints_2d"]).reshape(25, 3)
+    assert (points[:, 0] >= 0).all() and (points[:, 0] < SIZE[1]).all()
+    neck, mid_hip = points[1], points[8]
+    assert neck[1] < mid_hip[1], "neck above the hips"
+    densepose = read(split / "image-densepose" / f"{name}.jpg")
+    assert densepose[region].mean() > 0.1 and densepose[0, 0].max() < 0.05  # body coloured, background black
+
+
+def test_vton_gt_flow_warps_the_garment_onto_the_person(vton_dir):
+    split = vton_dir / "train"
+    for index in range(4):
+        name = f"{index:06d}"
+        flow = load_gt_flow(split / "gt-flow" / f"{name}.npy")
+        warped = gt_warp(read(split / "cloth" / f"{name}.jpg"), flow)
+        region = ~np.isnan(flow[..., 0])
+        assert np.isnan(warped[~region]).all()
+        assert psnr(warped[region], read(split / "image" / f"{name}.jpg")[region]) > 30  # JPEG files, quality 95
+
+
+def test_vton_gt_flow_is_exact_before_jpeg():
+    sample = make_sample("vton", 0, "train", 0, *SIZE)
+    warped = gt_warp(sample.reference, sample.flow)
+    assert psnr(warped[sample.region], sample.target[sample.region]) > 80
+
+
+def test_wrong_flow_is_caught():
+    """The PSNR check has teeth: a flow off by two pixels, or with x and y swapped, fails it."""
+    sample = make_sample("vton", 0, "train", 1, *SIZE)
+    region = sample.region
+    shifted = sample.flow + np.array([4.0 / SIZE[1], 0.0], dtype=np.float32)
+    assert psnr(gt_warp(sample.reference, shifted)[region], sample.target[region]) < 25
+    swapped = sample.flow[..., ::-1].copy()
+    assert psnr(gt_warp(sample.reference, swapped)[region], sample.target[region]) < 20
+
+
+def test_pose_layout_and_gt_flow(pose_dir):
+    split = pose_dir / "test"
+    with open(pose_dir / "test_pairs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["from"], row["to"]) for row in rows] == [(f"{i:06d}_1.jpg", f"{i:06d}_2.jpg") for i in range(4)]
+    scores = []
+    for row in rows:
+        source, target = row["from"][:-4], row["to"][:-4]
+        flow = load_gt_flow(split / "gt-flow" / f"{target}__{source}.npy")
+        region = ~np.isnan(flow[..., 0])
+        assert 0.08 < region.mean() < 0.4
+        iuv = np.asarray(Image.open(split / "densepose" / f"{target}.png"))
+        parts = set(np.unique(iuv[..., 0])) - {0}
+        assert parts <= {index * DENSEPOSE_INDEX_SCALE for index in DENSEPOSE.values()}
+        assert (iuv[region, 0] > 0).all(), "every pixel with a correspondence lies on the body"
+        warped = gt_warp(read(split / "image" / f"{source}.jpg"), flow)
+        scores.append(psnr(warped[region], read(split / "image" / f"{target}.jpg")[region]))
+    assert np.mean(scores) > 30 and min(scores) > 27
+    # The poses really differ: the identity flow is far worse than the ground truth.
+    identity = read(split / "image" / f"{source}.jpg")
+    assert psnr(identity[region], read(split / "image" / f"{target}.jpg")[region]) < min(scores) - 8
+
+
+def test_grid_units_hit_pixel_centres():
+    image = np.random.default_rng(0).random((5, 7, 3)).astype(np.float32)
+    ys, xs = np.mgrid[0:5, 0:7].astype(np.float64)
+    flow = pixels_to_grid(xs, ys, 5, 7)
+    flow[0, 0] = np.nan
+    warped = gt_warp(image, flow)
+    assert np.isnan(warped[0, 0]).all()
+    np.testing.assert_allclose(warped[1:], image[1:], atol=1e-6)
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path):
+    with pytest.raises(LeffaError, match="--task"):
+        generate_dataset("dance", tmp_path, 1, SIZE)
+    with pytest.raises(LeffaError, match="--split"):
+        generate_dataset("vton", tmp_path, 1, SIZE, split="val")
+    with pytest.raises(LeffaError, match="--size"):
+        parse_size("256by192")
+    with pytest.raises(LeffaError, match="--n"):
+        generate_dataset("vton", tmp_path, 0, SIZE)
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((4, 4), dtype=np.float32))
+    with pytest.raises(LeffaError, match="bad.npy"):
+        load_gt_flow(bad)
+    assert not (tmp_path / "train").exists()
+
+
+def test_cli_writes_a_dataset(tmp_path, capsys):
+    from leffa_cli.app import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["prep", "synth", "--task", "pose", "--n", "2", "--size", "64x48", "-o", str(tmp_path), "--seed", "1"])
+    assert done.value.code == 0
+    assert len(list((tmp_path / "train" / "image").glob("*.jpg"))) == 4
+    with pytest.raises(SystemExit) as failed:
+        main(["prep", "synth", "--task", "dance", "-o", str(tmp_path)])
+    assert failed.value.code == 2
+    assert "leffa: error: --task 'dance'" in capsys.readouterr().err
