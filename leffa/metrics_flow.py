@@ -297,3 +297,20 @@ def evaluate_flow(
         },
         per_image=per_image,
     )
+
+
+def resolve_layers(selection: str | None, layer_names: list[str]) -> list[str] | None:
+    """``"all"``/None -> None (every layer); else comma-separated full or short names -> full names, in model order."""
+    if selection is None or selection.strip().lower() == "all":
+        return None
+    by_name = {name: name for name in layer_names} | {short_layer_name(name): name for name in layer_names}
+    chosen = set()
+    for item in (part.strip() for part in selection.split(",")):
+        if item and item not in by_name:
+            known = ", ".join(short_layer_name(name) for name in layer_names)
+            raise LeffaError(f"--layers {item!r}: no such self-attention layer; this model has: {known}")
+        if item:
+            chosen.add(by_name[item])
+    if not chosen:
+        raise LeffaError("--layers: give 'all' or at least one layer name")
+    return [name for name in layer_names if name in chosen]

@@ -1,0 +1,188 @@
+"""``leffa eval``: score predictions (FID, KID, SSIM, LPIPS, PSNR), attention flow (EPE), or compare runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _progress(label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                   transient=True)
+    task = bar.add_task(label, total=None)
+    return bar, lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _format(value: float) -> str:
+    from leffa.metrics_chart import _format as format_value
+
+    return format_value(value)
+
+
+def _results_table(results, title: str) -> Table:
+    from leffa.metrics import LOWER_IS_BETTER
+    from leffa.metrics_chart import shared_metrics
+
+    table = Table(title=title)
+    table.add_column("run")
+    table.add_column("n", justify="right")
+    metrics = shared_metrics(results)
+    for metric in metrics:
+        arrow = {True: " ↓", False: " ↑"}.get(LOWER_IS_BETTER.get(metric), "")
+        table.add_column(metric.upper() + arrow, justify="right")
+    for result in results:
+        cells = []
+        for metric in metrics:
+            value = result.metrics.get(metric, float("nan"))
+            text = _format(value)
+            if metric == "kid" and "kid_std" in result.metrics:
+                text += f" ± {_format(result.metrics['kid_std'])}"
+            cells.append(text)
+        table.add_row(result.name or result.mode, str(result.count), *cells)
+    return table
+
+
+def _flow_table(result) -> Table:
+    table = Table(title=f"attention-flow end-point error (pixels), t={result.settings['timestep']}, n={result.count}")
+    for column, justify in (("layer", "left"), ("1/k", "right"), ("EPE", "right"), ("examples", "right")):
+        table.add_column(column, justify=justify)
+    for short, entry in result.settings["layers"].items():
+        table.add_row(short, str(entry.get("downscale", "")), _format(entry["epe"]), str(entry["samples"]))
+    table.add_row("mean", "", _format(result.metrics["mean"]), "", style="bold")
+    return table
+
+
+def _default_output(pred: Path, mode: str) -> Path:
+    return pred.parent / f"{pred.name}.{mode}.eval.json"
+
+
+def _compare(results_files: list[Path], output: Optional[Path]) -> None:
+    from leffa.atomic import save_image
+    from leffa.errors import LeffaError
+    from leffa.metrics import read_result
+    from leffa.metrics_chart import compare_chart
+
+    if not results_files:
+        raise LeffaError("--compare: give the result JSON files to compare, e.g. leffa eval --compare a.json b.json -o chart.png")
+    if output is not None and output.suffix.lower() != ".png":
+        raise LeffaError(f"-o {output}: the comparison chart must be a .png")
+    results = [read_result(path) for path in results_files]
+    console.print(_results_table(results, "comparison"))
+    if output is not None:
+        save_image(compare_chart(results), output)
+        console.print(f"chart: {output}")
+
+
+def _flow(model_path, base, data, timestep, temperature, seed, layers, limit, device, output) -> None:
+    import torch
+
+    from leffa.checkpoint import load_model
+    from leffa.environment import best_device
+    from leffa.errors import LeffaError
+    from leffa.metrics import write_result
+    from leffa.metrics_flow import evaluate_flow, resolve_layers
+
+    if model_path is None or data is None:
+        raise LeffaError("--flow needs --model CHECKPOINT and --data DATASET_FOLDER")
+    model = load_model(model_path, base=base).to(device or best_device())
+    chosen = resolve_layers(layers, model.layer_names)
+    bar, progress = _progress("flow")
+    with bar, torch.inference_mode():
+        result = evaluate_flow(model, data, timestep, temperature, seed, chosen, limit, progress)
+    result.name = Path(model_path).stem
+    console.print(_flow_table(result))
+    output = output or Path(data) / f"flow-epe.t{timestep}.{Path(model_path).stem}.json"
+    write_result(result, output)
+    console.print(f"results: {output}")
+
+
+def eval_command(
+    results_files: Optional[list[Path]] = typer.Argument(None, help="With --compare: result JSON files.", show_default=False),
+    pred: Optional[Path] = typer.Option(None, "--pred", help="Folder of predicted images."),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="Folder of ground-truth (paired) or real (unpaired) images."),
+    paired: bool = typer.Option(True, "--paired/--unpaired", help="Paired: match by name, all five metrics; unpaired: FID, KID."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated subset, e.g. ssim,psnr (default: all for the mode)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Result JSON (default beside --pred), or the chart PNG with --compare."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run name stored in the JSON and shown in comparisons."),
+    inception: Optional[Path] = typer.Option(None, "--inception", help="Local pt_inception-2015-12-05-6726825d.pth (default: hub)."),
+    lpips: Optional[Path] = typer.Option(None, "--lpips", help="Local folder with squeezenet1_1-b8a52dc0.pth and squeeze.pth (default: hub)."),
+    weights_repo: Optional[str] = typer.Option(None, "--weights-repo", help="Hub repo of the metric weights (default: $LEFFA_EVAL_WEIGHTS_REPO or leffa-project/eval-weights)."),
+    offline: bool = typer.Option(False, "--offline", help="Use only the local hub cache for metric weights."),
+    ignore_extra_gt: bool = typer.Option(False, "--ignore-extra-gt", help="Paired: allow ground truth without a prediction (score a subset)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Images per batch."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, mps (default: the best available)."),
+    compare: bool = typer.Option(False, "--compare", help="Compare result JSONs: table, and a bar chart with -o chart.png."),
+    flow: bool = typer.Option(False, "--flow", help="Attention-flow end-point error per layer on a synthetic dataset."),
+    model: Optional[Path] = typer.Option(None, "--model", help="--flow: model checkpoint (.safetensors, or upstream .pth with --base)."),
+    base: Optional[Path] = typer.Option(None, "--base", help="--flow: base-model folder for an upstream checkpoint."),
+    data: Optional[Path] = typer.Option(None, "--data", help="--flow: synthetic dataset folder with gt-flow/NAME.npy."),
+    timestep: int = typer.Option(250, "--t", help="--flow: diffusion timestep of the forward pass."),
+    temperature: float = typer.Option(2.0, "--temperature", help="--flow: attention softmax temperature tau."),
+    layers: str = typer.Option("all", "--layers", help="--flow: 'all' or comma-separated layer names (e.g. up1.a0.b0)."),
+    seed: int = typer.Option(0, "--seed", help="--flow: noise seed (same noisy inputs for every model)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="--flow: use only the first N examples."),
+) -> None:
+    """Score predicted images against ground truth (FID, KID, SSIM, LPIPS, PSNR as the try-on papers report them),
+    measure attention-flow end-point error on synthetic data (--flow), or compare result files (--compare)."""
+    from leffa.environment import best_device
+    from leffa.errors import LeffaError
+
+    if sum([compare, flow]) > 1:
+        raise LeffaError("choose one of --compare and --flow")
+    if compare:
+        return _compare(list(results_files or []), output)
+    if results_files:
+        raise LeffaError(f"{results_files[0]}: result files are only read with --compare")
+    if flow:
+        return _flow(model, base, data, timestep, temperature, seed, layers, limit, device, output)
+
+    from leffa.metrics import (
+        PAIRED_METRICS,
+        UNPAIRED_METRICS,
+        check_metrics,
+        evaluate_paired,
+        evaluate_unpaired,
+        list_images,
+        match_pairs,
+        write_result,
+    )
+    from leffa.metrics_weights import load_metric_networks
+
+    if pred is None or gt is None:
+        raise LeffaError("give --pred DIR and --gt DIR (or --compare / --flow)")
+    if batch_size < 1:
+        raise LeffaError(f"--batch-size: must be at least 1, got {batch_size}")
+    chosen = check_metrics(
+        [m.strip().lower() for m in metrics.split(",") if m.strip()] if metrics else (PAIRED_METRICS if paired else UNPAIRED_METRICS),
+        paired,
+    )
+    # Check the folders before fetching any weights, so a typo fails at once.
+    if paired:
+        pairs = match_pairs(pred, gt, allow_extra_gt=ignore_extra_gt)
+    else:
+        preds = list(list_images(pred, "prediction folder").values())
+        reals = list(list_images(gt, "ground-truth folder").values())
+    networks = load_metric_networks(chosen, inception, lpips, weights_repo, offline, device or best_device())
+    bar, progress = _progress("scoring")
+    with bar:
+        if paired:
+            result = evaluate_paired(pairs, networks, chosen, batch_size, progress)
+        else:
+            result = evaluate_unpaired(preds, reals, networks, chosen, batch_size, progress)
+    result.name = name or pred.name
+    console.print(_results_table([result], f"{result.mode} evaluation of {pred}"))
+    output = output or _default_output(pred, result.mode)
+    write_result(result, output)
+    console.print(f"results: {output}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)
