@@ -1,11 +1,12 @@
 """Image metrics as the try-on and pose-transfer papers report them: FID, KID, SSIM, LPIPS, PSNR.
 
-Formulas come from torchmetrics (FID, KID, SSIM, PSNR); FID and KID run on the pytorch-fid Inception pool features
-(``leffa.inception``), LPIPS is v0.1 with the SqueezeNet backbone on [-1, 1] inputs (``leffa.lpips``). Settings
-follow the authors' evaluation: SSIM and PSNR with data range 1 (Gaussian 11x11 window, sigma 1.5), KID with
-clean-fid's 100 subsets of at most 1000 images, reported x 1000. Paired mode matches predictions to ground truth by
-file stem and resizes the ground truth (Lanczos) to the prediction's size when they differ; unpaired mode compares
-the two sets as distributions (FID, KID only). Images stream in batches, so memory does not grow with the set.
+Formulas come from torchmetrics (FID, KID, SSIM, PSNR; imported only when a metric runs, as the import takes
+seconds); FID and KID run on the pytorch-fid Inception pool features (``leffa.inception``); LPIPS is v0.1 with the
+SqueezeNet backbone on [-1, 1] inputs (``leffa.lpips``). Settings follow the authors' evaluation: SSIM and PSNR with
+data range 1 (Gaussian 11x11 window, sigma 1.5), KID with clean-fid's 100 subsets of at most 1000 images, reported
+x 1000. Paired mode matches predictions to ground truth by file stem and resizes the ground truth (Lanczos) to the
+prediction's size when they differ; unpaired mode compares the two sets as distributions (FID, KID only). Images
+stream in batches, so memory does not grow with the set.
 """
 
 from __future__ import annotations
@@ -21,9 +22,6 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.kid import KernelInceptionDistance
 
 from leffa.atomic import atomic_path
 from leffa.errors import LeffaError
@@ -132,6 +130,8 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     torchmetrics' SSIM map, averaged over the pixels whose window lies inside the image, as scikit-image and the
     reference MATLAB code do (torchmetrics' own mean also counts the reflection-padded border).
     """
+    from torchmetrics.functional.image import structural_similarity_index_measure  # slow import: only when used
+
     border = SSIM_BORDER
     if min(pred.shape[-2:]) <= 2 * border:
         raise LeffaError(f"SSIM needs images larger than {2 * border}x{2 * border}, got {pred.shape[-1]}x{pred.shape[-2]}")
@@ -143,6 +143,8 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """PSNR in dB per pair ``(B,)`` of images in [0, 1] (data range 1)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
     return peak_signal_noise_ratio(pred, target, data_range=1.0, reduction="none", dim=(1, 2, 3)).reshape(-1)
 
 
@@ -162,6 +164,9 @@ class FeatureSetMetrics:
     """
 
     def __init__(self, feature_network: nn.Module, metrics: Iterable[str] = FEATURE_METRICS):
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.kid import KernelInceptionDistance
+
         self.network = feature_network
         self.metrics = tuple(m for m in metrics if m in FEATURE_METRICS)
         identity = _PrecomputedFeatures(_feature_dim(feature_network))
