@@ -9,13 +9,11 @@ head-averaged, upsampled to image size (``leffa.flow``). End-point error is meas
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from leffa.errors import LeffaError
 from leffa.flow import attention_flow, token_grid, upsample_flow
@@ -88,13 +86,13 @@ def capture_attention(
     """One denoising step on the noised target at ``timestep``, recording each layer's queries and reference keys.
 
     Inputs are built as in training: the target latent noised by ``scheduler`` at ``timestep``, the masked target
-    ``target * (mask < 0.5)`` as the inpainting condition, the clean reference latent at the same timestep.
+    ``target * (1 - mask)`` as the inpainting condition, the clean reference latent at the same timestep.
     """
     device, dtype = model.device, model.dtype
     target = sample.target.to(device, dtype)
     mask = sample.mask.to(device, dtype)
     latents = model.encode(target, sample=False)
-    masked_latents = model.encode(target * (mask < 0.5), sample=False)
+    masked_latents = model.encode(target * (1 - mask), sample=False)
     reference_latents = model.encode(sample.reference.to(device, dtype), sample=False)
     noise = torch.randn(latents.shape, generator=generator, device="cpu").to(device, latents.dtype)
     timesteps = torch.full((latents.shape[0],), int(timestep), device=device, dtype=torch.long)
@@ -144,46 +142,14 @@ def summarise_layer_epe(per_sample: dict[str, list[float]], downscale: dict[str,
 
 # -- synthetic dataset folders ----------------------------------------------------------------------------------
 
-# Sub-folder names accepted for each input, first match wins; files are matched to gt-flow/NAME.npy by stem.
-FLOW_DATA_FOLDERS = {
-    "target": ("image", "target", "person"),
-    "reference": ("reference", "garment", "cloth", "ref"),
-    "mask": ("mask", "agnostic-mask"),
-    "densepose": ("densepose", "image-densepose"),
-}
 GT_FLOW_FOLDER = "gt-flow"
-
-
-def _find_folder(data: Path, kind: str, required: bool) -> Path | None:
-    for name in FLOW_DATA_FOLDERS[kind]:
-        if (data / name).is_dir():
-            return data / name
-    if required:
-        raise LeffaError(f"{data}: no {kind} folder (expected one of {', '.join(FLOW_DATA_FOLDERS[kind])})")
-    return None
-
-
-def _find_file(folder: Path, stem: str) -> Path:
-    for path in sorted(folder.glob(f"{stem}.*")):
-        if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"):
-            return path
-    raise LeffaError(f"{folder}: no image named {stem!r} for {GT_FLOW_FOLDER}/{stem}.npy")
-
-
-def _read_picture(path: Path, mode: str, size: tuple[int, int], resample) -> np.ndarray:
-    try:
-        with Image.open(path) as picture:
-            picture = picture.convert(mode)
-            if picture.size != (size[1], size[0]):
-                picture = picture.resize((size[1], size[0]), resample)
-            return np.asarray(picture, dtype=np.float32).copy()
-    except (UnidentifiedImageError, OSError) as error:
-        raise LeffaError(f"{path}: unreadable image ({str(error).splitlines()[0] or type(error).__name__})") from None
 
 
 def read_gt_flow(path: str | Path) -> torch.Tensor:
     """A ground-truth flow file: float32 ``(H, W, 2)``, NaN where there is no correspondence."""
     path = Path(path)
+    if not path.is_file():
+        raise LeffaError(f"{path}: ground-truth flow not found")
     try:
         flow = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
@@ -193,46 +159,60 @@ def read_gt_flow(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(flow.astype(np.float32))
 
 
-def flow_dataset_names(data: str | Path, limit: int | None = None) -> list[str]:
-    """Stems of the ground-truth flows in ``data/gt-flow``, sorted, at most ``limit``."""
-    folder = Path(data) / GT_FLOW_FOLDER
-    if not folder.is_dir():
-        raise LeffaError(f"{data}: no {GT_FLOW_FOLDER}/ folder of ground-truth flows")
-    names = sorted(path.stem for path in folder.glob("*.npy"))
-    if not names:
-        raise LeffaError(f"{folder}: no .npy ground-truth flows")
-    return names[:limit] if limit else names
+def _stem(name: str) -> str:
+    return Path(name).stem
 
 
-def read_flow_sample(data: str | Path, name: str) -> FlowSample:
-    """One example of a synthetic dataset folder as a batch of one, at the ground-truth flow's size.
+def gt_flow_candidates(entry) -> list[str]:
+    """File names a dataset entry's flow may have: ``NAME.npy`` (try-on: the person) or ``TARGET__SOURCE.npy``
+    (pose pairs, as ``leffa prep synth`` writes them)."""
+    if isinstance(entry, (list, tuple)) and len(entry) == 2:
+        first, second = _stem(entry[0]), _stem(entry[1])
+        return [f"{first}.npy", f"{second}__{first}.npy"]
+    return [f"{_stem(str(entry))}.npy"]
 
-    Target and reference images are required; a missing mask folder means all ones (regenerate everything, as
-    pose transfer), a missing DensePose folder a black DensePose image.
+
+class FlowDataset:
+    """A dataset folder in a training layout (``leffa.data``) whose split also holds ``gt-flow/``.
+
+    Inputs come from ``leffa.data.open_dataset`` (the same preprocessing the trainer sees) at the ground truth's
+    size; only entries with a flow file are kept.
     """
-    data = Path(data)
-    gt_flow = read_gt_flow(data / GT_FLOW_FOLDER / f"{name}.npy")
-    size = tuple(gt_flow.shape[:2])
 
-    def rgb(kind: str) -> torch.Tensor:
-        path = _find_file(_find_folder(data, kind, required=True), name)
-        array = _read_picture(path, "RGB", size, Image.Resampling.BICUBIC)
-        return torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1.0
+    def __init__(self, root: str | Path, split: str = "test", layout: str = "auto", limit: int | None = None):
+        from leffa.data import open_dataset
 
-    mask_folder = _find_folder(data, "mask", required=False)
-    if mask_folder is None:
-        mask = torch.ones(1, 1, *size)
-    else:
-        array = _read_picture(_find_file(mask_folder, name), "L", size, Image.Resampling.NEAREST)
-        mask = torch.from_numpy(array >= 127.5).float()[None, None]
-    densepose_folder = _find_folder(data, "densepose", required=False)
-    densepose = rgb("densepose") if densepose_folder is not None else -torch.ones(1, 3, *size)
-    return FlowSample(rgb("target"), rgb("reference"), mask, densepose, gt_flow[None])
+        folder = Path(root) / split / GT_FLOW_FOLDER
+        if not folder.is_dir():
+            raise LeffaError(f"{Path(root) / split}: no {GT_FLOW_FOLDER}/ folder of ground-truth flows")
+        first = next(iter(sorted(folder.glob("*.npy"))), None)
+        if first is None:
+            raise LeffaError(f"{folder}: no .npy ground-truth flows")
+        self.size = tuple(read_gt_flow(first).shape[:2])
+        self.dataset = open_dataset(root, layout=layout, split=split, size=self.size, mode="paired")
+        self.items: list[tuple[int, Path]] = []
+        for index, entry in enumerate(self.dataset.entries):
+            for candidate in gt_flow_candidates(entry):
+                if (folder / candidate).is_file():
+                    self.items.append((index, folder / candidate))
+                    break
+        if not self.items:
+            raise LeffaError(f"{folder}: no flow file matches an entry of the {split} pairs list")
+        self.items = self.items[:limit] if limit else self.items
 
+    def __len__(self) -> int:
+        return len(self.items)
 
-def iterate_flow_dataset(data: str | Path, limit: int | None = None) -> Iterator[tuple[str, FlowSample]]:
-    for name in flow_dataset_names(data, limit):
-        yield name, read_flow_sample(data, name)
+    def __getitem__(self, position: int) -> tuple[str, FlowSample]:
+        index, path = self.items[position]
+        sample = self.dataset[index]
+        gt_flow = read_gt_flow(path)
+        if tuple(gt_flow.shape[:2]) != self.size:
+            raise LeffaError(f"{path}: flow is {gt_flow.shape[1]}x{gt_flow.shape[0]}, the others {self.size[1]}x{self.size[0]}")
+        return path.stem, FlowSample(
+            sample["image"][None], sample["reference"][None], sample["mask"][None], sample["densepose"][None],
+            gt_flow[None],
+        )
 
 
 def short_layer_name(layer: str) -> str:
@@ -254,6 +234,8 @@ def evaluate_flow(
     layers=None,
     limit: int | None = None,
     progress=None,
+    split: str = "test",
+    layout: str = "auto",
 ):
     """Per-layer attention-flow end-point error (pixels) of ``model`` over a synthetic dataset folder.
 
@@ -266,28 +248,28 @@ def evaluate_flow(
     from leffa.metrics import EvalResult
 
     scheduler = DDPMScheduler.from_config(model.config.scheduler)
-    names = flow_dataset_names(data, limit)
+    dataset = FlowDataset(data, split, layout, limit)
     per_layer: dict[str, list[float]] = {}
     per_image: dict[str, dict[str, float]] = {}
-    for done, name in enumerate(names, start=1):
-        sample = read_flow_sample(data, name)
+    for done in range(1, len(dataset) + 1):
+        name, sample = dataset[done - 1]
         generator = torch.Generator().manual_seed(seed)
         errors = layer_flow_epe(model, sample, timestep, scheduler, temperature, generator, layers)
         per_image[name] = {short_layer_name(layer): values[0] for layer, values in errors.items()}
         for layer, values in errors.items():
             per_layer.setdefault(layer, []).extend(values)
         if progress is not None:
-            progress(done, len(names))
+            progress(done, len(dataset))
     summary = summarise_layer_epe(per_layer, model.layer_downscale())
     metrics = {short_layer_name(layer): entry["epe"] for layer, entry in summary.items()}
     finite = [value for value in metrics.values() if not np.isnan(value)]
     metrics["mean"] = float(np.mean(finite)) if finite else float("nan")
     return EvalResult(
         mode="flow",
-        count=len(names),
+        count=len(dataset),
         metrics=metrics,
         pred="attention flow",
-        gt=str(Path(data) / GT_FLOW_FOLDER),
+        gt=str(Path(data) / split / GT_FLOW_FOLDER),
         settings={
             "timestep": int(timestep),
             "temperature": temperature,

@@ -81,7 +81,7 @@ def _compare(results_files: list[Path], output: Optional[Path]) -> None:
         console.print(f"chart: {output}")
 
 
-def _flow(model_path, base, data, timestep, temperature, seed, layers, limit, device, output) -> None:
+def _flow(model_path, base, data, split, layout, timestep, temperature, seed, layers, limit, device, output) -> None:
     import torch
 
     from leffa.checkpoint import load_model
@@ -96,10 +96,10 @@ def _flow(model_path, base, data, timestep, temperature, seed, layers, limit, de
     chosen = resolve_layers(layers, model.layer_names)
     bar, progress = _progress("flow")
     with bar, torch.inference_mode():
-        result = evaluate_flow(model, data, timestep, temperature, seed, chosen, limit, progress)
+        result = evaluate_flow(model, data, timestep, temperature, seed, chosen, limit, progress, split, layout)
     result.name = Path(model_path).stem
     console.print(_flow_table(result))
-    output = output or Path(data) / f"flow-epe.t{timestep}.{Path(model_path).stem}.json"
+    output = output or Path(data) / f"flow-epe.{split}.t{timestep}.{Path(model_path).stem}.json"
     write_result(result, output)
     console.print(f"results: {output}")
 
@@ -123,7 +123,9 @@ def eval_command(
     flow: bool = typer.Option(False, "--flow", help="Attention-flow end-point error per layer on a synthetic dataset."),
     model: Optional[Path] = typer.Option(None, "--model", help="--flow: model checkpoint (.safetensors, or upstream .pth with --base)."),
     base: Optional[Path] = typer.Option(None, "--base", help="--flow: base-model folder for an upstream checkpoint."),
-    data: Optional[Path] = typer.Option(None, "--data", help="--flow: synthetic dataset folder with gt-flow/NAME.npy."),
+    data: Optional[Path] = typer.Option(None, "--data", help="--flow: dataset folder (training layout) whose split has gt-flow/."),
+    split: str = typer.Option("test", "--split", help="--flow: dataset split."),
+    layout: str = typer.Option("auto", "--layout", help="--flow: dataset layout (auto, vitonhd, dresscode, deepfashion)."),
     timestep: int = typer.Option(250, "--t", help="--flow: diffusion timestep of the forward pass."),
     temperature: float = typer.Option(2.0, "--temperature", help="--flow: attention softmax temperature tau."),
     layers: str = typer.Option("all", "--layers", help="--flow: 'all' or comma-separated layer names (e.g. up1.a0.b0)."),
@@ -142,7 +144,7 @@ def eval_command(
     if results_files:
         raise LeffaError(f"{results_files[0]}: result files are only read with --compare")
     if flow:
-        return _flow(model, base, data, timestep, temperature, seed, layers, limit, device, output)
+        return _flow(model, base, data, split, layout, timestep, temperature, seed, layers, limit, device, output)
 
     from leffa.metrics import (
         PAIRED_METRICS,
