@@ -180,7 +180,7 @@ class FeatureSetMetrics:
 
     @torch.no_grad()
     def update(self, images: torch.Tensor, real: bool) -> None:
-        device = next(self.network.parameters()).device
+        device = module_device(self.network)
         features = self.network(images.to(device)).double().cpu()  # KID's cubic kernel wants the precision
         for metric in (self.fid, self.kid):
             if metric is not None:
@@ -215,13 +215,18 @@ class _PrecomputedFeatures(nn.Module):
         return features
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """Where a network's weights live (CPU for a network without parameters)."""
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
 def _feature_dim(network: nn.Module) -> int:
     dim = getattr(network, "num_features", None)
     if isinstance(dim, int):
         return dim
-    parameter = next(network.parameters())
     with torch.no_grad():
-        return int(network(torch.rand(1, 3, 64, 64, device=parameter.device)).shape[-1])
+        return int(network(torch.rand(1, 3, 64, 64, device=module_device(network))).shape[-1])
 
 
 # -- whole folders ----------------------------------------------------------------------------------------------
@@ -290,7 +295,7 @@ def evaluate_paired(
         raise LeffaError("no image pairs to evaluate")
     sets = FeatureSetMetrics(networks.inception, metrics) if any(m in FEATURE_METRICS for m in metrics) else None
     per_image: dict[str, dict[str, float]] = {}
-    lpips_device = next(networks.lpips.parameters()).device if "lpips" in metrics else None
+    lpips_device = module_device(networks.lpips) if "lpips" in metrics else None
     done = 0
     for chunk in batches(pairs, batch_size):
         preds = [load_image(pred) for pred, _ in chunk]

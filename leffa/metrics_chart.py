@@ -25,7 +25,7 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _format(value: float) -> str:
+def format_value(value: float) -> str:
     if math.isnan(value):
         return "n/a"
     if math.isinf(value):
@@ -87,7 +87,7 @@ def _draw_panel(draw: ImageDraw.ImageDraw, origin: tuple[int, int], metric: str,
     for index, value in enumerate(values):
         x0 = left + 8 + index * slot + slot * 0.15
         x1 = left + 8 + (index + 1) * slot - slot * 0.15
-        label = _format(value)
+        label = format_value(value)
         if math.isfinite(value):
             y = plot_bottom - (value - low) / span * (plot_bottom - plot_top)
             draw.rectangle([x0, min(y, baseline), x1, max(y, baseline)], fill=PALETTE[index % len(PALETTE)])

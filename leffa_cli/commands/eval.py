@@ -22,7 +22,7 @@ def _progress(label: str):
 
 
 def _format(value: float) -> str:
-    from leffa.metrics_chart import _format as format_value
+    from leffa.metrics_chart import format_value
 
     return format_value(value)
 
