@@ -287,15 +287,17 @@ def evaluate_paired(
     metrics: Sequence[str] = PAIRED_METRICS,
     batch_size: int = 16,
     progress: Progress | None = None,
+    device: str | torch.device = "cpu",
 ) -> EvalResult:
-    """Score predictions against their own ground truth (SSIM, PSNR, LPIPS per pair; FID, KID over the sets)."""
+    """Score predictions against their own ground truth (SSIM, PSNR, LPIPS per pair; FID, KID over the sets).
+
+    Every metric runs on ``device`` (the networks must already be there)."""
     metrics = check_metrics(metrics, paired=True)
     _needs(metrics, networks)
     if not pairs:
         raise LeffaError("no image pairs to evaluate")
     sets = FeatureSetMetrics(networks.inception, metrics) if any(m in FEATURE_METRICS for m in metrics) else None
     per_image: dict[str, dict[str, float]] = {}
-    lpips_device = module_device(networks.lpips) if "lpips" in metrics else None
     done = 0
     for chunk in batches(pairs, batch_size):
         preds = [load_image(pred) for pred, _ in chunk]
@@ -303,13 +305,14 @@ def evaluate_paired(
         stems = [pred.stem for pred, _ in chunk]
         offset = 0
         for pred_stack, gt_stack in zip(_stack_by_size(preds), _stack_by_size(gts)):
+            pred_stack, gt_stack = pred_stack.to(device), gt_stack.to(device)
             scores: dict[str, torch.Tensor] = {}
             if "ssim" in metrics:
-                scores["ssim"] = ssim(pred_stack, gt_stack)
+                scores["ssim"] = ssim(pred_stack, gt_stack).cpu()
             if "psnr" in metrics:
-                scores["psnr"] = psnr(pred_stack, gt_stack)
+                scores["psnr"] = psnr(pred_stack, gt_stack).cpu()
             if "lpips" in metrics:
-                scores["lpips"] = lpips_distance(networks.lpips, pred_stack.to(lpips_device), gt_stack.to(lpips_device)).cpu()
+                scores["lpips"] = lpips_distance(networks.lpips, pred_stack, gt_stack).cpu()
             if sets is not None:
                 sets.update(gt_stack, real=True)
                 sets.update(pred_stack, real=False)
@@ -379,13 +382,14 @@ def evaluate_folders(
     batch_size: int = 16,
     allow_extra_gt: bool = False,
     progress: Progress | None = None,
+    device: str | torch.device = "cpu",
 ) -> EvalResult:
     """``evaluate_paired`` on stem-matched pairs, or ``evaluate_unpaired`` on all images of both folders."""
     if batch_size < 1:
         raise LeffaError(f"--batch-size: must be at least 1, got {batch_size}")
     if paired:
         pairs = match_pairs(pred_dir, gt_dir, allow_extra_gt=allow_extra_gt)
-        return evaluate_paired(pairs, networks, metrics or PAIRED_METRICS, batch_size, progress)
+        return evaluate_paired(pairs, networks, metrics or PAIRED_METRICS, batch_size, progress, device)
     preds = list(list_images(pred_dir, "prediction folder").values())
     gts = list(list_images(gt_dir, "ground-truth folder").values())
     return evaluate_unpaired(preds, gts, networks, metrics or UNPAIRED_METRICS, batch_size, progress)

@@ -172,11 +172,12 @@ def eval_command(
     else:
         preds = list(list_images(pred, "prediction folder").values())
         reals = list(list_images(gt, "ground-truth folder").values())
-    networks = load_metric_networks(chosen, inception, lpips, weights_repo, offline, device or best_device())
+    device = device or best_device()
+    networks = load_metric_networks(chosen, inception, lpips, weights_repo, offline, device)
     bar, progress = _progress("scoring")
     with bar:
         if paired:
-            result = evaluate_paired(pairs, networks, chosen, batch_size, progress)
+            result = evaluate_paired(pairs, networks, chosen, batch_size, progress, device)
         else:
             result = evaluate_unpaired(preds, reals, networks, chosen, batch_size, progress)
     result.name = name or pred.name
