@@ -124,3 +124,30 @@ def test_flow_mode_with_a_saved_model(capsys, tmp_path, tiny_model):
     assert list(result["metrics"]) == ["down0.a0.b0", "mid.a0.b0", "mean"]
     code, _, err = run(capsys, "eval", "--flow", "--data", str(root))
     assert code == 2 and "--flow needs --model" in err
+
+
+def test_run_generates_a_split_and_scores_it(capsys, tmp_path, tiny_model):
+    from test_metrics_flow import write_flow_dataset
+
+    from leffa.checkpoint import save_model
+
+    save_model(tiny_model, tmp_path / "tiny.safetensors", dtype="fp32")
+    root = write_flow_dataset(tmp_path / "data", names=("s0", "s1"))
+    args = ("eval", "--run", "--model", str(tmp_path / "tiny.safetensors"), "--data", str(root), "--out-dir",
+            str(tmp_path / "out"), "--size", "64x48", "--steps", "2", "--metrics", "ssim,psnr", "--device", "cpu",
+            "--dtype", "fp32", "--batch-size", "2")
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    assert "2 images generated" in out
+    assert sorted(p.name for p in (tmp_path / "out" / "pred").iterdir()) == ["s0.png", "s1.png"]
+    with Image.open(tmp_path / "out" / "pred" / "s0.png") as image:
+        assert image.size == (48, 64)
+    result = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert result["count"] == 2 and result["settings"]["sampler"]["steps"] == 2
+    assert result["settings"]["model"].endswith("tiny.safetensors") and result["settings"]["seed"] == 42
+    first = result["metrics"]
+    code, out, err = run(capsys, *args)  # resumes: nothing left to generate, same scores
+    assert code == 0 and "0 images generated" in out
+    assert json.loads((tmp_path / "out" / "eval.json").read_text())["metrics"] == first
+    code, _, err = run(capsys, "eval", "--run", "--data", str(root), "--pred", str(tmp_path))
+    assert code == 2 and "--run writes its own predictions" in err
