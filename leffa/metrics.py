@@ -32,6 +32,11 @@ UNPAIRED_METRICS = ("fid", "kid")
 PER_IMAGE_METRICS = ("ssim", "lpips", "psnr")
 FEATURE_METRICS = ("fid", "kid")
 LOWER_IS_BETTER = {"fid": True, "kid": True, "lpips": True, "ssim": False, "psnr": False}
+
+
+def lower_is_better(metric: str, mode: str) -> bool | None:
+    """Which direction is better for a metric (flow results: every layer's end-point error is lower-better)."""
+    return True if mode == "flow" else LOWER_IS_BETTER.get(metric)
 KID_SUBSETS = 100
 KID_MAX_SUBSET_SIZE = 1000
 KID_SCALE = 1000.0
@@ -264,7 +269,7 @@ def check_metrics(metrics: Iterable[str], paired: bool) -> tuple[str, ...]:
     unknown = sorted(chosen - set(allowed))
     if unknown:
         mode = "paired" if paired else "unpaired"
-        raise LeffaError(f"--metrics: {unknown[0]!r} is not a {mode} metric (choose from {', '.join(allowed)})")
+        raise LeffaError(f"--metrics: {unknown[0]!r} is not one of the {mode} metrics ({', '.join(allowed)})")
     if not chosen:
         raise LeffaError("--metrics: choose at least one metric")
     return tuple(m for m in allowed if m in chosen)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from leffa.errors import LeffaError
-from leffa.metrics import LOWER_IS_BETTER, EvalResult
+from leffa.metrics import EvalResult, lower_is_better
 
 PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD")
 PANEL_WIDTH, PANEL_HEIGHT, MARGIN = 260, 220, 16
@@ -72,9 +72,10 @@ def compare_chart(results: Sequence[EvalResult], metrics: Sequence[str] | None =
 def _draw_panel(draw: ImageDraw.ImageDraw, origin: tuple[int, int], metric: str, results, fonts) -> None:
     title_font, small_font = fonts
     left, top = origin
-    direction = {True: " (lower is better)", False: " (higher is better)"}.get(LOWER_IS_BETTER.get(metric), "")
+    direction = {True: " (lower is better)", False: " (higher is better)"}.get(lower_is_better(metric, results[0].mode), "")
     draw.rectangle([left, top, left + PANEL_WIDTH, top + PANEL_HEIGHT], outline="#BBBBBB")
-    draw.text((left + 8, top + 6), metric.upper(), fill="black", font=title_font)
+    title = metric if results[0].mode == "flow" else metric.upper()
+    draw.text((left + 8, top + 6), title, fill="black", font=title_font)
     draw.text((left + 8, top + 28), direction.strip(" ()"), fill="#666666", font=small_font)
     values = [result.metrics.get(metric, float("nan")) for result in results]
     finite = [v for v in values if math.isfinite(v)]

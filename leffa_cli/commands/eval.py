@@ -27,26 +27,35 @@ def _format(value: float) -> str:
     return format_value(value)
 
 
+def _cell(result, metric: str) -> str:
+    text = _format(result.metrics.get(metric, float("nan")))
+    if metric == "kid" and "kid_std" in result.metrics:
+        text += f" ± {_format(result.metrics['kid_std'])}"
+    return text
+
+
 def _results_table(results, title: str) -> Table:
-    from leffa.metrics import LOWER_IS_BETTER
+    """One row per run and a column per metric; transposed (a row per metric) when there are many metrics."""
+    from leffa.metrics import lower_is_better
     from leffa.metrics_chart import shared_metrics
 
+    metrics = shared_metrics(results)
+    arrows = {m: {True: " ↓", False: " ↑"}.get(lower_is_better(m, results[0].mode), "") for m in metrics}
+    label = (lambda m: m.upper()) if results[0].mode != "flow" else (lambda m: m)
     table = Table(title=title)
+    if len(metrics) > 6:
+        table.add_column("metric")
+        for result in results:
+            table.add_column(f"{result.name or result.mode} (n={result.count})", justify="right")
+        for metric in metrics:
+            table.add_row(label(metric) + arrows[metric], *(_cell(result, metric) for result in results))
+        return table
     table.add_column("run")
     table.add_column("n", justify="right")
-    metrics = shared_metrics(results)
     for metric in metrics:
-        arrow = {True: " ↓", False: " ↑"}.get(LOWER_IS_BETTER.get(metric), "")
-        table.add_column(metric.upper() + arrow, justify="right")
+        table.add_column(label(metric) + arrows[metric], justify="right")
     for result in results:
-        cells = []
-        for metric in metrics:
-            value = result.metrics.get(metric, float("nan"))
-            text = _format(value)
-            if metric == "kid" and "kid_std" in result.metrics:
-                text += f" ± {_format(result.metrics['kid_std'])}"
-            cells.append(text)
-        table.add_row(result.name or result.mode, str(result.count), *cells)
+        table.add_row(result.name or result.mode, str(result.count), *(_cell(result, m) for m in metrics))
     return table
 
 
