@@ -1,4 +1,5 @@
-"""``leffa eval``: score predictions (FID, KID, SSIM, LPIPS, PSNR), attention flow (EPE), or compare runs."""
+"""``leffa eval``: score predictions (FID, KID, SSIM, LPIPS, PSNR), generate-and-score (--run), attention flow
+(EPE), or compare runs."""
 
 from __future__ import annotations
 
@@ -195,8 +196,9 @@ def eval_command(
                                        "(default 42, upstream's)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="--run/--flow: use only the first N examples."),
 ) -> None:
-    """Score predicted images against ground truth (FID, KID, SSIM, LPIPS, PSNR as the try-on papers report them),
-    measure attention-flow end-point error on synthetic data (--flow), or compare result files (--compare)."""
+    """Score predicted images against ground truth (FID, KID, SSIM, LPIPS, PSNR as the try-on papers report them);
+    generate a dataset split and score it (--run); measure attention-flow end-point error on synthetic data
+    (--flow); or compare result files (--compare)."""
     from leffa.environment import best_device
     from leffa.errors import LeffaError
 
