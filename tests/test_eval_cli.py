@@ -109,14 +109,25 @@ def test_compare_writes_a_chart(capsys, tmp_path):
     assert code == 2 and "must be a .png" in err
 
 
-def test_flow_mode_with_a_saved_model(capsys, tmp_path, tiny_model):
-    from test_metrics_flow import write_flow_dataset
+@pytest.fixture(scope="module")
+def saved_tiny(tmp_path_factory):
+    """The tiny random model saved once for the --flow and --run tests (building it is the slow part)."""
+    from conftest import TINY_SD15
 
     from leffa.checkpoint import save_model
+    from leffa.model import LeffaModel
 
-    save_model(tiny_model, tmp_path / "tiny.safetensors", dtype="fp32")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_model(LeffaModel.from_base_folder(TINY_SD15).eval(), path, dtype="fp32")
+    return path
+
+
+def test_flow_mode_with_a_saved_model(capsys, tmp_path, saved_tiny):
+    from test_metrics_flow import write_flow_dataset
+
     root = write_flow_dataset(tmp_path / "data", names=("s0",))
-    code, out, err = run(capsys, "eval", "--flow", "--model", str(tmp_path / "tiny.safetensors"), "--data", str(root),
+    code, out, err = run(capsys, "eval", "--flow", "--model", str(saved_tiny), "--data", str(root),
                          "--t", "250", "--layers", "down0.a0.b0,mid.a0.b0", "--device", "cpu")
     assert code == 0, err
     assert "down0.a0.b0" in out and "mid.a0.b0" in out and "mean" in out
@@ -126,14 +137,11 @@ def test_flow_mode_with_a_saved_model(capsys, tmp_path, tiny_model):
     assert code == 2 and "--flow needs --model" in err
 
 
-def test_run_generates_a_split_and_scores_it(capsys, tmp_path, tiny_model):
+def test_run_generates_a_split_and_scores_it(capsys, tmp_path, saved_tiny):
     from test_metrics_flow import write_flow_dataset
 
-    from leffa.checkpoint import save_model
-
-    save_model(tiny_model, tmp_path / "tiny.safetensors", dtype="fp32")
     root = write_flow_dataset(tmp_path / "data", names=("s0", "s1"))
-    args = ("eval", "--run", "--model", str(tmp_path / "tiny.safetensors"), "--data", str(root), "--out-dir",
+    args = ("eval", "--run", "--model", str(saved_tiny), "--data", str(root), "--out-dir",
             str(tmp_path / "out"), "--size", "64x48", "--steps", "2", "--metrics", "ssim,psnr", "--device", "cpu",
             "--dtype", "fp32", "--batch-size", "2")
     code, out, err = run(capsys, *args)
