@@ -1,0 +1,108 @@
+"""Generate a dataset split with a model, then score it: ``leffa eval --run``.
+
+Inputs come from ``leffa.data.open_dataset`` (the layouts the trainer reads) at the model's working size; images are
+sampled in batches with ``leffa.sampler.sample`` (the inference sampler, seeded per image) and written as PNG to
+``OUT/pred/NAME.png``; the dataset's target images at the same size go to ``OUT/gt/NAME.png``. Both folders are then
+scored with ``leffa.metrics`` like any other pair of folders. Predictions already on disk are kept, so an interrupted
+run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from leffa.atomic import save_image
+from leffa.errors import LeffaError
+
+
+def _to_pil(image: torch.Tensor):
+    """(3, H, W) in [0, 1] -> PIL RGB."""
+    from PIL import Image
+
+    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array)
+
+
+def generate_split(
+    model,
+    data: str | Path,
+    out_dir: str | Path,
+    size: tuple[int, int],
+    split: str = "test",
+    mode: str = "paired",
+    layout: str = "auto",
+    options=None,
+    seed: int = 42,
+    batch_size: int = 4,
+    limit: int | None = None,
+    progress=None,
+) -> tuple[Path, Path, int]:
+    """Write predictions and ground truth of ``split`` under ``out_dir``; returns (pred dir, gt dir, newly made).
+
+    ``mode`` is the dataset's pairing (``paired``: each person with their own garment; ``unpaired``: the pairs
+    file's garment). Each image's noise depends on ``seed`` alone, whatever the batch it falls in.
+    """
+    from leffa.data import open_dataset
+    from leffa.sampler import SamplerOptions, UncondFeatureCache, sample
+
+    options = options or SamplerOptions()
+    if batch_size < 1:
+        raise LeffaError(f"--batch-size: must be at least 1, got {batch_size}")
+    dataset = open_dataset(data, layout=layout, split=split, size=size, mode=mode)
+    out_dir = Path(out_dir)
+    pred_dir, gt_dir = out_dir / "pred", out_dir / "gt"
+    count = min(len(dataset), limit) if limit else len(dataset)
+    todo, names = [], {}
+    for index in range(count):
+        name = _entry_name(dataset, index)
+        if name in names:
+            raise LeffaError(f"{data}: two {split} entries produce the output name {name!r}")
+        names[name] = index
+        if not (pred_dir / f"{name}.png").is_file() or not (gt_dir / f"{name}.png").is_file():
+            todo.append(index)
+    cache = UncondFeatureCache()
+    done = count - len(todo)
+    if progress is not None:
+        progress(done, count)
+    for start in range(0, len(todo), batch_size):
+        items = [dataset[index] for index in todo[start : start + batch_size]]
+        stack = {key: torch.stack([item[key] for item in items]) for key in ("image", "reference", "mask", "densepose")}
+        with torch.no_grad():
+            images = sample(model, stack["image"], stack["reference"], stack["mask"], stack["densepose"],
+                            options, seed=seed, cache=cache)
+        for item, index, image in zip(items, todo[start : start + batch_size], images):
+            name = _entry_name(dataset, index)
+            save_image(_to_pil(item["image"] / 2 + 0.5), gt_dir / f"{name}.png")
+            save_image(_to_pil(image), pred_dir / f"{name}.png")
+        done += len(items)
+        if progress is not None:
+            progress(done, count)
+    return pred_dir, gt_dir, len(todo)
+
+
+def _entry_name(dataset, index: int) -> str:
+    """A unique output stem per entry: the target's stem, plus the reference's when they differ (unpaired try-on);
+    pose pairs are ``TARGET__SOURCE`` as ``leffa prep synth`` names their flows."""
+    from leffa.data import DeepFashionPose
+
+    stems = [Path(part).stem for part in dataset.entries[index]]
+    if isinstance(dataset, DeepFashionPose):
+        source, target = stems
+        return f"{target}__{source}"
+    person, garment = stems[-2], stems[-1]
+    return person if person == garment else f"{person}__{garment}"
+
+
+def run_settings(model_source: str, size, options, seed: int, split: str, mode: str) -> dict:
+    """What produced the predictions, stored in the result JSON beside the metric settings."""
+    return {
+        "model": model_source,
+        "size": list(size),
+        "split": split,
+        "pairing": mode,
+        "seed": seed,
+        "sampler": asdict(options),
+    }

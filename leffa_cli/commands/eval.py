@@ -1,0 +1,272 @@
+"""``leffa eval``: score predictions (FID, KID, SSIM, LPIPS, PSNR), generate-and-score (--run), attention flow
+(EPE), or compare runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _progress(label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                   transient=True)
+    task = bar.add_task(label, total=None)
+    return bar, lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _format(value: float) -> str:
+    from leffa.metrics_chart import format_value
+
+    return format_value(value)
+
+
+def _cell(result, metric: str) -> str:
+    text = _format(result.metrics.get(metric, float("nan")))
+    if metric == "kid" and "kid_std" in result.metrics:
+        text += f" ± {_format(result.metrics['kid_std'])}"
+    return text
+
+
+def _results_table(results, title: str) -> Table:
+    """One row per run and a column per metric; transposed (a row per metric) when there are many metrics."""
+    from leffa.metrics import lower_is_better
+    from leffa.metrics_chart import shared_metrics
+
+    metrics = shared_metrics(results)
+    arrows = {m: {True: " ↓", False: " ↑"}.get(lower_is_better(m, results[0].mode), "") for m in metrics}
+    label = (lambda m: m.upper()) if results[0].mode != "flow" else (lambda m: m)
+    table = Table(title=title)
+    if len(metrics) > 6:
+        table.add_column("metric")
+        for result in results:
+            table.add_column(f"{result.name or result.mode} (n={result.count})", justify="right")
+        for metric in metrics:
+            table.add_row(label(metric) + arrows[metric], *(_cell(result, metric) for result in results))
+        return table
+    table.add_column("run")
+    table.add_column("n", justify="right")
+    for metric in metrics:
+        table.add_column(label(metric) + arrows[metric], justify="right")
+    for result in results:
+        table.add_row(result.name or result.mode, str(result.count), *(_cell(result, m) for m in metrics))
+    return table
+
+
+def _flow_table(result) -> Table:
+    table = Table(title=f"attention-flow end-point error (pixels), t={result.settings['timestep']}, n={result.count}")
+    for column, justify in (("layer", "left"), ("1/k", "right"), ("EPE", "right"), ("examples", "right")):
+        table.add_column(column, justify=justify)
+    for short, entry in result.settings["layers"].items():
+        table.add_row(short, str(entry.get("downscale", "")), _format(entry["epe"]), str(entry["samples"]))
+    table.add_row("mean", "", _format(result.metrics["mean"]), "", style="bold")
+    return table
+
+
+def _default_output(pred: Path, mode: str) -> Path:
+    return pred.parent / f"{pred.name}.{mode}.eval.json"
+
+
+def _compare(results_files: list[Path], output: Optional[Path]) -> None:
+    from leffa.atomic import save_image
+    from leffa.errors import LeffaError
+    from leffa.metrics import read_result
+    from leffa.metrics_chart import compare_chart
+
+    if not results_files:
+        raise LeffaError("--compare: give the result JSON files to compare, e.g. leffa eval --compare a.json b.json -o chart.png")
+    if output is not None and output.suffix.lower() != ".png":
+        raise LeffaError(f"-o {output}: the comparison chart must be a .png")
+    results = [read_result(path) for path in results_files]
+    console.print(_results_table(results, "comparison"))
+    if output is not None:
+        save_image(compare_chart(results), output)
+        console.print(f"chart: {output}")
+
+
+def _resolve(model_spec, base, offline, data, layout):
+    """Load a model by name, file, folder or hub id (``leffa.weights``) for the dataset's task."""
+    from leffa.data import detect_layout
+    from leffa.weights import resolve_model
+
+    task = "pose" if (layout if layout != "auto" else detect_layout(data)) == "deepfashion" else "vton"
+    with console.status("loading the model"):
+        resolved = resolve_model(model_spec, task=task, offline=offline, base=base)
+    for note in resolved.notes:
+        console.print(f"leffa: note: {note}", markup=False)
+    return resolved
+
+
+def _model_name(spec: str) -> str:
+    return Path(spec).stem if Path(spec).suffix else spec.replace("/", "-")
+
+
+def _flow(model_spec, base, offline, data, split, layout, timestep, temperature, seed, layers, limit, device, output):
+    import torch
+
+    from leffa.environment import best_device
+    from leffa.errors import LeffaError
+    from leffa.metrics import write_result
+    from leffa.metrics_flow import evaluate_flow, resolve_layers
+
+    if model_spec is None or data is None:
+        raise LeffaError("--flow needs --model CHECKPOINT and --data DATASET_FOLDER")
+    model = _resolve(model_spec, base, offline, data, layout).model.to(device or best_device()).eval()
+    chosen = resolve_layers(layers, model.layer_names)
+    bar, progress = _progress("flow")
+    with bar, torch.inference_mode():
+        result = evaluate_flow(model, data, timestep, temperature, seed, chosen, limit, progress, split, layout)
+    result.name = _model_name(model_spec)
+    console.print(_flow_table(result))
+    output = output or Path(data) / f"flow-epe.{split}.t{timestep}.{result.name}.json"
+    write_result(result, output)
+    console.print(f"results: {output}")
+
+
+def _run(model_spec, base, offline, data, split, layout, paired, size, sampler, seed, dtype, device, batch_size,
+         limit, out_dir):
+    """Generate the split (resuming), and return (pred dir, gt dir, run settings) for scoring."""
+    from leffa.errors import LeffaError
+    from leffa.metrics_run import generate_split, run_settings
+    from leffa.pipeline import check_size, parse_size
+    from leffa.sampler import place_model, resolve_device, resolve_dtype
+    from leffa.weights import UPSTREAM_SIZE
+
+    if model_spec is None or data is None:
+        raise LeffaError("--run needs --model and --data DATASET_FOLDER")
+    resolved = _resolve(model_spec, base, offline, data, layout)
+    working = parse_size(size) if size else (resolved.image_size or UPSTREAM_SIZE)
+    check_size(working, resolved.model.latent_downscale)
+    torch_device = resolve_device(device or "auto")
+    model = place_model(resolved.model, torch_device, resolve_dtype(dtype, torch_device))
+    mode = "paired" if paired else "unpaired"
+    out_dir = out_dir or Path("eval-runs") / f"{_model_name(model_spec)}.{split}.{mode}"
+    bar, progress = _progress(f"generating {working[0]}x{working[1]}, {sampler.steps} steps")
+    with bar:
+        pred_dir, gt_dir, made = generate_split(model, data, out_dir, working, split, mode, layout, sampler, seed,
+                                                batch_size, limit, progress)
+    console.print(f"{made} images generated into {pred_dir}")
+    return pred_dir, gt_dir, run_settings(resolved.source, working, sampler, seed, split, mode)
+
+
+def eval_command(
+    results_files: Optional[list[Path]] = typer.Argument(None, help="With --compare: result JSON files.", show_default=False),
+    pred: Optional[Path] = typer.Option(None, "--pred", help="Folder of predicted images."),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="Folder of ground-truth (paired) or real (unpaired) images."),
+    paired: bool = typer.Option(True, "--paired/--unpaired", help="Paired: match by name, all five metrics; unpaired: FID, KID."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated subset, e.g. ssim,psnr (default: all for the mode)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Result JSON (default beside --pred), or the chart PNG with --compare."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run name stored in the JSON and shown in comparisons."),
+    inception: Optional[Path] = typer.Option(None, "--inception", help="Local pt_inception-2015-12-05-6726825d.pth (default: hub)."),
+    lpips: Optional[Path] = typer.Option(None, "--lpips", help="Local folder with squeezenet1_1-b8a52dc0.pth and squeeze.pth (default: hub)."),
+    weights_repo: Optional[str] = typer.Option(None, "--weights-repo", help="Hub repo of the metric weights (default: $LEFFA_EVAL_WEIGHTS_REPO or leffa-project/eval-weights)."),
+    offline: bool = typer.Option(False, "--offline", help="Use only the local hub cache for metric weights."),
+    ignore_extra_gt: bool = typer.Option(False, "--ignore-extra-gt", help="Paired: allow ground truth without a prediction (score a subset)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Images per batch."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, mps (default: the best available)."),
+    compare: bool = typer.Option(False, "--compare", help="Compare result JSONs: table, and a bar chart with -o chart.png."),
+    flow: bool = typer.Option(False, "--flow", help="Attention-flow end-point error per layer on a synthetic dataset."),
+    run: bool = typer.Option(False, "--run", help="Generate --data's split with --model, then score it (paired: "
+                             "each person with their own garment; --unpaired: the pairs file's garments)."),
+    model: Optional[str] = typer.Option(None, "--model", help="--run/--flow: model (viton_hd, pose_transfer, synth-tiny, "
+                                        "a file or folder, or a hub repo id)."),
+    base: Optional[Path] = typer.Option(None, "--base", help="--run/--flow: base-model folder for an upstream checkpoint."),
+    data: Optional[Path] = typer.Option(None, "--data", help="--run/--flow: dataset folder in a training layout (--flow: "
+                                        "its split has gt-flow/)."),
+    split: str = typer.Option("test", "--split", help="--run/--flow: dataset split."),
+    layout: str = typer.Option("auto", "--layout", help="--run/--flow: dataset layout (auto, vitonhd, dresscode, deepfashion)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="--run: where pred/ and gt/ go "
+                                           "(default eval-runs/MODEL.SPLIT.PAIRING)."),
+    size: Optional[str] = typer.Option(None, "--size", help="--run: working size HxW (default: the model's)."),
+    steps: int = typer.Option(30, "--steps", help="--run: denoising steps."),
+    guidance: float = typer.Option(2.5, "--guidance", help="--run: classifier-free guidance scale."),
+    scheduler: str = typer.Option("ddpm", "--scheduler", help="--run: ddpm, ddim, dpm++, unipc or euler-a."),
+    dtype: str = typer.Option("auto", "--dtype", help="--run: auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16."),
+    timestep: int = typer.Option(250, "--t", help="--flow: diffusion timestep of the forward pass."),
+    temperature: float = typer.Option(2.0, "--temperature", help="--flow: attention softmax temperature tau."),
+    layers: str = typer.Option("all", "--layers", help="--flow: 'all' or comma-separated layer names (e.g. up1.a0.b0)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="--flow: noise seed (default 0); --run: sampling seed "
+                                       "(default 42, upstream's)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="--run/--flow: use only the first N examples."),
+) -> None:
+    """Score predicted images against ground truth (FID, KID, SSIM, LPIPS, PSNR as the try-on papers report them);
+    generate a dataset split and score it (--run); measure attention-flow end-point error on synthetic data
+    (--flow); or compare result files (--compare)."""
+    from leffa.environment import best_device
+    from leffa.errors import LeffaError
+
+    if sum([compare, flow, run]) > 1:
+        raise LeffaError("choose one of --compare, --flow and --run")
+    if compare:
+        return _compare(list(results_files or []), output)
+    if results_files:
+        raise LeffaError(f"{results_files[0]}: result files are only read with --compare")
+    if flow:
+        return _flow(model, base, offline, data, split, layout, timestep, temperature, 0 if seed is None else seed,
+                     layers, limit, device, output)
+
+    from leffa.metrics import (
+        PAIRED_METRICS,
+        UNPAIRED_METRICS,
+        check_metrics,
+        evaluate_paired,
+        evaluate_unpaired,
+        list_images,
+        match_pairs,
+        write_result,
+    )
+    from leffa.metrics_weights import load_metric_networks
+
+    if run and (pred is not None or gt is not None):
+        raise LeffaError("--run writes its own predictions; give --data (and --out-dir), not --pred/--gt")
+    if not run and (pred is None or gt is None):
+        raise LeffaError("give --pred DIR and --gt DIR (or --run / --compare / --flow)")
+    if batch_size < 1:
+        raise LeffaError(f"--batch-size: must be at least 1, got {batch_size}")
+    chosen = check_metrics(
+        [m.strip().lower() for m in metrics.split(",") if m.strip()] if metrics else (PAIRED_METRICS if paired else UNPAIRED_METRICS),
+        paired,
+    )
+    device = device or best_device()
+    settings = {}
+    if run:
+        from leffa_cli.commands.tryon import sampler_options
+
+        # Metric weights first: a missing file should fail before minutes of sampling.
+        networks = load_metric_networks(chosen, inception, lpips, weights_repo, offline, device)
+        sampler = sampler_options(steps, guidance, "upstream", scheduler, 1.0, False)
+        pred, gt, settings = _run(model, base, offline, data, split, layout, paired, size, sampler,
+                                  42 if seed is None else seed, dtype, device, batch_size, limit, out_dir)
+        output = output or pred.parent / "eval.json"
+        name = name or pred.parent.name
+    # Check the folders before fetching any weights, so a typo fails at once.
+    if paired:
+        pairs = match_pairs(pred, gt, allow_extra_gt=ignore_extra_gt)
+    else:
+        preds = list(list_images(pred, "prediction folder").values())
+        reals = list(list_images(gt, "ground-truth folder").values())
+    if not run:
+        networks = load_metric_networks(chosen, inception, lpips, weights_repo, offline, device)
+    bar, progress = _progress("scoring")
+    with bar:
+        if paired:
+            result = evaluate_paired(pairs, networks, chosen, batch_size, progress, device)
+        else:
+            result = evaluate_unpaired(preds, reals, networks, chosen, batch_size, progress)
+    result.name = name or pred.name
+    result.settings.update(settings)
+    console.print(_results_table([result], f"{result.mode} evaluation of {pred}"))
+    output = output or _default_output(pred, result.mode)
+    write_result(result, output)
+    console.print(f"results: {output}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)
