@@ -470,6 +470,38 @@ def read_manifest(directory: str | Path) -> dict:
     return manifest
 
 
+# -- sizes ----------------------------------------------------------------------------------------------------------
+
+
+def tensor_sizes(graph: str | Path, input_shapes: dict[str, list[int]]) -> dict[str, tuple[str, int]]:
+    """Element count of every tensor in ``graph`` when its inputs have ``input_shapes``: ``{name: (op, count)}``.
+
+    Uses onnxruntime's symbolic shape inference, which propagates the Shape/Slice arithmetic of chunked attention
+    (plain ONNX shape inference leaves those dims unknown), so a dynamic graph exported at a small size can be
+    checked at 1024x768 without running it. Weights are not needed and the graph is not executed.
+    """
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    proto = onnx.load(str(graph), load_external_data=False)
+    for value in proto.graph.input:
+        if value.name in input_shapes:
+            dims = value.type.tensor_type.shape.dim
+            for dim, size in zip(dims, input_shapes[value.name]):
+                dim.Clear()
+                dim.dim_value = int(size)
+    inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+    producer = {out: node.op_type for node in inferred.graph.node for out in node.output}
+    sizes = {}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if all(dim.HasField("dim_value") for dim in dims):
+            sizes[value.name] = (producer.get(value.name, "input"), math.prod(dim.dim_value for dim in dims))
+        else:
+            sizes[value.name] = (producer.get(value.name, "input"), -1)
+    return sizes
+
+
 # -- check ----------------------------------------------------------------------------------------------------------
 
 
