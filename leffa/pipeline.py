@@ -1,0 +1,398 @@
+"""From files to finished images: load and check inputs, prepare the conditions, sample, repaint, paste back.
+
+Input rules (checked before any model is loaded, so a bad input writes nothing):
+- Photos and garments must be readable images, at least ``MIN_SIDE`` pixels a side and at most ``MAX_PIXELS``.
+  RGBA / LA / transparent palette images are composited over white and greyscale is expanded to RGB; each such
+  conversion is reported as a note (garments are often transparent PNGs, so refusing them would be unfriendly).
+- Masks (white = region to regenerate) and DensePose images must have exactly the person photo's size; anything
+  else is an error, since a resized mask would no longer line up with the body.
+
+Geometry: with ``crop`` (the default) the largest centred box of the working aspect ratio (3:4 for 1024x768) is cut
+from the person photo (and its mask and DensePose), generated at the working size, and pasted back into the
+original photo at its original size; the garment (or pose reference) is padded with white to that aspect instead,
+so no part of it is lost. Without ``crop`` every image is resized to the working size as upstream does, and the
+result is resized back to the photo's size.
+
+Repaint (upstream's, optional): outside a feathered mask (Gaussian blur with radius ``h // 100`` made odd) the
+result takes the original pixels. We apply it at the photo's own resolution, so those pixels stay exact.
+
+Conditions come from ``--mask`` / ``--densepose`` files, or from plugins registered under the entry-point group
+``leffa.conditions`` (names ``mask``: ``f(person: PIL.Image, garment_type: str) -> PIL.Image`` and ``densepose``:
+``f(person: PIL.Image, kind: "rgb" | "iuv") -> PIL.Image``) when a preprocessing package provides them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+
+from leffa.atomic import save_image
+from leffa.errors import LeffaError
+from leffa.sampler import SamplerOptions, UncondFeatureCache, decode_images, denoise, encode_conditions
+from leffa.sampler import seeded_generators
+
+MIN_SIDE = 32
+MAX_PIXELS = 64_000_000
+GARMENT_TYPES = ("upper_body", "lower_body", "dresses")
+CONDITIONS_GROUP = "leffa.conditions"
+Size = tuple[int, int]  # (H, W)
+
+
+# -- reading and checking files -----------------------------------------------------------------------------------
+
+
+def _open(path: Path, role: str) -> Image.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise LeffaError(f"{path}: {role} not found")
+    try:
+        image = Image.open(path)
+    except UnidentifiedImageError:
+        raise LeffaError(f"{path}: {role} is not an image (or not a format Pillow reads)") from None
+    except (OSError, Image.DecompressionBombError) as error:
+        raise LeffaError(f"{path}: {role} cannot be read ({error})") from None
+    width, height = image.size
+    if min(width, height) < MIN_SIDE:
+        raise LeffaError(f"{path}: {role} is {width}x{height}, too small (at least {MIN_SIDE} px a side)")
+    if width * height > MAX_PIXELS:
+        raise LeffaError(f"{path}: {role} is {width}x{height}, too large (at most {MAX_PIXELS // 1_000_000} MP)")
+    try:
+        image.load()
+    except (OSError, Image.DecompressionBombError) as error:
+        raise LeffaError(f"{path}: {role} is damaged or truncated ({error})") from None
+    return image
+
+
+def load_rgb(path: str | Path, role: str, notes: list[str]) -> Image.Image:
+    """An RGB image; transparency is composited over white and greyscale expanded, each with a note."""
+    image = ImageOps.exif_transpose(_open(Path(path), role))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+        notes.append(f"{path}: {role} has transparency; composited over white")
+    elif image.mode in ("L", "1", "I", "I;16", "F"):
+        image = image.convert("L").convert("RGB")
+        notes.append(f"{path}: {role} is greyscale; converted to RGB")
+    elif image.mode != "RGB":
+        image = image.convert("RGB")
+    return image
+
+
+def load_condition(path: str | Path, role: str, size: tuple[int, int], mode: str) -> Image.Image:
+    """A mask (``L``) or DensePose (``RGB``) image that must match the person photo's ``(W, H)`` exactly."""
+    image = _open(Path(path), role)
+    if image.size != size:
+        raise LeffaError(
+            f"{path}: {role} is {image.size[0]}x{image.size[1]} but the person photo is {size[0]}x{size[1]}; "
+            "they must be the same size"
+        )
+    if mode == "L" and image.mode in ("RGBA", "LA"):
+        image = image.convert("RGBA").convert("RGB")
+    return image.convert(mode)
+
+
+def parse_size(text: str) -> Size:
+    """``"1024x768"`` -> ``(1024, 768)`` (height x width)."""
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise LeffaError(f"--size: {text!r} is not HxW (e.g. 1024x768)") from None
+    return check_size((height, width))
+
+
+def check_size(size: Size, multiple: int = 8) -> Size:
+    height, width = size
+    if height < MIN_SIDE or width < MIN_SIDE or height % multiple or width % multiple:
+        raise LeffaError(f"--size: {height}x{width} must be at least {MIN_SIDE} px and a multiple of {multiple}")
+    return size
+
+
+def output_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise LeffaError(f"-o {path}: outputs are PNG images; give a name ending in .png")
+    if path.is_dir():
+        raise LeffaError(f"-o {path}: is a folder; give a file name ending in .png")
+    return path
+
+
+# -- geometry -----------------------------------------------------------------------------------------------------
+
+
+def crop_box(size: tuple[int, int], target: Size) -> tuple[int, int, int, int]:
+    """Largest centred box of ``size`` (W, H) with the aspect of ``target`` (H, W)."""
+    width, height = size
+    target_h, target_w = target
+    if width * target_h > height * target_w:  # too wide
+        box_w, box_h = round(height * target_w / target_h), height
+    else:
+        box_w, box_h = width, round(width * target_h / target_w)
+    left, top = (width - box_w) // 2, (height - box_h) // 2
+    return left, top, left + box_w, top + box_h
+
+
+def pad_to_aspect(image: Image.Image, target: Size, fill=(255, 255, 255)) -> Image.Image:
+    """Pad with ``fill`` around a centred ``image`` to the aspect of ``target`` (H, W)."""
+    width, height = image.size
+    target_h, target_w = target
+    if width * target_h > height * target_w:
+        new_w, new_h = width, round(width * target_h / target_w)
+    else:
+        new_w, new_h = round(height * target_w / target_h), height
+    if (new_w, new_h) == (width, height):
+        return image
+    canvas = Image.new(image.mode, (new_w, new_h), fill)
+    canvas.paste(image, ((new_w - width) // 2, (new_h - height) // 2))
+    return canvas
+
+
+def image_tensor(image: Image.Image, size: Size, resample=Image.LANCZOS) -> torch.Tensor:
+    """PIL RGB -> (1, 3, H, W) in [-1, 1] at ``size``; Lanczos as upstream's ``VaeImageProcessor``."""
+    array = np.asarray(image.convert("RGB").resize((size[1], size[0]), resample), dtype=np.float32)
+    return torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1.0
+
+
+def mask_tensor(mask: Image.Image, size: Size) -> torch.Tensor:
+    """PIL L -> (1, 1, H, W) in {0, 1}: resized (Lanczos), then ``>= 0.5`` is 1, as upstream."""
+    array = np.asarray(mask.convert("L").resize((size[1], size[0]), Image.LANCZOS), dtype=np.float32) / 255.0
+    return torch.from_numpy((array >= 0.5).astype(np.float32))[None, None]
+
+
+def iuv_tensor(densepose: Image.Image, size: Size) -> torch.Tensor:
+    """DensePose IUV (channels 0-1: U, V in 0..255; channel 2: part index 0..24) -> [-1, 1], nearest, as upstream."""
+    array = np.asarray(densepose.convert("RGB").resize((size[1], size[0]), Image.NEAREST), dtype=np.float32)
+    array = array.copy()
+    array[..., 0:2] /= 255.0
+    array[..., 2:3] /= 24.0
+    return torch.from_numpy(array).permute(2, 0, 1)[None] * 2.0 - 1.0
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(3, H, W) in [0, 1] -> PIL RGB (rounded as diffusers' ``numpy_to_pil``)."""
+    array = (image.permute(1, 2, 0).float().numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def feather_radius(height: int) -> int:
+    """Upstream's blur size: ``h // 100``, made odd."""
+    radius = height // 100
+    return radius + 1 if radius % 2 == 0 else radius
+
+
+def repaint(person: Image.Image, mask: Image.Image, generated: Image.Image) -> Image.Image:
+    """Upstream's repaint: ``person * (1 - m) + generated * m`` with ``m`` the Gaussian-blurred mask."""
+    blurred = mask.convert("RGB").filter(ImageFilter.GaussianBlur(feather_radius(generated.size[1])))
+    weight = np.asarray(blurred, dtype=np.float64) / 255
+    blended = np.asarray(person, dtype=np.float64) * (1 - weight) + np.asarray(generated, dtype=np.float64) * weight
+    return Image.fromarray(blended.astype(np.uint8))
+
+
+# -- jobs ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """One image to make: the photo to paste into, the conditions as images, and where the result goes."""
+
+    photo: Image.Image  # try-on: the person; pose: the target-pose photo
+    reference: Image.Image  # try-on: the garment; pose: the person to show
+    mask: Image.Image  # L, photo size; white = regenerate
+    densepose: Image.Image  # RGB, photo size
+    densepose_kind: str  # "rgb" (try-on rendering) or "iuv" (pose transfer)
+    output: Path
+    notes: list[str] = field(default_factory=list)
+
+
+def condition_plugin(name: str) -> Callable | None:
+    """The automatic condition maker ``name`` published under ``leffa.conditions``, if one is installed."""
+    for entry in entry_points(group=CONDITIONS_GROUP):
+        if entry.name == name:
+            return entry.load()
+    return None
+
+
+def _condition(path, name: str, role: str, photo: Image.Image, mode: str, *args) -> Image.Image:
+    if path is not None:
+        return load_condition(path, role, photo.size, mode)
+    maker = condition_plugin(name)
+    if maker is None:
+        raise LeffaError(
+            f"--{name} FILE is required: automatic {role} is not available in this install "
+            "(give both --mask FILE and --densepose FILE)" if name == "mask" else
+            f"--{name} FILE is required: automatic {role} is not available in this install"
+        )
+    image = maker(photo, *args)
+    if image.size != photo.size:
+        raise LeffaError(f"{role} plugin returned {image.size}, the photo is {photo.size}")
+    return image.convert(mode)
+
+
+def tryon_job(person, garment, output, mask=None, densepose=None, garment_type: str = "upper_body") -> Job:
+    """Read and check the inputs of one try-on (nothing is written)."""
+    if garment_type not in GARMENT_TYPES:
+        raise LeffaError(f"--garment-type: unknown type {garment_type!r}; choose one of {', '.join(GARMENT_TYPES)}")
+    notes: list[str] = []
+    photo = load_rgb(person, "person photo", notes)
+    reference = load_rgb(garment, "garment image", notes)
+    mask_image = _condition(mask, "mask", "garment mask", photo, "L", garment_type)
+    densepose_image = _condition(densepose, "densepose", "DensePose", photo, "RGB", "rgb")
+    return Job(photo, reference, mask_image, densepose_image, "rgb", Path(output), notes)
+
+
+def pose_job(person, target, output, densepose=None) -> Job:
+    """Read and check one pose transfer: show ``person`` in the pose of ``target`` (mask all ones, as upstream)."""
+    notes: list[str] = []
+    reference = load_rgb(person, "person photo", notes)
+    photo = load_rgb(target, "target pose photo", notes)
+    densepose_image = _condition(densepose, "densepose", "DensePose IUV", photo, "RGB", "iuv")
+    mask_image = Image.new("L", photo.size, 255)
+    return Job(photo, reference, mask_image, densepose_image, "iuv", Path(output), notes)
+
+
+@dataclass
+class Prepared:
+    """A job's tensors at the working size, plus the crop box to paste into."""
+
+    person: torch.Tensor
+    reference: torch.Tensor
+    mask: torch.Tensor
+    densepose: torch.Tensor
+    box: tuple[int, int, int, int]
+
+
+def prepare(job: Job, size: Size, crop: bool = True) -> Prepared:
+    box = crop_box(job.photo.size, size) if crop else (0, 0, *job.photo.size)
+    photo, mask, densepose = (image.crop(box) for image in (job.photo, job.mask, job.densepose))
+    reference = pad_to_aspect(job.reference, size) if crop else job.reference
+    densepose_tensor = iuv_tensor(densepose, size) if job.densepose_kind == "iuv" else image_tensor(densepose, size)
+    return Prepared(image_tensor(photo, size), image_tensor(reference, size), mask_tensor(mask, size),
+                    densepose_tensor, box)
+
+
+def finish(job: Job, generated: Image.Image, box, use_repaint: bool) -> Image.Image:
+    """Resize the generated crop to its box, repaint if asked, and paste it into the original photo."""
+    box_size = (box[2] - box[0], box[3] - box[1])
+    generated = generated.resize(box_size, Image.LANCZOS)
+    if use_repaint:
+        generated = repaint(job.photo.crop(box), job.mask.crop(box).point(lambda v: 255 if v >= 128 else 0),
+                            generated)
+    result = job.photo.copy()
+    result.paste(generated, box[:2])
+    return result
+
+
+def intermediates_folder(output: Path) -> Path:
+    return output.with_name(output.stem + "_steps")
+
+
+@torch.no_grad()
+def run_jobs(
+    model,
+    jobs: list[Job],
+    size: Size,
+    options: SamplerOptions = SamplerOptions(),
+    seed: int = 42,
+    crop: bool = True,
+    use_repaint: bool = False,
+    cache: UncondFeatureCache | None = None,
+    intermediate_every: int = 0,
+) -> list[Image.Image]:
+    """Generate ``jobs`` as one batch and write each result (PNG, atomically) to its ``output``."""
+    prepared = [prepare(job, size, crop) for job in jobs]
+    stack = lambda name: torch.cat([getattr(p, name) for p in prepared])  # noqa: E731
+    generators = seeded_generators(seed, len(jobs))
+    conditions = encode_conditions(model, stack("person"), stack("reference"), stack("mask"), stack("densepose"),
+                                   generators)
+    on_step = None
+    if intermediate_every > 0:
+        for job, item in zip(jobs, prepared):
+            folder = intermediates_folder(job.output)
+            save_image(to_pil(item.mask[0].expand(3, -1, -1)), folder / "mask.png")
+            save_image(to_pil(item.densepose[0] / 2 + 0.5), folder / "densepose.png")
+
+        def on_step(index, t, clean_latents):
+            if (index + 1) % intermediate_every and index + 1 != options.steps:
+                return
+            for job, image in zip(jobs, decode_images(model, clean_latents)):
+                save_image(to_pil(image), intermediates_folder(job.output) / f"step_{index + 1:03d}.png")
+
+    latents = denoise(model, conditions, options, generators, cache=cache, on_step=on_step)
+    results = []
+    for job, item, image in zip(jobs, prepared, decode_images(model, latents)):
+        result = finish(job, to_pil(image), item.box, use_repaint)
+        save_image(result, job.output)
+        results.append(result)
+    return results
+
+
+# -- datasets -----------------------------------------------------------------------------------------------------
+
+
+def read_pairs(path: str | Path) -> list[tuple[str, str]]:
+    """Lines ``person.jpg cloth.jpg`` (blank lines and ``#`` comments skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LeffaError(f"{path}: pairs file not found")
+    pairs = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise LeffaError(f"{path}:{number}: expected 'person.jpg cloth.jpg', got {line!r}")
+        pairs.append((parts[0], parts[1]))
+    if not pairs:
+        raise LeffaError(f"{path}: no pairs")
+    return pairs
+
+
+@dataclass(frozen=True)
+class DatasetItem:
+    person: Path
+    garment: Path
+    mask: Path
+    densepose: Path
+    output: Path
+
+
+def viton_hd_items(root: str | Path, pairs_file: str | Path, out_dir: str | Path) -> tuple[list[DatasetItem], int]:
+    """The pairs still to do in a VITON-HD-layout folder, and how many were skipped as already done.
+
+    Layout: ``image/NAME.jpg``, ``cloth/NAME.jpg``, ``agnostic-mask/NAME_mask.png``, ``image-densepose/NAME.jpg``;
+    the output of a pair is ``OUT/PERSON_CLOTH.png``. Every input file must exist before anything runs.
+    """
+    root, out_dir = Path(root), Path(out_dir)
+    if not root.is_dir():
+        raise LeffaError(f"--batch {root}: folder not found")
+    items, skipped = [], 0
+    for person, cloth in read_pairs(pairs_file):
+        stem = Path(person).stem
+        item = DatasetItem(
+            person=root / "image" / person,
+            garment=root / "cloth" / cloth,
+            mask=root / "agnostic-mask" / f"{stem}_mask.png",
+            densepose=root / "image-densepose" / person,
+            output=out_dir / f"{stem}_{Path(cloth).stem}.png",
+        )
+        for path in (item.person, item.garment, item.mask, item.densepose):
+            if not path.is_file():
+                raise LeffaError(f"{path}: not found (pair {person} {cloth} in {pairs_file})")
+        if item.output.exists():
+            skipped += 1
+        else:
+            items.append(item)
+    return items, skipped
+
+
+def batches(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -1,0 +1,183 @@
+"""Which weights to run: a model name, a local file or folder, or a hub repository, resolved to a ``LeffaModel``.
+
+- ``viton_hd``, ``dress_code``, ``pose_transfer``: upstream's released checkpoints from ``franciszzj/Leffa`` plus the
+  configs of their base-model folder, fetched through ``leffa.hub.fetch`` (hub cache; ``offline`` uses the cache).
+- ``synth-tiny``: the small model packaged as ``leffa/assets/synth-tiny.safetensors``.
+- a ``.safetensors`` file of ours (self-describing), or an upstream ``.pth`` with its base folder (``base=``, or the
+  folder of that name beside the file for upstream's file names).
+- a folder: one ``.safetensors`` inside, or upstream's layout (``virtual_tryon.pth`` + ``stable-diffusion-inpainting/``).
+- ``owner/name``: a hub repository laid out like upstream's; ``owner/name/path/file.safetensors``: one file of ours.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from leffa.checkpoint import load_model
+from leffa.errors import LeffaError
+from leffa.hub import UPSTREAM_REPO, fetch
+from leffa.model import LeffaModel
+
+SD15_BASE = "stable-diffusion-inpainting"
+SDXL_BASE = "stable-diffusion-xl-1.0-inpainting-0.1"
+BASE_FILES = ("unet/config.json", "vae/config.json", "scheduler/scheduler_config.json")
+UPSTREAM_SIZE = (1024, 768)
+SYNTH_TINY = "synth-tiny"
+
+
+@dataclass(frozen=True)
+class UpstreamModel:
+    checkpoint: str
+    base: str
+    task: str
+
+
+UPSTREAM_MODELS = {
+    "viton_hd": UpstreamModel("virtual_tryon.pth", SD15_BASE, "vton"),
+    "dress_code": UpstreamModel("virtual_tryon_dc.pth", SD15_BASE, "vton"),
+    "pose_transfer": UpstreamModel("pose_transfer.pth", SDXL_BASE, "pose"),
+}
+UPSTREAM_BY_FILE = {spec.checkpoint: spec for spec in UPSTREAM_MODELS.values()}
+DEFAULT_MODEL = {"vton": "viton_hd", "pose": "pose_transfer"}
+
+
+@dataclass
+class ResolvedModel:
+    """A loaded model, where it came from, and the working size it was trained at (``None`` if unknown)."""
+
+    model: LeffaModel
+    source: str
+    image_size: tuple[int, int] | None
+    notes: list[str] = field(default_factory=list)
+
+
+def trained_size(model: LeffaModel) -> tuple[int, int] | None:
+    """``(H, W)`` from ``config.extra["image_size"]`` when the trainer recorded it."""
+    size = (model.config.extra or {}).get("image_size")
+    if size is None:
+        return None
+    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+        raise LeffaError(f"model config: image_size must be [H, W] in pixels, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _placement_hint(spec: UpstreamModel, repo_id: str) -> str:
+    files = ", ".join(f"{spec.base}/{name}" for name in BASE_FILES)
+    return (
+        f"or place {spec.checkpoint} and {files} from https://huggingface.co/{repo_id} in one folder "
+        f"and pass --model FOLDER"
+    )
+
+
+def _fetch_upstream(spec: UpstreamModel, repo_id: str, offline: bool, cache_dir, endpoint) -> tuple[Path, Path]:
+    """Configs first (small, so an unreachable hub is reported before a 7 GB download), then the checkpoint."""
+    try:
+        configs = [fetch(f"{spec.base}/{name}", repo_id, offline, cache_dir=cache_dir, endpoint=endpoint)
+                   for name in BASE_FILES]
+        checkpoint = fetch(spec.checkpoint, repo_id, offline, cache_dir=cache_dir, endpoint=endpoint)
+    except LeffaError as error:
+        raise LeffaError(f"{error}; {_placement_hint(spec, repo_id)}") from None
+    return checkpoint, configs[0].parents[1]
+
+
+def _upstream_from_folder(folder: Path, task: str) -> tuple[Path, Path] | None:
+    names = ["virtual_tryon.pth", "virtual_tryon_dc.pth"] if task == "vton" else ["pose_transfer.pth"]
+    for name in names:
+        spec = UPSTREAM_BY_FILE[name]
+        if (folder / name).is_file() and (folder / spec.base).is_dir():
+            return folder / name, folder / spec.base
+    return None
+
+
+def _load_file(path: Path, base: Path | None, task: str) -> LeffaModel:
+    """Our safetensors alone, or a foreign state dict with ``base`` (or upstream's base folder beside it)."""
+    if base is None and path.name in UPSTREAM_BY_FILE:
+        beside = path.parent / UPSTREAM_BY_FILE[path.name].base
+        if beside.is_dir():
+            base = beside
+    return load_model(path, base=base, task=task)
+
+
+def _load_folder(folder: Path, base: Path | None, task: str) -> LeffaModel:
+    ours = sorted(folder.glob("*.safetensors"))
+    if len(ours) == 1:
+        return load_model(ours[0], base=base, task=task)
+    if len(ours) > 1:
+        raise LeffaError(f"{folder}: holds {len(ours)} .safetensors files; pass the one to use")
+    upstream = _upstream_from_folder(folder, task)
+    if upstream is not None:
+        return load_model(upstream[0], base=base or upstream[1], task=task)
+    expected = "virtual_tryon.pth + stable-diffusion-inpainting/" if task == "vton" else (
+        "pose_transfer.pth + stable-diffusion-xl-1.0-inpainting-0.1/")
+    raise LeffaError(f"{folder}: no model found (expected one .safetensors file, or {expected})")
+
+
+def packaged_synth_tiny(model_task: str) -> LeffaModel:
+    """The small packaged model (``leffa/assets/synth-tiny.safetensors``)."""
+    resource = importlib.resources.files("leffa").joinpath("assets", "synth-tiny.safetensors")
+    if not resource.is_file():
+        raise LeffaError("synth-tiny weights are not packaged in this install; pass a model file with --model")
+    with importlib.resources.as_file(resource) as path:
+        return load_model(path, task=model_task)
+
+
+def _looks_like_repo_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) >= 2 and all(parts) and not spec.startswith((".", "~")) and ":" not in spec
+
+
+def resolve_model(
+    spec: str | None,
+    task: str = "vton",
+    offline: bool = False,
+    base: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    endpoint: str | None = None,
+) -> ResolvedModel:
+    """Load the model named by ``spec`` (see the module docstring) for ``task`` (``vton`` or ``pose``)."""
+    spec = spec or DEFAULT_MODEL[task]
+    base = Path(base) if base is not None else None
+    if spec in UPSTREAM_MODELS:
+        upstream = UPSTREAM_MODELS[spec]
+        checkpoint, base_folder = _fetch_upstream(upstream, UPSTREAM_REPO, offline, cache_dir, endpoint)
+        model = load_model(checkpoint, base=base or base_folder, task=upstream.task)
+        resolved = ResolvedModel(model, f"{UPSTREAM_REPO}/{upstream.checkpoint}", UPSTREAM_SIZE)
+    elif spec == SYNTH_TINY:
+        resolved = ResolvedModel(packaged_synth_tiny(task), SYNTH_TINY, None)
+    elif Path(spec).expanduser().exists():
+        path = Path(spec).expanduser()
+        model = _load_folder(path, base, task) if path.is_dir() else _load_file(path, base, task)
+        resolved = ResolvedModel(model, str(path), None)
+    elif _looks_like_repo_id(spec):
+        resolved = _resolve_repo(spec, task, offline, base, cache_dir, endpoint)
+    else:
+        known = ", ".join([*UPSTREAM_MODELS, SYNTH_TINY])
+        raise LeffaError(f"--model: {spec!r} is not a known model ({known}), an existing file or folder, "
+                         "or a hub repository id (owner/name)")
+    model = resolved.model
+    resolved.image_size = trained_size(model) or resolved.image_size
+    if resolved.image_size is None and _is_upstream_architecture(model):
+        resolved.image_size = UPSTREAM_SIZE
+    if model.config.task != task:
+        resolved.notes.append(f"the model was made for {model.config.task!r}, running it for {task!r}")
+    return resolved
+
+
+def _is_upstream_architecture(model: LeffaModel) -> bool:
+    """Full-size SD1.5/SDXL UNets (320 base channels) were trained at 1024x768."""
+    return list(model.config.unet.get("block_out_channels", []))[:1] == [320]
+
+
+def _resolve_repo(spec, task, offline, base, cache_dir, endpoint) -> ResolvedModel:
+    parts = spec.split("/")
+    repo_id = "/".join(parts[:2])
+    if len(parts) > 2:
+        filename = "/".join(parts[2:])
+        path = fetch(filename, repo_id, offline, cache_dir=cache_dir, endpoint=endpoint)
+        return ResolvedModel(_load_file(path, base, task), spec, None)
+    upstream = UPSTREAM_MODELS[DEFAULT_MODEL[task]]
+    checkpoint, base_folder = _fetch_upstream(upstream, repo_id, offline, cache_dir, endpoint)
+    model = load_model(checkpoint, base=base or base_folder, task=upstream.task)
+    return ResolvedModel(model, f"{repo_id}/{upstream.checkpoint}", UPSTREAM_SIZE)

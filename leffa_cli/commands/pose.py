@@ -1,0 +1,69 @@
+"""``leffa pose``: show a person in the pose of another photo (pose transfer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from leffa_cli.commands.tryon import (
+    BASE,
+    CHANNELS_LAST,
+    COMPILE,
+    CROP,
+    DEVICE,
+    DTYPE,
+    ETA,
+    EVERY,
+    GUIDANCE,
+    GUIDANCE_MODE,
+    INTERMEDIATES,
+    MODEL,
+    OFFLINE,
+    REFERENCE_ONCE,
+    SCHEDULER,
+    SEED,
+    SIZE,
+    STEPS,
+    run_single,
+    sampler_options,
+)
+
+
+def pose(
+    person: Path = typer.Argument(..., help="Photo of the person to show."),
+    target_pose: Path = typer.Argument(..., help="Photo of someone in the target pose (sets the output size)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output PNG."),
+    densepose: Optional[Path] = typer.Option(None, "--densepose", help="DensePose IUV of TARGET_POSE, same size "
+                                             "(channels U, V in 0-255 and part index 0-24; use a lossless PNG)."),
+    model: Optional[str] = MODEL,
+    base: Optional[Path] = BASE,
+    offline: bool = OFFLINE,
+    steps: int = STEPS,
+    guidance: float = GUIDANCE,
+    guidance_mode: str = GUIDANCE_MODE,
+    scheduler: str = SCHEDULER,
+    eta: float = ETA,
+    seed: int = SEED,
+    dtype: str = DTYPE,
+    device: str = DEVICE,
+    size: Optional[str] = SIZE,
+    crop: bool = CROP,
+    reference_once: bool = REFERENCE_ONCE,
+    compile: bool = COMPILE,
+    channels_last: bool = CHANNELS_LAST,
+    save_intermediates: bool = INTERMEDIATES,
+    every: int = EVERY,
+) -> None:
+    """Show PERSON in the pose of TARGET_POSE and write the result to OUT."""
+    from leffa.pipeline import output_path, pose_job
+
+    options = sampler_options(steps, guidance, guidance_mode, scheduler, eta, reference_once)
+    job = pose_job(person, target_pose, output_path(output), densepose=densepose)
+    run_single(job, options, seed, crop, False, every if save_intermediates else 0,
+               (model, base, offline, "pose", device, dtype, size, channels_last, compile))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pose")(pose)
