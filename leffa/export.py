@@ -439,6 +439,8 @@ def export_onnx(
         "attention_chunks": chunks,
         "scaling_factor": export_model.scaling_factor,
         "latent_downscale": export_model.latent_downscale,
+        # Dynamic graphs are traced with every skip connection lining up, so sizes must divide by the total downscale.
+        "size_multiple": export_model.latent_downscale * 2 ** (len(export_model.generative_unet.down_blocks) - 1),
         "layer_names": list(export_model.layer_names),
         "layer_downscale": export_model.layer_downscale(),
         "graphs": exported,

@@ -92,6 +92,30 @@ class OnnxLeffaModel:
     def dtype(self) -> torch.dtype:
         return getattr(torch, self.manifest["unet_dtype"])
 
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """The size the graphs were fixed to, else the trained size recorded in the config, else ``None``."""
+        options = self.manifest["options"]
+        if options.get("height") is not None:
+            return int(options["height"]), int(options["width"])
+        size = (self.config.extra or {}).get("image_size")
+        return (int(size[0]), int(size[1])) if size else None
+
+    def check_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Refuse a working size the exported graphs cannot run, naming the option to change."""
+        options = self.manifest["options"]
+        if options.get("height") is not None:
+            fixed = (int(options["height"]), int(options["width"]))
+            if tuple(size) != fixed:
+                raise LeffaError(f"--size {size[0]}x{size[1]}: {self.directory} was exported for {fixed[0]}x{fixed[1]} "
+                                 "only; export again with other --height/--width, or without them (dynamic)")
+            return size
+        multiple = int(self.manifest["size_multiple"])
+        if size[0] % multiple or size[1] % multiple:
+            raise LeffaError(f"--size {size[0]}x{size[1]}: {self.directory} has dynamic-size graphs, which need "
+                             f"multiples of {multiple}; choose such a size or export with --height/--width")
+        return size
+
     def layer_downscale(self) -> dict[str, int]:
         return dict(self._layer_downscale)
 
