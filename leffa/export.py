@@ -380,6 +380,7 @@ def export_graph(spec: GraphSpec, path: Path, opset: int) -> dict:
                 output_names=spec.output_names,
                 dynamic_axes=spec.dynamic_axes,
                 do_constant_folding=True,
+                verbose=False,
             )
         proto = onnx.load(str(staged))
         weight_bytes = sum(len(init.raw_data) for init in proto.graph.initializer)
