@@ -144,3 +144,15 @@ def test_safetensors_conversion_refuses_wrong_base(tmp_path):
                                tmp_path / "x.safetensors")
     with pytest.raises(LeffaError, match=r"\.safetensors"):
         convert_to_safetensors(PARITY / "sd15_seed0.pth", TINY_SD15, tmp_path / "x.pth")
+
+
+def test_large_graphs_get_one_external_data_file(tmp_path, tiny_model, monkeypatch):
+    import leffa.export
+
+    monkeypatch.setattr(leffa.export, "EXTERNAL_DATA_BYTES", 1)  # pretend the tiny decoder is over 2 GB
+    manifest = export_onnx(tiny_model, tmp_path, ExportOptions(height=64, width=48), graphs=("vae_decoder",))
+    info = manifest["graphs"]["vae_decoder"]
+    assert info["external_data"] and info["files"] == ["vae_decoder.onnx", "vae_decoder.onnx.data"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "vae_decoder.onnx", "vae_decoder.onnx.data"]
+    diffs = check_export(tiny_model, tmp_path, providers=["CPUExecutionProvider"])
+    assert diffs["vae_decoder"] <= 1e-4
