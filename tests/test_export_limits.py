@@ -121,4 +121,6 @@ def test_manifest_records_config_and_symbolic_shapes(exported):
     assert on_disk["leffa_config"] == json.loads(model.config.to_json())
     sample = on_disk["graphs"]["generative_unet"]["inputs"][0]
     assert sample == {"name": "sample", "dtype": "float32", "shape": ["batch", 12, "latent_height", "latent_width"]}
-    assert [value["name"] for value in on_disk["graphs"]["reference_unet"]["outputs"]] == model.layer_names
+    inputs = on_disk["graphs"]["generative_unet"]["inputs"]
+    assert [value["name"] for value in inputs[2:]] == model.layer_names
+    assert inputs[2]["shape"] == ["batch", "tokens_8", 32]  # 1/8 tokens, 320 / 10 channels
