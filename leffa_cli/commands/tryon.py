@@ -38,6 +38,8 @@ INTERMEDIATES = typer.Option(False, "--save-intermediates",
                              help="Also write the mask, DensePose and the predicted image every k steps "
                                   "into OUT_steps/.")
 EVERY = typer.Option(5, "--every", help="k for --save-intermediates.")
+BACKEND = typer.Option("torch", "--backend", help="torch, or onnx: run a `leffa export --onnx` folder (--model DIR) "
+                       "with onnxruntime (TensorRT/CUDA execution provider when present, else CPU).")
 
 
 def print_notes(notes) -> None:
@@ -52,8 +54,12 @@ def sampler_options(steps, guidance, guidance_mode, scheduler, eta, reference_on
                           eta=eta, reference_once=reference_once).check()
 
 
-def load_model(model, base, offline, task, device, dtype, size, channels_last, compile):
+def load_model(model, base, offline, task, device, dtype, size, channels_last, compile, backend="torch"):
     """Resolve, load and place the model; return it with the working size."""
+    if backend == "onnx":
+        return load_onnx_model(model, size)
+    if backend != "torch":
+        raise LeffaError(f"--backend {backend!r}: choose torch or onnx")
     from leffa.pipeline import check_size, parse_size
     from leffa.sampler import place_model, resolve_device, resolve_dtype
     from leffa.weights import UPSTREAM_SIZE, resolve_model
@@ -71,6 +77,24 @@ def load_model(model, base, offline, task, device, dtype, size, channels_last, c
             print_notes([f"{resolved.source}: no trained size recorded; working at 1024x768 (see --size)"])
     check_size(working, resolved.model.latent_downscale)
     return place_model(resolved.model, torch_device, torch_dtype, channels_last, compile), working
+
+
+def load_onnx_model(model, size):
+    """An ONNX export folder run by onnxruntime; device and dtype were fixed at export time."""
+    from leffa.onnx_backend import OnnxLeffaModel
+    from leffa.pipeline import check_size, parse_size
+    from leffa.weights import UPSTREAM_SIZE
+
+    if model is None:
+        raise LeffaError("--backend onnx needs --model EXPORT_DIR (a folder written by `leffa export --onnx`)")
+    with console.status("loading the ONNX graphs"):
+        onnx_model = OnnxLeffaModel(model)
+    working = parse_size(size) if size else onnx_model.image_size
+    if working is None:
+        working = UPSTREAM_SIZE
+        print_notes([f"{model}: no size recorded in the export; working at 1024x768 (see --size)"])
+    check_size(working, onnx_model.latent_downscale)
+    return onnx_model, onnx_model.check_size(working)
 
 
 def tryon(
@@ -103,6 +127,7 @@ def tryon(
     channels_last: bool = CHANNELS_LAST,
     save_intermediates: bool = INTERMEDIATES,
     every: int = EVERY,
+    backend: str = BACKEND,
 ) -> None:
     """Dress PERSON in GARMENT and write the result to OUT (a PNG at the photo's size)."""
     from leffa.pipeline import output_path, tryon_job, viton_hd_items
@@ -118,14 +143,14 @@ def tryon(
             raise LeffaError(f"--batch-size: {batch_size} must be at least 1")
         items, skipped = viton_hd_items(batch, pairs, output)
         run_batch(items, skipped, garment_type, repaint, batch_size, options, seed, crop, every,
-                  (model, base, offline, "vton", device, dtype, size, channels_last, compile))
+                  (model, base, offline, "vton", device, dtype, size, channels_last, compile, backend))
         return
     if person is None or garment is None:
         raise LeffaError("give PERSON and GARMENT images (or --batch DIR --pairs FILE)")
     out = output_path(output)
     job = tryon_job(person, garment, out, mask=mask, densepose=densepose, garment_type=garment_type)
     run_single(job, options, seed, crop, repaint, every,
-               (model, base, offline, "vton", device, dtype, size, channels_last, compile))
+               (model, base, offline, "vton", device, dtype, size, channels_last, compile, backend))
 
 
 def run_single(job, options, seed, crop, use_repaint, every, model_args) -> None:

@@ -1,0 +1,172 @@
+"""ONNX Runtime backend: the ``LeffaModel`` API over the graphs of ``leffa export --onnx``.
+
+The sampler talks to the model only through ``encode``, ``decode``, ``reference_features``, ``generative_input``,
+``predict_noise``, ``scaling_factor``, ``config``, ``dtype`` and ``device``; this class offers the same methods, so
+the same sampler code runs on onnxruntime. Tensors go in and come out as CPU torch tensors; the random numbers
+(initial noise, VAE posterior samples) stay in torch with the caller's generator, which is why the encoder graph
+returns the posterior mean and logvar rather than a sample.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+from leffa.errors import LeffaError
+from leffa.export import read_manifest
+from leffa.model import LeffaConfig, LeffaModel
+
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+             "tensor(double)": np.float64}
+
+
+def default_providers() -> list[str]:
+    """TensorRT, then CUDA, then CPU: whichever this onnxruntime build offers, in that order of preference."""
+    import onnxruntime
+
+    available = set(onnxruntime.get_available_providers())
+    return [name for name in PREFERRED_PROVIDERS if name in available]
+
+
+class _Graph:
+    """One onnxruntime session plus the dtypes its inputs expect."""
+
+    def __init__(self, path: Path, providers: list[str], threads: int | None):
+        import onnxruntime
+
+        if not path.is_file():
+            raise LeffaError(f"{path}: graph listed in the manifest is missing")
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as error:  # noqa: BLE001 - onnxruntime raises its own untyped errors for bad files
+            raise LeffaError(f"{path}: onnxruntime cannot load this graph ({str(error).splitlines()[0]})") from None
+        self.input_types = {value.name: ORT_TYPES[value.type] for value in self.session.get_inputs()}
+        self.output_names = [value.name for value in self.session.get_outputs()]
+
+    def __call__(self, **inputs: torch.Tensor) -> list[torch.Tensor]:
+        feed = {
+            name: np.ascontiguousarray(inputs[name].detach().cpu().numpy().astype(dtype, copy=False))
+            for name, dtype in self.input_types.items()
+        }
+        return [torch.from_numpy(np.asarray(out)) for out in self.session.run(self.output_names, feed)]
+
+
+class OnnxLeffaModel:
+    """The Leffa model run by onnxruntime from an export folder (``manifest.json`` + four ``.onnx`` graphs)."""
+
+    def __init__(self, directory: str | Path, providers: list[str] | None = None, threads: int | None = None):
+        self.directory = Path(directory)
+        self.manifest = read_manifest(self.directory)
+        self.config = LeffaConfig(**self.manifest["leffa_config"])
+        self.providers = list(providers) if providers else default_providers()
+        self.layer_names = list(self.manifest["layer_names"])
+        self._layer_downscale = dict(self.manifest["layer_downscale"])
+        self._graphs = {
+            name: _Graph(self.directory / info["file"], self.providers, threads)
+            for name, info in self.manifest["graphs"].items()
+        }
+
+    # -- properties, mirroring LeffaModel -------------------------------------------------------------------------
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.manifest["scaling_factor"])
+
+    @property
+    def latent_downscale(self) -> int:
+        return int(self.manifest["latent_downscale"])
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(torch, self.manifest["unet_dtype"])
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """The size the graphs were fixed to, else the trained size recorded in the config, else ``None``."""
+        options = self.manifest["options"]
+        if options.get("height") is not None:
+            return int(options["height"]), int(options["width"])
+        size = (self.config.extra or {}).get("image_size")
+        return (int(size[0]), int(size[1])) if size else None
+
+    def check_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Refuse a working size the exported graphs cannot run, naming the option to change."""
+        options = self.manifest["options"]
+        if options.get("height") is not None:
+            fixed = (int(options["height"]), int(options["width"]))
+            if tuple(size) != fixed:
+                raise LeffaError(f"--size {size[0]}x{size[1]}: {self.directory} was exported for {fixed[0]}x{fixed[1]} "
+                                 "only; export again with other --height/--width, or without them (dynamic)")
+            return size
+        multiple = int(self.manifest["size_multiple"])
+        if size[0] % multiple or size[1] % multiple:
+            raise LeffaError(f"--size {size[0]}x{size[1]}: {self.directory} has dynamic-size graphs, which need "
+                             f"multiples of {multiple}; choose such a size or export with --height/--width")
+        return size
+
+    def layer_downscale(self) -> dict[str, int]:
+        return dict(self._layer_downscale)
+
+    def eval(self) -> "OnnxLeffaModel":
+        return self
+
+    def to(self, *args, **kwargs) -> "OnnxLeffaModel":
+        """Kept for API compatibility: onnxruntime picks devices through its execution providers."""
+        return self
+
+    def _graph(self, name: str) -> _Graph:
+        if name not in self._graphs:
+            raise LeffaError(f"{self.directory}: the export has no {name} graph; export it with `leffa export --onnx`")
+        return self._graphs[name]
+
+    # -- VAE ------------------------------------------------------------------------------------------------------
+
+    def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and logvar (unscaled) of images in [-1, 1]."""
+        mean, logvar = self._graph("vae_encoder")(image=images)
+        return mean, logvar
+
+    def encode(self, images: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True):
+        """Images in [-1, 1] -> scaled latents, sampled with ``generator`` exactly as diffusers samples."""
+        mean, logvar = self.posterior(images)
+        posterior = DiagonalGaussianDistribution(torch.cat([mean, logvar], dim=1))
+        latents = posterior.sample(generator=generator) if sample else posterior.mode()
+        return (latents * self.scaling_factor).to(self.dtype)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> images in about [-1, 1] (not clamped)."""
+        return self._graph("vae_decoder")(latent=latents / self.scaling_factor)[0].float()
+
+    # -- UNets ----------------------------------------------------------------------------------------------------
+
+    def reference_features(self, reference_latents: torch.Tensor, timesteps) -> dict[str, torch.Tensor]:
+        """Run the reference graph once: ``{layer: (B, n, d)}``."""
+        timesteps = LeffaModel._timesteps(timesteps, reference_latents.shape[0], "cpu")
+        outputs = self._graph("reference_unet")(latent=reference_latents, timestep=timesteps)
+        return dict(zip(self.layer_names, outputs))
+
+    def predict_noise(self, model_input, timesteps, features, capture=None, capture_layers=None) -> torch.Tensor:
+        """Generative graph on the 12-channel input with the given reference features."""
+        if capture is not None:
+            raise LeffaError("the ONNX backend cannot capture attention (Leffa loss, flow maps); use --backend torch")
+        missing = [name for name in self.layer_names if name not in features]
+        if missing:
+            raise LeffaError(f"no reference features for layer {missing[0]}; compute them first")
+        timesteps = LeffaModel._timesteps(timesteps, model_input.shape[0], "cpu")
+        return self._graph("generative_unet")(sample=model_input, timestep=timesteps, **features)[0].to(self.dtype)
+
+    def generative_input(self, noisy_latents, mask, masked_latents, densepose) -> torch.Tensor:
+        """Concatenate the 12 input channels exactly as ``LeffaModel.generative_input`` does."""
+        return LeffaModel.generative_input(self, noisy_latents, mask, masked_latents, densepose)

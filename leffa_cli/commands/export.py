@@ -1,0 +1,96 @@
+"""``leffa export``: ONNX graphs for deployment (``--onnx DIR``) or upstream ``.pth`` -> safetensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from leffa.errors import LeffaError
+
+
+def _load(model: Optional[Path], base: Optional[Path], task: str, random_init: bool, seed: int):
+    import torch
+
+    from leffa.checkpoint import load_model
+    from leffa.model import LeffaModel
+
+    if model is not None:
+        return load_model(model, base=base, task=task)
+    if not random_init:
+        raise LeffaError("--model: give the checkpoint to export (or --random-init with --base for a test export)")
+    if base is None:
+        raise LeffaError("--random-init needs --base, the base-model folder that defines the architecture")
+    torch.manual_seed(seed)
+    return LeffaModel.from_base_folder(base, task=task).eval()
+
+
+def export(
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="Write the four ONNX graphs and manifest.json into DIR."),
+    safetensors: Optional[Path] = typer.Option(
+        None, "--safetensors", help="Convert this upstream .pth (with --base) into a safetensors file (-o)."
+    ),
+    model: Optional[Path] = typer.Option(
+        None, "--model", "-m", help="Checkpoint to export with --onnx: our .safetensors, or an upstream .pth + --base."
+    ),
+    base: Optional[Path] = typer.Option(None, "--base", help="Base-model folder (unet/, vae/, scheduler/ configs)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output .safetensors file for --safetensors."),
+    dtype: Optional[str] = typer.Option(
+        None, "--dtype", help="fp32 or fp16 (default fp32 for --onnx; --safetensors: fp16 by default, bf16 too)."
+    ),
+    attention: str = typer.Option(
+        "chunked", "--attention", help="chunked (MatMul/Softmax per query chunk) or fused (opset-23 Attention op)."
+    ),
+    height: Optional[int] = typer.Option(None, "--height", help="Fix the image height (default: dynamic)."),
+    width: Optional[int] = typer.Option(None, "--width", help="Fix the image width (default: dynamic)."),
+    max_batch: int = typer.Option(2, "--max-batch", help="Largest batch served (CFG doubles it): sizes chunks."),
+    max_height: int = typer.Option(1024, "--max-height", help="Largest image height served when dynamic."),
+    max_width: int = typer.Option(768, "--max-width", help="Largest image width served when dynamic."),
+    check: bool = typer.Option(False, "--check", help="Run the graphs with onnxruntime and compare with torch."),
+    task: str = typer.Option("vton", "--task", help="vton or pose (recorded in the config)."),
+    random_init: bool = typer.Option(False, "--random-init", help="Export a randomly initialised model (tests)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --random-init and the --check inputs."),
+) -> None:
+    """Export ONNX graphs (TensorRT-ready) or convert an upstream checkpoint to safetensors."""
+    from leffa.export import ExportOptions, check_export, convert_to_safetensors, export_onnx
+
+    console = Console()
+    if (onnx is None) == (safetensors is None):
+        raise LeffaError("leffa export: give exactly one of --onnx DIR or --safetensors IN.pth")
+    if safetensors is not None:
+        if output is None:
+            raise LeffaError("--safetensors needs -o OUT.safetensors")
+        if base is None:
+            raise LeffaError("--safetensors needs --base, the base-model folder the checkpoint was trained from")
+        target = dtype or "fp16"
+        path = convert_to_safetensors(safetensors, base, output, dtype=target, task=task)
+        console.print(f"wrote {path} ({target}, {path.stat().st_size / 1e6:.1f} MB)")
+        return
+    loaded = _load(model, base, task, random_init, seed)
+    dtype = dtype or "fp32"
+    options = ExportOptions(
+        dtype=dtype, attention=attention, height=height, width=width,
+        max_batch=max_batch, max_height=max_height, max_width=max_width,
+    )
+    manifest = export_onnx(loaded, onnx, options)
+    table = Table(title=f"{onnx} ({dtype}, attention {attention}, opset {manifest['opset']})")
+    for column in ("graph", "file", "inputs", "outputs"):
+        table.add_column(column)
+    for name, info in manifest["graphs"].items():
+        table.add_row(name, ", ".join(info["files"]), str(len(info["inputs"])), str(len(info["outputs"])))
+    console.print(table)
+    if check:
+        diffs = check_export(loaded, onnx, seed=seed, providers=["CPUExecutionProvider"])
+        result = Table(title="onnxruntime (CPU) vs torch, max abs difference")
+        result.add_column("graph")
+        result.add_column("max abs diff", justify="right")
+        for name, value in diffs.items():
+            result.add_row(name, f"{value:.3g}")
+        console.print(result)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)
