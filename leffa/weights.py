@@ -78,7 +78,11 @@ def _fetch_upstream(spec: UpstreamModel, repo_id: str, offline: bool, cache_dir,
                    for name in BASE_FILES]
         checkpoint = fetch(spec.checkpoint, repo_id, offline, cache_dir=cache_dir, endpoint=endpoint)
     except LeffaError as error:
-        raise LeffaError(f"{error}; {_placement_hint(spec, repo_id)}") from None
+        if "not in the local cache" not in str(error):
+            raise LeffaError(f"{error}; {_placement_hint(spec, repo_id)}") from None
+        why = "--offline was given" if offline else "the hub is unreachable"
+        raise LeffaError(f"{repo_id}: {spec.checkpoint} and its base-model configs are not in the local cache and "
+                         f"{why}; {_placement_hint(spec, repo_id).removeprefix('or ')}") from None
     return checkpoint, configs[0].parents[1]
 
 

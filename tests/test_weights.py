@@ -128,7 +128,10 @@ def test_offline_without_cache_names_the_files_to_place(tmp_path):
     assert "--model FOLDER" in message
 
 
-def test_unreachable_hub_is_one_clear_line(tmp_path):
+def test_unreachable_hub_is_one_clear_line(tmp_path, monkeypatch):
+    import huggingface_hub.utils._http as hub_http
+
+    monkeypatch.setattr(hub_http.time, "sleep", lambda seconds: None)  # huggingface_hub retries 5 times
     closed = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
     port = closed.server_address[1]
     closed.server_close()

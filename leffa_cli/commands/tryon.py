@@ -64,6 +64,9 @@ def load_model(model, base, offline, task, device, dtype, size, channels_last, c
     from leffa.sampler import place_model, resolve_device, resolve_dtype
     from leffa.weights import UPSTREAM_SIZE, resolve_model
 
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()  # its retry warnings would bury our one-line message
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     working = parse_size(size) if size else None
