@@ -17,8 +17,9 @@ Repaint (upstream's, optional): outside a feathered mask (Gaussian blur with rad
 result takes the original pixels. We apply it at the photo's own resolution, so those pixels stay exact.
 
 Conditions come from ``--mask`` / ``--densepose`` files, or from plugins registered under the entry-point group
-``leffa.conditions`` (names ``mask``: ``f(person: PIL.Image, garment_type: str) -> PIL.Image`` and ``densepose``:
-``f(person: PIL.Image, kind: "rgb" | "iuv") -> PIL.Image``) when a preprocessing package provides them.
+``leffa.conditions`` (names ``mask``: ``f(person: PIL.Image, garment_type: str, offline: bool) -> PIL.Image`` and
+``densepose``: ``f(person: PIL.Image, kind: "rgb" | "iuv", offline: bool) -> PIL.Image``); leffa's own are in
+``leffa.automatic`` (human parsing + OpenPose masks, DensePose without detectron2).
 """
 
 from __future__ import annotations
@@ -219,7 +220,7 @@ def condition_plugin(name: str) -> Callable | None:
     return None
 
 
-def _condition(path, name: str, role: str, photo: Image.Image, mode: str, *args) -> Image.Image:
+def _condition(path, name: str, role: str, photo: Image.Image, mode: str, arg: str, offline: bool) -> Image.Image:
     if path is not None:
         return load_condition(path, role, photo.size, mode)
     maker = condition_plugin(name)
@@ -229,30 +230,32 @@ def _condition(path, name: str, role: str, photo: Image.Image, mode: str, *args)
             "(give both --mask FILE and --densepose FILE)" if name == "mask" else
             f"--{name} FILE is required: automatic {role} is not available in this install"
         )
-    image = maker(photo, *args)
+    image = maker(photo, arg, offline=offline)
     if image.size != photo.size:
         raise LeffaError(f"{role} plugin returned {image.size}, the photo is {photo.size}")
     return image.convert(mode)
 
 
-def tryon_job(person, garment, output, mask=None, densepose=None, garment_type: str = "upper_body") -> Job:
+def tryon_job(
+    person, garment, output, mask=None, densepose=None, garment_type: str = "upper_body", offline: bool = False
+) -> Job:
     """Read and check the inputs of one try-on (nothing is written)."""
     if garment_type not in GARMENT_TYPES:
         raise LeffaError(f"--garment-type: unknown type {garment_type!r}; choose one of {', '.join(GARMENT_TYPES)}")
     notes: list[str] = []
     photo = load_rgb(person, "person photo", notes)
     reference = load_rgb(garment, "garment image", notes)
-    mask_image = _condition(mask, "mask", "garment mask", photo, "L", garment_type)
-    densepose_image = _condition(densepose, "densepose", "DensePose", photo, "RGB", "rgb")
+    mask_image = _condition(mask, "mask", "garment mask", photo, "L", garment_type, offline)
+    densepose_image = _condition(densepose, "densepose", "DensePose", photo, "RGB", "rgb", offline)
     return Job(photo, reference, mask_image, densepose_image, "rgb", Path(output), notes)
 
 
-def pose_job(person, target, output, densepose=None) -> Job:
+def pose_job(person, target, output, densepose=None, offline: bool = False) -> Job:
     """Read and check one pose transfer: show ``person`` in the pose of ``target`` (mask all ones, as upstream)."""
     notes: list[str] = []
     reference = load_rgb(person, "person photo", notes)
     photo = load_rgb(target, "target pose photo", notes)
-    densepose_image = _condition(densepose, "densepose", "DensePose IUV", photo, "RGB", "iuv")
+    densepose_image = _condition(densepose, "densepose", "DensePose IUV", photo, "RGB", "iuv", offline)
     mask_image = Image.new("L", photo.size, 255)
     return Job(photo, reference, mask_image, densepose_image, "iuv", Path(output), notes)
 

@@ -155,14 +155,18 @@ def _bad_cases(files, tmp_path):
                                           files / "densepose.png"] + model, "must be the same size"),
         "wrong checkpoint": (base() + conditions + ["--model", tmp_path / "broken.safetensors"],
                              "not a readable safetensors file"),
-        "no mask": (base() + ["--densepose", files / "densepose.png"] + model, "--mask FILE is required"),
+        "no mask, offline, models not cached": (base() + ["--densepose", files / "densepose.png", "--offline"] + model,
+                                                "humanparsing/parsing_atr.onnx: not in the local cache"),
         "bad scheduler": (base() + conditions + model + ["--scheduler", "magic"], "unknown scheduler"),
         "bad size": (base() + conditions + model + ["--size", "100x77"], "multiple of 8"),
         "not png": (base() + conditions + model, "give a name ending in .png"),
     }
 
 
-def test_bad_inputs_exit_nonzero_with_one_line_and_write_nothing(files, tmp_path, capsys):
+def test_bad_inputs_exit_nonzero_with_one_line_and_write_nothing(files, tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # automatic-mask models absent
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     for name, (args, expected) in _bad_cases(files, tmp_path).items():

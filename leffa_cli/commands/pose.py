@@ -60,7 +60,7 @@ def pose(
     from leffa.pipeline import output_path, pose_job
 
     options = sampler_options(steps, guidance, guidance_mode, scheduler, eta, reference_once)
-    job = pose_job(person, target_pose, output_path(output), densepose=densepose)
+    job = pose_job(person, target_pose, output_path(output), densepose=densepose, offline=offline)
     run_single(job, options, seed, crop, False, every if save_intermediates else 0,
                (model, base, offline, "pose", device, dtype, size, channels_last, compile))
 

@@ -151,7 +151,7 @@ def tryon(
     if person is None or garment is None:
         raise LeffaError("give PERSON and GARMENT images (or --batch DIR --pairs FILE)")
     out = output_path(output)
-    job = tryon_job(person, garment, out, mask=mask, densepose=densepose, garment_type=garment_type)
+    job = tryon_job(person, garment, out, mask=mask, densepose=densepose, garment_type=garment_type, offline=offline)
     run_single(job, options, seed, crop, repaint, every,
                (model, base, offline, "vton", device, dtype, size, channels_last, compile, backend))
 
@@ -182,7 +182,7 @@ def run_batch(items, skipped, garment_type, use_repaint, batch_size, options, se
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("try-on", total=len(items))
         for group in batches(items, batch_size):
-            jobs = [tryon_job(i.person, i.garment, i.output, i.mask, i.densepose, garment_type) for i in group]
+            jobs = [tryon_job(i.person, i.garment, i.output, i.mask, i.densepose, garment_type, offline) for i in group]
             for job in jobs:
                 print_notes(job.notes)
             run_jobs(model, jobs, working, options, seed=seed, crop=crop, use_repaint=use_repaint, cache=cache,

@@ -1,0 +1,35 @@
+"""Automatic conditions for ``leffa tryon`` / ``leffa pose`` from a plain photo, published as ``leffa.conditions``.
+
+The garment-agnostic mask comes from human parsing + OpenPose (``leffa.preprocess``), the DensePose image from the
+DensePose R-CNN rebuilt on plain torch (``leffa.densepose``). Models are loaded once per process and reused.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from PIL import Image
+
+# What each pipeline kind means in the DensePose renderings the released models were trained with.
+DENSEPOSE_KIND = {"rgb": "seg", "iuv": "iuv"}
+
+
+@lru_cache(maxsize=2)
+def _prep_tools(offline: bool):
+    from leffa.preprocess.conditions import PrepTools
+
+    return PrepTools.load(offline=offline)
+
+
+def garment_mask(person: Image.Image, garment_type: str, offline: bool = False) -> Image.Image:
+    """VITON-HD-style garment-agnostic mask (L, photo size, 255 = regenerate) for ``garment_type``."""
+    from leffa.preprocess.conditions import automatic_conditions
+
+    return automatic_conditions(person, garment_type, style="hd", tools=_prep_tools(offline))
+
+
+def densepose(person: Image.Image, kind: str, offline: bool = False) -> Image.Image:
+    """DensePose condition: the part-segmentation rendering for try-on (``rgb``), the IUV image for pose."""
+    from leffa.densepose import densepose_image
+
+    return densepose_image(person, DENSEPOSE_KIND[kind], offline=offline)

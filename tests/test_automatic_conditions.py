@@ -1,0 +1,36 @@
+"""Automatic conditions: tryon/pose call the installed ``leffa.conditions`` plugins when files are not given."""
+
+from importlib.metadata import entry_points
+
+from PIL import Image
+
+import leffa.pipeline as pipeline
+
+
+def test_leffa_publishes_its_own_condition_plugins():
+    published = {entry.name: entry.value for entry in entry_points(group=pipeline.CONDITIONS_GROUP)}
+    assert published == {"mask": "leffa.automatic:garment_mask", "densepose": "leffa.automatic:densepose"}
+
+
+def test_missing_conditions_come_from_plugins(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_mask(person, garment_type, offline=False):
+        calls.append(("mask", garment_type, offline))
+        return Image.new("L", person.size, 255)
+
+    def fake_densepose(person, kind, offline=False):
+        calls.append(("densepose", kind, offline))
+        return Image.new("RGB", person.size, (10, 20, 30))
+
+    monkeypatch.setattr(pipeline, "condition_plugin", {"mask": fake_mask, "densepose": fake_densepose}.get)
+    Image.new("RGB", (96, 128), "white").save(tmp_path / "person.png")
+    Image.new("RGB", (96, 128), "red").save(tmp_path / "garment.png")
+    job = pipeline.tryon_job(tmp_path / "person.png", tmp_path / "garment.png", tmp_path / "out.png",
+                             garment_type="lower_body", offline=True)
+    assert calls == [("mask", "lower_body", True), ("densepose", "rgb", True)]
+    assert job.mask.getpixel((0, 0)) == 255 and job.densepose.getpixel((5, 5)) == (10, 20, 30)
+
+    calls.clear()
+    job = pipeline.pose_job(tmp_path / "person.png", tmp_path / "garment.png", tmp_path / "out.png")
+    assert calls == [("densepose", "iuv", False)]
