@@ -42,8 +42,10 @@ def attention_flow(
         raise ValueError(f"{keys.shape[2]} reference tokens do not form a {height}x{width} grid")
     coords = coordinate_grid(height, width, queries.device, queries.dtype)
     values = coords.expand(batch, heads, -1, 2)
-    if queries.device.type == "cuda" and head_dim != 2:
-        values = F.pad(values, (0, head_dim - 2))  # fused GPU kernels want value width == head width
+    if head_dim != 2:
+        # Fused kernels (flash on GPU and on CPU) want value width == head width; with width 2 PyTorch silently
+        # falls back to the math path, which materialises the n x n map.
+        values = F.pad(values, (0, head_dim - 2))
     flow = F.scaled_dot_product_attention(queries, keys, values, scale=_scale(head_dim, temperature))[..., :2]
     return flow.mean(dim=1).reshape(batch, height, width, 2)
 
