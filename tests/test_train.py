@@ -18,7 +18,7 @@ from leffa.errors import LeffaError
 from leffa.train import Trainer, adapt_conv_in, train
 from leffa.train_config import load_config
 from leffa_cli.app import build_app
-from test_data import make_vitonhd
+from test_data import make_deepfashion, make_vitonhd
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BASE = ROOT / "tests" / "fixtures" / "upstream_parity" / "stable-diffusion-inpainting"
@@ -98,6 +98,17 @@ def test_resume_after_a_kill_continues_exactly(vitonhd, tmp_path):
     final_a = load_model(tmp_path / "straight" / "model.safetensors").state_dict()
     final_b = load_model(tmp_path / "killed" / "model.safetensors").state_dict()
     assert all(torch.allclose(final_a[k], final_b[k], atol=1e-6) for k in final_a)
+
+
+def test_pose_task_trains_on_deepfashion_with_the_sdxl_style_base(tmp_path):
+    data = make_deepfashion(tmp_path / "deepfashion", count=2)
+    base = ROOT / "tests" / "fixtures" / "upstream_parity" / "stable-diffusion-xl-1.0-inpainting-0.1"
+    config = tiny_config(data, tmp_path / "pose", task="pose", base=str(base), max_steps=1, leffa_weight=1.0,
+                         leffa_timestep_threshold=1000, reference_dropout=0.0)
+    result = train(config)
+    assert result.history[0]["leffa"] > 0
+    saved = read_config(result.model_path)
+    assert saved.task == "pose" and saved.unet["addition_embed_type"] == "text_time"  # base config kept as is
 
 
 def test_config_precedence_and_errors(tmp_path, monkeypatch):
