@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from leffa.checkpoint import load_model
 from leffa.train import Trainer, train
 from test_train import tiny_config, vitonhd  # noqa: F401 - vitonhd is a fixture
 
