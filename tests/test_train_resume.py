@@ -18,7 +18,7 @@ def test_resume_after_a_kill_continues_exactly(vitonhd, tmp_path):
     """
     leffa_on = dict(max_steps=2, checkpoint_every=1, leffa_weight=1.0, leffa_timestep_threshold=1000,
                     reference_dropout=0.0)
-    trainer = Trainer(tiny_config(vitonhd, tmp_path / "straight", **leffa_on))
+    trainer = Trainer(tiny_config(vitonhd, tmp_path / "straight", **{**leffa_on, "checkpoint_every": 100}))
     before = trainer.model.generative_unet.conv_in.weight.detach().clone()
     straight = trainer.run()
     assert all(record["leffa"] > 0 and record["loss"] > record["diffusion"] for record in straight.history)
