@@ -99,7 +99,8 @@ def initialise_model(config: TrainConfig) -> LeffaModel:
     if init not in ("base", "random"):
         checkpoint = Path(init)
         if not checkpoint.is_file():
-            raise LeffaError(f"{checkpoint}: --init checkpoint not found")
+            hint = f" (stage {config.stage} starts from stage {config.stage - 1}'s model)" if config.stage > 1 else ""
+            raise LeffaError(f"{checkpoint}: --init checkpoint not found{hint}; give --init FILE, base or random")
         base = None if read_config(checkpoint) is not None else resolve_base(config.base_model, config.offline)
         model = load_model(checkpoint, base=base, task=config.task)
     else:
@@ -220,8 +221,12 @@ def prepare_inputs(model: LeffaModel, scheduler, batch: dict, generator: torch.G
     return StepInputs(model_input, reference_latents, timesteps, target, kept)
 
 
-def compute_losses(forward: nn.Module, inputs: StepInputs, batch: dict, settings: LeffaLossSettings | None):
-    """(total, diffusion, unweighted Leffa, captured) for one micro-batch; the Leffa loss only when ``settings``."""
+def compute_losses(
+    forward: nn.Module, inputs: StepInputs, batch: dict, settings: LeffaLossSettings | None, fused: bool = True
+):
+    """(total, diffusion, unweighted Leffa, captured) for one micro-batch; the Leffa loss only when ``settings``.
+
+    ``fused=False`` computes the flow through the explicit n x n attention map (benchmarks only)."""
     prediction, captured = forward(inputs.model_input, inputs.reference_latents, inputs.timesteps)
     diffusion = diffusion_loss(prediction, inputs.target)
     if settings is None:
@@ -235,6 +240,7 @@ def compute_losses(forward: nn.Module, inputs: StepInputs, batch: dict, settings
         inputs.timesteps,
         settings,
         sample_weight=inputs.kept_reference,  # a dropped reference has nothing to be warped from
+        fused=fused,
     )
     return diffusion + result.loss, diffusion.detach(), result.unweighted, captured
 
@@ -357,6 +363,15 @@ class TrainResult:
     frozen_parameters: int = 0
 
 
+def process_state():
+    """accelerate's process state, on CPU when asked (``ACCELERATE_USE_CPU``, ``accelerate launch --cpu``) or when
+    there is no GPU, so that ``accelerate launch --multi_gpu`` / ``torchrun`` on a CPU machine gives DDP over gloo."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+
+
 class Trainer:
     """Owns the accelerator, model, optimizer, data and run folder of one training run."""
 
@@ -366,7 +381,7 @@ class Trainer:
         on_step: Callable[[StepReport], None] | None = None,
         validation_hook: ValidationHook | None = None,
     ):
-        from accelerate import Accelerator, PartialState
+        from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs, set_seed
         from diffusers import DDPMScheduler
 
@@ -376,7 +391,7 @@ class Trainer:
         self.on_step = on_step
         self.validation_hook = validation_hook
         self.output = Path(config.output)
-        processes = PartialState().num_processes
+        processes = process_state().num_processes
         self.micro_batch, self.accumulation = config.accumulation(processes)
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision,

@@ -40,10 +40,10 @@ def train(
 ) -> None:
     """Train a Leffa model. Multi-GPU / multi-node: `accelerate launch -m leffa_cli.app train ...`."""
     import yaml
-    from accelerate import PartialState
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from leffa.train import process_state
     from leffa.train import train as run_training
     from leffa.train_config import load_config
 
@@ -59,7 +59,7 @@ def train(
     if dry_run:
         typer.echo(yaml.safe_dump(config.resolved(), sort_keys=False).rstrip())
         return
-    is_main = PartialState().is_main_process
+    is_main = process_state().is_main_process
     columns = (
         TextColumn("[bold]step {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.fields[stats]}"),
         TimeRemainingColumn(),
