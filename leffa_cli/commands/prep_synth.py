@@ -33,8 +33,8 @@ def synth(
 def synth_base(
     data: Path = typer.Option(..., "--data", help="A synthetic dataset folder (from `leffa prep synth`)."),
     out: Path = typer.Option(..., "-o", "--out", help="Base-model folder to write (unet/, vae/, scheduler/)."),
-    size: str = typer.Option("128x96", "--size", help="Training image size HEIGHTxWIDTH for the autoencoder."),
-    steps: int = typer.Option(1500, "--steps", help="Autoencoder optimiser steps (batch 8)."),
+    size: str = typer.Option("64x48", "--size", help="Training image size HEIGHTxWIDTH for the autoencoder."),
+    steps: int = typer.Option(400, "--steps", help="Autoencoder optimiser steps (batch 16 half-size crops)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the autoencoder and of the initial UNet weights."),
 ) -> None:
     """Write a tiny from-scratch base model: train its autoencoder on the synthetic images, random UNet weights."""
