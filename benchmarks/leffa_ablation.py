@@ -13,7 +13,7 @@ and timesteps in every arm. Training goes through the trainer's own step code (`
 
 Arms run as parallel processes (one thread each). Example (the numbers in docs/benchmarks/ablation.md):
 
-    OMP_NUM_THREADS=1 python benchmarks/leffa_ablation.py --out runs/ablation --steps 600 --weights 1e-3 1e-1 1
+    OMP_NUM_THREADS=1 python benchmarks/leffa_ablation.py --out runs/ablation --steps 80 --lr 5e-4 --weights 1e-3 0.1 1
 """
 
 from __future__ import annotations
@@ -109,13 +109,18 @@ def train_arm(args: dict) -> dict:
         optimiser.step()
         log.append((step, float(diffusion), float(leffa)))
     model.eval()
-    name = arm_name(weight)
+    name = arm_name(weight, args["steps"])
     save_model(model, out / name / "model.safetensors", dtype="fp32")
     (out / name / "loss.json").write_text(json.dumps(log))
-    return {"arm": name, "seconds": time.time() - started}
+    seconds = time.time() - started
+    result = evaluate(model, Path(args["data"]), args["eval_timesteps"], args["sample_steps"], args["seed"],
+                      args["temperature"], args["n_test"])
+    return {"arm": name, "seconds": seconds, "result": result}
 
 
-def arm_name(weight: float) -> str:
+def arm_name(weight: float, steps: int) -> str:
+    if steps == 0:
+        return "untrained (step 0)"
     return "diffusion-only" if weight == 0 else f"leffa-{weight:g}"
 
 
@@ -132,7 +137,8 @@ def flow_epe(flow: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, data: Path, timesteps: list[int], sample_steps: int, seed: int, temperature: float) -> dict:
+def evaluate(model, data: Path, timesteps: list[int], sample_steps: int, seed: int, temperature: float,
+             n_test: int) -> dict:
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     from leffa.data import collate, open_dataset
@@ -142,7 +148,7 @@ def evaluate(model, data: Path, timesteps: list[int], sample_steps: int, seed: i
     from leffa.train import capture_attention, sample_preview
 
     dataset = open_dataset(data, "vitonhd", "test", SIZE)
-    batch = collate([dataset[i] for i in range(len(dataset))])
+    batch = collate([dataset[i] for i in range(min(n_test, len(dataset)))])
     gt = torch.from_numpy(np.stack([load_gt_flow(data / "test" / "gt-flow" / f"{n}.npy") for n in batch["name"]]))
     layers = select_layers(model.layer_downscale(), 1 / 32, True)
     per_layer = {name: [] for name in layers}
@@ -170,12 +176,12 @@ def evaluate(model, data: Path, timesteps: list[int], sample_steps: int, seed: i
     }
 
 
-def constant_flow_epe(data: Path) -> float:
+def constant_flow_epe(data: Path, n_test: int) -> float:
     """Context for the table: EPE of the best constant flow (each sample's mean ground-truth coordinate)."""
     from leffa.synth import load_gt_flow
 
     errors = []
-    for path in sorted((data / "test" / "gt-flow").glob("*.npy")):
+    for path in sorted((data / "test" / "gt-flow").glob("*.npy"))[:n_test]:
         gt = torch.from_numpy(load_gt_flow(path))[None]
         mean = torch.nanmean(gt.reshape(-1, 2), dim=0)
         errors.append(float(flow_epe(mean.expand_as(gt).clone(), gt)))
@@ -204,16 +210,16 @@ def table(results: dict, constant: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--weights", type=float, nargs="+", default=[1e-3], help="Leffa loss weights (lambda) to try")
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--n-train", type=int, default=256)
-    parser.add_argument("--n-test", type=int, default=16)
+    parser.add_argument("--n-test", type=int, default=8, help="test samples evaluated (of those in the data)")
     parser.add_argument("--vae-steps", type=int, default=400)
-    parser.add_argument("--eval-timesteps", type=int, nargs="+", default=[100, 300])
-    parser.add_argument("--sample-steps", type=int, default=20)
+    parser.add_argument("--eval-timesteps", type=int, nargs="+", default=[200])
+    parser.add_argument("--sample-steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, help="reuse a synthetic vton dataset (64x48) instead of drawing one")
     parser.add_argument("--base", type=Path, help="reuse a base folder from `leffa prep synth-base`")
@@ -224,23 +230,18 @@ def main() -> None:
     data, base, base_stats = prepare(args.out, args.n_train, args.n_test, args.vae_steps, args.seed,
                                       args.data, args.base)
     print(f"data + base ready in {time.time() - started:.0f} s; autoencoder {base_stats}", flush=True)
-    common = {"out": str(args.out), "base": str(base), "data": str(data), "steps": args.steps, "lr": args.lr,
-              "batch_size": args.batch_size, "seed": args.seed, "temperature": args.temperature}
-    arms = [dict(common, weight=w) for w in [0.0, *args.weights]]
+    common = {"out": str(args.out), "base": str(base), "data": str(data), "lr": args.lr, "seed": args.seed,
+              "batch_size": args.batch_size, "temperature": args.temperature, "n_test": args.n_test,
+              "eval_timesteps": args.eval_timesteps, "sample_steps": args.sample_steps}
+    arms = [dict(common, weight=0.0, steps=0)] + [dict(common, weight=w, steps=args.steps) for w in [0.0, *args.weights]]
+    results = {}
     with multiprocessing.get_context("spawn").Pool(len(arms)) as pool:
         for done in pool.imap_unordered(train_arm, arms):
-            print(f"trained {done['arm']} in {done['seconds']:.0f} s", flush=True)
-    from leffa.checkpoint import load_model
-
-    results = {}
-    initial = build_model(base, args.seed).eval()
-    results["untrained (step 0)"] = evaluate(initial, data, args.eval_timesteps, args.sample_steps, args.seed,
-                                             args.temperature)
-    for arm in arms:
-        name = arm_name(arm["weight"])
-        model = load_model(args.out / name / "model.safetensors")
-        results[name] = evaluate(model, data, args.eval_timesteps, args.sample_steps, args.seed, args.temperature)
-    text = table(results, constant_flow_epe(data))
+            results[done["arm"]] = done["result"]
+            print(f"{done['arm']}: trained in {done['seconds']:.0f} s, {json.dumps(done['result'])}", flush=True)
+    order = [arm_name(arm["weight"], arm["steps"]) for arm in arms]
+    results = {name: results[name] for name in order}
+    text = table(results, constant_flow_epe(data, args.n_test))
     (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                        "results": results}, indent=1))
     print(text)
