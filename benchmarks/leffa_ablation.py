@@ -176,6 +176,35 @@ def evaluate(model, data: Path, timesteps: list[int], sample_steps: int, seed: i
     }
 
 
+@torch.no_grad()
+def diagnose(model, data: Path, timestep: int, temperature: float, n_test: int, seed: int) -> list[str]:
+    """Why a flow stays put: per layer, how far from uniform the attention is and how much the flow spreads."""
+    from leffa.data import collate, open_dataset
+    from leffa.flow import attention_map, upsample_flow
+    from leffa.loss import layer_flow, select_layers
+    from leffa.synth import load_gt_flow
+    from leffa.train import capture_attention
+
+    dataset = open_dataset(data, "vitonhd", "test", SIZE)
+    batch = collate([dataset[i] for i in range(min(n_test, len(dataset)))])
+    gt = torch.from_numpy(np.stack([load_gt_flow(data / "test" / "gt-flow" / f"{n}.npy") for n in batch["name"]]))
+    valid = ~torch.isnan(gt[..., 0])
+    half = torch.tensor([SIZE[1] / 2, SIZE[0] / 2])
+    spread = (gt[valid] * half).std(dim=0)
+    lines = [f"ground-truth flow spread x {spread[0]:.2f} px, y {spread[1]:.2f} px"]
+    layers = select_layers(model.layer_downscale(), 1 / 32, True)
+    captured = capture_attention(model, batch, layers, timestep, torch.Generator().manual_seed(seed + timestep))
+    for name, (queries, keys) in captured.items():
+        queries, keys = queries.float(), keys.float()
+        peak = attention_map(queries, keys, temperature).max(dim=-1).values.mean()
+        logits = (queries @ keys.transpose(-1, -2)).std() / (temperature * queries.shape[-1] ** 0.5)
+        flow = upsample_flow(layer_flow(queries, keys, SIZE, temperature), SIZE)[valid] * half
+        lines.append(f"{short(name)}: tokens {keys.shape[2]}, max attention {peak:.4f} (uniform "
+                     f"{1 / keys.shape[2]:.4f}), logit std {logits:.3f}, flow spread x {flow[:, 0].std():.2f} "
+                     f"y {flow[:, 1].std():.2f} px")
+    return lines
+
+
 def constant_flow_epe(data: Path, n_test: int) -> float:
     """Context for the table: EPE of the best constant flow (each sample's mean ground-truth coordinate)."""
     from leffa.synth import load_gt_flow
@@ -223,8 +252,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, help="reuse a synthetic vton dataset (64x48) instead of drawing one")
     parser.add_argument("--base", type=Path, help="reuse a base folder from `leffa prep synth-base`")
+    parser.add_argument("--diagnose", nargs="+", metavar="ARM",
+                        help="only print attention sharpness and flow spread of trained arms (e.g. leffa-1)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.diagnose:
+        from leffa.checkpoint import load_model
+
+        for arm in args.diagnose:
+            model = load_model(args.out / arm / "model.safetensors")
+            data = args.data or args.out / "data"
+            for line in diagnose(model, data, args.eval_timesteps[0], args.temperature, args.n_test, args.seed):
+                print(f"{arm}: {line}")
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     data, base, base_stats = prepare(args.out, args.n_train, args.n_test, args.vae_steps, args.seed,
