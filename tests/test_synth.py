@@ -176,3 +176,26 @@ def test_cli_writes_a_dataset(tmp_path, capsys):
         main(["prep", "synth", "--task", "dance", "-o", str(tmp_path)])
     assert failed.value.code == 2
     assert "leffa: error: --task 'dance'" in capsys.readouterr().err
+
+
+def test_training_dataset_loader_reads_the_generated_folders(vton_dir, pose_dir):
+    """The trainer's own loaders (leffa.data) detect and read both layouts, conditions aligned with the files."""
+    from leffa.data import detect_layout, open_dataset
+
+    assert detect_layout(vton_dir) == "vitonhd" and detect_layout(pose_dir) == "deepfashion"
+    vton = open_dataset(vton_dir, split="train", size=SIZE)
+    assert len(vton) == 4
+    sample = vton[1]
+    assert sample["name"] == "000001"
+    assert sample["image"].shape == (3, *SIZE) and sample["reference"].shape == (3, *SIZE)
+    assert -1 <= float(sample["image"].min()) and float(sample["image"].max()) <= 1
+    flow = load_gt_flow(vton_dir / "train" / "gt-flow" / "000001.npy")
+    region = ~np.isnan(flow[..., 0])
+    assert (sample["mask"][0].numpy()[region] == 1).all()
+    person = read(vton_dir / "train" / "image" / "000001.jpg")
+    np.testing.assert_allclose((sample["image"].permute(1, 2, 0).numpy() + 1) / 2, person, atol=1 / 255)
+    pose = open_dataset(pose_dir, split="test", size=SIZE)
+    assert len(pose) == 4
+    pair = pose[0]
+    assert pair["name"] == "000000_2" and pair["densepose"].shape == (3, *SIZE)
+    assert float(pair["mask"].min()) == 1.0

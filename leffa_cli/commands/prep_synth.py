@@ -30,5 +30,30 @@ def synth(
     Console().print(f"wrote {len(names)} {task} samples ({height}x{width}, seed {seed}) to {out / split}")
 
 
+def synth_base(
+    data: Path = typer.Option(..., "--data", help="A synthetic dataset folder (from `leffa prep synth`)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Base-model folder to write (unet/, vae/, scheduler/)."),
+    size: str = typer.Option("64x48", "--size", help="Training image size HEIGHTxWIDTH for the autoencoder."),
+    steps: int = typer.Option(400, "--steps", help="Autoencoder optimiser steps (batch 16 half-size crops)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the autoencoder and of the initial UNet weights."),
+) -> None:
+    """Write a tiny from-scratch base model: train its autoencoder on the synthetic images, random UNet weights."""
+    from leffa.synth import parse_size
+    from leffa.synth_base import make_base_folder
+
+    height, width = parse_size(size)
+    with Progress(transient=True) as progress:
+        bar = progress.add_task("autoencoder", total=steps)
+        stats = make_base_folder(out, data, (height, width), steps=steps, seed=seed,
+                                 progress=lambda step, loss: progress.update(bar, completed=step + 1,
+                                                                             description=f"autoencoder loss {loss:.4f}"))
+    Console().print(
+        f"wrote {out}: autoencoder trained on {stats['images']} images, reconstruction PSNR {stats['psnr']:.2f} dB, "
+        f"latent scaling factor {stats['scaling_factor']}"
+    )
+
+
 def register(app: typer.Typer) -> None:
-    group(app, "prep").command("synth")(synth)
+    prep = group(app, "prep")
+    prep.command("synth")(synth)
+    prep.command("synth-base")(synth_base)

@@ -1,0 +1,162 @@
+"""A tiny from-scratch base model for synthetic data: configs, a trained autoencoder, random UNet weights.
+
+There is no pretrained Stable Diffusion on our machines, and ``leffa train`` keeps the VAE frozen, so a model
+trained from scratch needs an autoencoder first. ``make_base_folder`` writes a diffusers-style base folder
+(``unet/``, ``vae/``, ``scheduler/`` configs and weights) shaped like SD1.5-inpainting but tiny: the VAE has three
+levels (latents at 1/4 of the image) and the UNet four (16-16-32-32 channels, as the tiny test fixture), sized for
+CPU training in minutes at 64x48 on a shared 2-core machine.
+``leffa train --base FOLDER --init base`` then starts both UNets from the same random weights and keeps this VAE.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from PIL import Image
+from safetensors.torch import save_file
+
+from leffa.atomic import atomic_path
+from leffa.errors import LeffaError
+
+UNET_CONFIG = {
+    "_class_name": "UNet2DConditionModel",
+    "act_fn": "silu",
+    "attention_head_dim": 4,
+    "block_out_channels": [16, 16, 32, 32],
+    "center_input_sample": False,
+    "cross_attention_dim": 32,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 9,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 8,
+    "out_channels": 4,
+    "sample_size": 16,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}
+VAE_CONFIG = {
+    "_class_name": "AutoencoderKL",
+    "act_fn": "silu",
+    "block_out_channels": [8, 16, 32],
+    "down_block_types": ["DownEncoderBlock2D"] * 3,
+    "up_block_types": ["UpDecoderBlock2D"] * 3,
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "sample_size": 64,
+    "scaling_factor": 1.0,  # set from the trained latents' spread
+}
+SCHEDULER_CONFIG = {  # SD1.5-inpainting's
+    "_class_name": "DDPMScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+    "prediction_type": "epsilon",
+}
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+def _clean(config: dict) -> dict:
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def collect_images(data: str | Path, size: tuple[int, int], limit: int = 4000) -> torch.Tensor:
+    """All person and garment images under ``data`` (any split) as one (N, 3, H, W) tensor in [-1, 1]."""
+    paths = sorted(Path(data).glob("*/image/*.jpg")) + sorted(Path(data).glob("*/cloth/*.jpg"))
+    if not paths:
+        raise LeffaError(f"{data}: no */image/*.jpg or */cloth/*.jpg images to train the autoencoder on")
+    images = []
+    for path in paths[:limit]:
+        image = Image.open(path).convert("RGB").resize((size[1], size[0]), Image.BICUBIC)
+        images.append(np.asarray(image, dtype=np.float32) / 127.5 - 1)
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def train_autoencoder(images: torch.Tensor, steps: int, batch_size: int = 16, lr: float = 2e-3, seed: int = 0,
+                      kl_weight: float = 1e-6, progress=None) -> tuple[AutoencoderKL, dict]:
+    """Train the tiny VAE on ``images``: L1 + MSE reconstruction, a small KL term, AdamW with cosine decay.
+
+    Returns the VAE (scaling factor set so latents have unit spread) and the final reconstruction PSNR (dB).
+    """
+    torch.manual_seed(seed)
+    vae = AutoencoderKL.from_config(_clean(VAE_CONFIG))
+    optimiser = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.05)
+    generator = torch.Generator().manual_seed(seed)
+    vae.train()
+    height, width = images.shape[-2:]
+    crop_h, crop_w = max(8, height // 2 // 4 * 4), max(8, width // 2 // 4 * 4)
+    for step in range(steps):
+        # Random half-size crops: the autoencoder is convolutional, and crops cost a quarter of whole images.
+        picks = torch.randint(0, len(images), (batch_size,), generator=generator)
+        top = int(torch.randint(0, height - crop_h + 1, (1,), generator=generator))
+        left = int(torch.randint(0, width - crop_w + 1, (1,), generator=generator))
+        batch = images[picks, :, top:top + crop_h, left:left + crop_w]
+        posterior = vae.encode(batch).latent_dist
+        reconstruction = vae.decode(posterior.sample(generator=generator)).sample
+        loss = F.l1_loss(reconstruction, batch) + F.mse_loss(reconstruction, batch)
+        loss = loss + kl_weight * posterior.kl().mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+        if progress is not None:
+            progress(step, loss.item())
+    vae.eval()
+    with torch.no_grad():
+        probe = images[: min(64, len(images))]
+        latents = vae.encode(probe).latent_dist.mode()
+        reconstruction = vae.decode(latents).sample.clamp(-1, 1)
+        mse = F.mse_loss((reconstruction + 1) / 2, (probe + 1) / 2).item()
+        scaling = 1.0 / latents.std().item()
+    vae.register_to_config(scaling_factor=round(scaling, 5))
+    return vae, {"psnr": 10 * np.log10(1 / max(mse, 1e-12)), "scaling_factor": round(scaling, 5)}
+
+
+def _write_json(config: dict, path: Path) -> None:
+    with atomic_path(path) as temp:
+        temp.write_text(json.dumps(config, indent=1))
+
+
+def _write_weights(module: torch.nn.Module, path: Path) -> None:
+    tensors = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+    with atomic_path(path) as temp:
+        save_file(tensors, str(temp))
+
+
+def make_base_folder(out: str | Path, data: str | Path, size: tuple[int, int] = (64, 48), steps: int = 400,
+                     seed: int = 0, progress=None) -> dict:
+    """Write a tiny base-model folder whose VAE is trained on the synthetic images in ``data``; returns stats."""
+    if steps < 1:
+        raise LeffaError(f"--steps {steps}: need at least one autoencoder step")
+    images = collect_images(data, size)
+    vae, stats = train_autoencoder(images, steps, seed=seed, progress=progress)
+    out = Path(out)
+    vae_config = dict(VAE_CONFIG, sample_size=max(size), scaling_factor=stats["scaling_factor"])
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_config(_clean(UNET_CONFIG))
+    _write_json(copy.deepcopy(UNET_CONFIG), out / "unet" / "config.json")
+    _write_json(vae_config, out / "vae" / "config.json")
+    _write_json(copy.deepcopy(SCHEDULER_CONFIG), out / "scheduler" / "scheduler_config.json")
+    _write_weights(unet, out / "unet" / WEIGHTS)
+    _write_weights(vae, out / "vae" / WEIGHTS)
+    return {**stats, "images": len(images)}
