@@ -181,6 +181,7 @@ def run_batch(items, skipped, garment_type, use_repaint, batch_size, options, se
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("try-on", total=len(items))
+        offline = model_args[2]  # model_args = (model, base, offline, task, ...)
         for group in batches(items, batch_size):
             jobs = [tryon_job(i.person, i.garment, i.output, i.mask, i.densepose, garment_type, offline) for i in group]
             for job in jobs:
