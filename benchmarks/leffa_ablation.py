@@ -11,7 +11,7 @@ and timesteps in every arm. Training goes through the trainer's own step code (`
 - masked-region PSNR / SSIM of generated images (the trainer's ancestral DDPM sampler, fixed seeds) against the
   targets, inside the region to regenerate.
 
-Arms run as parallel processes (one thread each). Example (the numbers in docs/benchmarks/ablation.md):
+Arms run as parallel processes (one thread each). Example (the numbers in docs/benchmarks.md):
 
     OMP_NUM_THREADS=1 python benchmarks/leffa_ablation.py --out runs/ablation --steps 80 --lr 5e-4 --weights 1e-3 0.1 1
 """
