@@ -121,16 +121,12 @@ def load_gt_flow(path: str | Path, size: tuple[int, int]) -> torch.Tensor:
 
     The units do not depend on resolution, so a flow of another size is resampled (nearest, keeping NaN).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise LeffaError(f"--gt-flow {path}: file not found")
+    from leffa.synth import load_gt_flow as read_flow
+
     try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as error:
-        raise LeffaError(f"--gt-flow {path}: not a readable .npy array ({error})") from None
-    if array.ndim != 3 or array.shape[-1] != 2 or not np.issubdtype(array.dtype, np.floating):
-        raise LeffaError(f"--gt-flow {path}: expected a float (H, W, 2) array, got {array.dtype} {array.shape}")
-    flow = torch.from_numpy(array.astype(np.float32))[None]
+        flow = torch.from_numpy(read_flow(path))[None]
+    except LeffaError as error:
+        raise LeffaError(f"--gt-flow {error}") from None
     if tuple(flow.shape[1:3]) != tuple(size):
         flow = F.interpolate(flow.permute(0, 3, 1, 2), size=size, mode="nearest").permute(0, 2, 3, 1)
     return flow

@@ -147,16 +147,9 @@ GT_FLOW_FOLDER = "gt-flow"
 
 def read_gt_flow(path: str | Path) -> torch.Tensor:
     """A ground-truth flow file: float32 ``(H, W, 2)``, NaN where there is no correspondence."""
-    path = Path(path)
-    if not path.is_file():
-        raise LeffaError(f"{path}: ground-truth flow not found")
-    try:
-        flow = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise LeffaError(f"{path}: not a readable .npy flow ({str(error).splitlines()[0]})") from None
-    if flow.ndim != 3 or flow.shape[-1] != 2:
-        raise LeffaError(f"{path}: ground-truth flow must be (H, W, 2), got {flow.shape}")
-    return torch.from_numpy(flow.astype(np.float32))
+    from leffa.synth import load_gt_flow
+
+    return torch.from_numpy(load_gt_flow(path))
 
 
 def _stem(name: str) -> str:

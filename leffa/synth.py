@@ -75,13 +75,13 @@ def load_gt_flow(path: str | Path) -> np.ndarray:
     """Read a ground-truth flow file: float32 (H, W, 2), (x, y) in [-1, 1] (align_corners=False), NaN = none."""
     path = Path(path)
     if not path.is_file():
-        raise LeffaError(f"{path}: ground-truth flow not found")
+        raise LeffaError(f"{path}: file not found (ground-truth flow)")
     try:
         flow = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as error:
         raise LeffaError(f"{path}: not a readable .npy flow file ({error})") from None
-    if flow.ndim != 3 or flow.shape[-1] != 2:
-        raise LeffaError(f"{path}: expected a (H, W, 2) flow, found shape {tuple(flow.shape)}")
+    if flow.ndim != 3 or flow.shape[-1] != 2 or not np.issubdtype(flow.dtype, np.floating):
+        raise LeffaError(f"{path}: expected a float (H, W, 2) flow, found {flow.dtype} {tuple(flow.shape)}")
     return flow.astype(np.float32, copy=False)
 
 
