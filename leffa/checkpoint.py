@@ -76,16 +76,20 @@ def from_upstream(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return renamed
 
 
-def load_weights(model: LeffaModel, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Copy ``state`` into ``model`` (any float dtype), refusing any key or shape mismatch with a named example."""
+def to_our_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with upstream prefixes renamed (and unused upstream weights dropped); ours pass unchanged."""
     if any(key.startswith(tuple(UPSTREAM_PREFIXES)) for key in state) and not any(
         key.startswith(("generative_unet.", "reference_unet.")) for key in state
     ):
-        state = from_upstream(state)
-    expected = model.state_dict()
+        return from_upstream(state)
+    return state
+
+
+def check_matches(state: dict[str, torch.Tensor], expected: dict[str, tuple], source: str | Path) -> None:
+    """Refuse any missing, unexpected or wrongly shaped weight against ``expected`` shapes, naming the first ones."""
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
-    mismatched = [key for key in expected if key in state and state[key].shape != expected[key].shape]
+    mismatched = [key for key in expected if key in state and tuple(state[key].shape) != tuple(expected[key])]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing weights (first: {', '.join(missing[:3])})")
@@ -95,10 +99,16 @@ def load_weights(model: LeffaModel, state: dict[str, torch.Tensor], source: str 
         key = mismatched[0]
         problems.append(
             f"{len(mismatched)} shape mismatches (first: {key} is {tuple(state[key].shape)}, "
-            f"the model needs {tuple(expected[key].shape)})"
+            f"the model needs {tuple(expected[key])})"
         )
     if problems:
         raise LeffaError(f"{source}: checkpoint does not match the model config: {'; '.join(problems)}")
+
+
+def load_weights(model: LeffaModel, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Copy ``state`` into ``model`` (any float dtype), refusing any key or shape mismatch with a named example."""
+    state = to_our_names(state)
+    check_matches(state, {key: tuple(value.shape) for key, value in model.state_dict().items()}, source)
     model.load_state_dict(state, strict=True, assign=False)
 
 

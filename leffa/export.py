@@ -577,7 +577,7 @@ def convert_to_safetensors(
     built in the target dtype on the meta device and filled tensor by tensor, so a 7.2 GB fp32 pickle becomes a
     3.6 GB fp16 file without holding an fp32 model.
     """
-    from leffa.checkpoint import DTYPES, FORMAT, from_upstream, read_state_dict
+    from leffa.checkpoint import DTYPES, FORMAT, check_matches, read_state_dict, to_our_names
     from leffa.model import LeffaConfig
     from safetensors.torch import save_file
 
@@ -591,23 +591,8 @@ def convert_to_safetensors(
         skeleton = LeffaModel(config)
     expected = {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
     del skeleton
-    state = read_state_dict(checkpoint)
-    if any(key.startswith(("unet.", "unet_encoder.", "vae.")) for key in state):
-        state = from_upstream(state)
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    mismatched = [key for key in expected if key in state and tuple(state[key].shape) != expected[key]]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing weights (first: {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected weights (first: {', '.join(unexpected[:3])})")
-    if mismatched:
-        key = mismatched[0]
-        problems.append(f"{len(mismatched)} shape mismatches (first: {key} is {tuple(state[key].shape)}, "
-                        f"the model needs {expected[key]})")
-    if problems:
-        raise LeffaError(f"{checkpoint}: checkpoint does not match the model config: {'; '.join(problems)}")
+    state = to_our_names(read_state_dict(checkpoint))
+    check_matches(state, expected, checkpoint)
     target = DTYPES[dtype]
     # One converted tensor at a time: the mmapped fp32 source pages are read once and can be dropped by the OS.
     tensors = {}
