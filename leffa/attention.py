@@ -87,9 +87,13 @@ class GenerativeSelfAttention:
         self.name = name
         self.context = context
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, reference_features=None, **kwargs
+    ):
         _check_plain(attn)
-        features = self.context.features
+        # Passed as a call argument so that gradient checkpointing, which re-runs this layer during backward after
+        # ``predict_noise`` has returned, still finds them; the context is the fallback for direct callers.
+        features = reference_features if reference_features is not None else self.context.features
         if features is None or self.name not in features:
             raise RuntimeError(f"no reference features for layer {self.name}; compute them first")
         reference = features[self.name].to(hidden_states.dtype)

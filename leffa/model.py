@@ -216,6 +216,7 @@ class LeffaModel(nn.Module):
                 model_input.to(self.dtype),
                 self._timesteps(timesteps, batch, model_input.device),
                 encoder_hidden_states=None,
+                cross_attention_kwargs={"reference_features": features},
                 return_dict=False,
             )[0]
         finally:

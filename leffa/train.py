@@ -149,20 +149,11 @@ class TrainingForward(nn.Module):
         features = self.model.reference_features(reference_latents, timesteps)
         captured = {} if self.capture_layers else None
         prediction = self.model.predict_noise(model_input, timesteps, features, captured, self.capture_layers)
-        keep_features_for_backward(self.model, features)
         return prediction, captured or {}
 
 
-def keep_features_for_backward(model: LeffaModel, features) -> None:
-    """Gradient checkpointing re-runs attention layers during backward, and the generative ones read the reference
-    features from the model's attention context, which ``predict_noise`` empties on return: put them back until
-    ``release_features`` (after backward). Without checkpointing this only holds references a little longer."""
-    model.generative_context.features = features
-
-
 def release_features(model: LeffaModel) -> None:
-    """Drop what ``keep_features_for_backward`` kept and what recomputed reference layers recorded."""
-    model.generative_context.features = None
+    """Drop what reference layers recomputed by gradient checkpointing recorded during backward."""
     model.reference_context.recorded = {}
 
 

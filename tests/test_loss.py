@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from leffa.train import keep_features_for_backward, release_features
+from leffa.train import release_features
 from leffa.flow import attention_flow, coordinate_grid, explicit_attention_flow
 from leffa.loss import (
     LeffaLossSettings,
@@ -172,7 +172,6 @@ def _leffa_gradients(model, checkpointing: bool):
     captured = {}
     features = model.reference_features(reference_latents, torch.tensor([100]))
     model.predict_noise(model_input, torch.tensor([100]), features, captured, layers)
-    keep_features_for_backward(model, features)  # checkpointed layers re-read them during backward
     assert set(captured) == set(layers)
     assert all(q.requires_grad and k.requires_grad for q, k in captured.values())
     image = torch.rand(1, 3, 64, 48, generator=generator) * 2 - 1
