@@ -72,8 +72,11 @@ class ReferenceSelfAttention:
         q = _split_heads(attn.to_q(hidden_states), attn.heads)
         k = _split_heads(attn.to_k(hidden_states), attn.heads)
         v = _split_heads(attn.to_v(hidden_states), attn.heads)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return _project_out(attn, _merge_heads(out).to(q.dtype))
+        return _project_out(attn, _merge_heads(self.attend(q, k, v)))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The attention kernel; exporters override it (e.g. query chunks) and keep everything else."""
+        return F.scaled_dot_product_attention(q, k, v)
 
 
 class GenerativeSelfAttention:
@@ -111,8 +114,11 @@ class GenerativeSelfAttention:
         capture = self.context.capture
         if capture is not None and (self.context.capture_layers is None or self.name in self.context.capture_layers):
             capture[self.name] = (q[:, :, :tokens], k[:, :, tokens:])
-        out = F.scaled_dot_product_attention(q, k, v)[:, :, :tokens]
-        return _project_out(attn, _merge_heads(out).to(q.dtype))
+        return _project_out(attn, _merge_heads(self.attend(q, k, v)[:, :, :tokens]))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The attention kernel; exporters override it (e.g. query chunks) and keep everything else."""
+        return F.scaled_dot_product_attention(q, k, v)
 
 
 _EXECUTION_ORDER = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}

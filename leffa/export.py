@@ -31,7 +31,6 @@ from leffa.atomic import atomic_path
 from leffa.attention import (
     GenerativeSelfAttention,
     ReferenceSelfAttention,
-    _check_plain,
     _merge_heads,
     _project_out,
     _split_heads,
@@ -131,13 +130,8 @@ class ChunkedReferenceSelfAttention(ReferenceSelfAttention):
         super().__init__(name, context)
         self.chunks = chunks
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
-        _check_plain(attn)
-        self.context.recorded[self.name] = hidden_states
-        q = _split_heads(attn.to_q(hidden_states), attn.heads)
-        k = _split_heads(attn.to_k(hidden_states), attn.heads)
-        v = _split_heads(attn.to_v(hidden_states), attn.heads)
-        return _project_out(attn, _merge_heads(chunked_attention(q, k, v, self.chunks)))
+    def attend(self, q, k, v):
+        return chunked_attention(q, k, v, self.chunks)
 
 
 class ChunkedGenerativeSelfAttention(GenerativeSelfAttention):
@@ -147,14 +141,8 @@ class ChunkedGenerativeSelfAttention(GenerativeSelfAttention):
         super().__init__(name, context)
         self.chunks = chunks
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
-        _check_plain(attn)
-        reference = self.context.features[self.name].to(hidden_states.dtype)
-        joint = torch.cat([hidden_states, reference], dim=1)
-        q = _split_heads(attn.to_q(hidden_states), attn.heads)
-        k = _split_heads(attn.to_k(joint), attn.heads)
-        v = _split_heads(attn.to_v(joint), attn.heads)
-        return _project_out(attn, _merge_heads(chunked_attention(q, k, v, self.chunks)))
+    def attend(self, q, k, v):
+        return chunked_attention(q, k, v, self.chunks)
 
 
 class ChunkedVaeAttention:
