@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from leffa_cli.app import main
-from tests.conftest import PARITY, TINY_SD15
+from conftest import PARITY, TINY_SD15
 
 SIZE = (128, 96)  # the size the upstream parity fixtures were made at
 
