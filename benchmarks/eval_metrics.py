@@ -1,7 +1,7 @@
 """Time SSIM + PSNR over N image pairs on CPU: ``leffa eval``'s path against a scikit-image loop, side by side.
 
 Writes N synthetic pairs (smooth content + noise) as PNG to a temporary folder, then measures
-  1. end to end: ``leffa.metrics.evaluate_folders(..., metrics=["ssim", "psnr"])`` (decode, resize check, batch, score)
+  1. end to end: ``leffa.metrics.scores.evaluate_folders(..., metrics=["ssim", "psnr"])`` (decode, resize check, batch, score)
   2. compute only: the same batched torchmetrics calls on tensors already in memory
   3. scikit-image: ``structural_similarity`` + ``peak_signal_noise_ratio`` per pair on arrays in memory
 and checks that the means agree.
@@ -46,7 +46,7 @@ def main() -> None:
 
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    from leffa.metrics import MetricNetworks, evaluate_folders, load_image, match_pairs, psnr, ssim
+    from leffa.metrics.scores import MetricNetworks, evaluate_folders, load_image, match_pairs, psnr, ssim
 
     with tempfile.TemporaryDirectory() as temp:
         root = Path(temp)

@@ -2,7 +2,7 @@
 
 Trains the same tiny model from the same seed several times on synthetic try-on data (``leffa prep synth``), with
 the diffusion loss only and with the Leffa loss on (given weights), for equal steps, with identical batches, noise
-and timesteps in every arm. Training goes through the trainer's own step code (``leffa.train.prepare_inputs`` /
+and timesteps in every arm. Training goes through the trainer's own step code (``leffa.train.loop.prepare_inputs`` /
 ``compute_losses``) and dataset loader (``leffa.data``). Then, on the synthetic test split:
 
 - attention-flow end-point error (EPE) against the ground-truth correspondence, per Leffa layer and mean, in pixels
@@ -37,8 +37,8 @@ SIZE = (64, 48)
 def prepare(out: Path, n_train: int, n_test: int, vae_steps: int, seed: int, data: Path | None = None,
             base: Path | None = None) -> tuple[Path, Path, dict]:
     """Synthetic data and the tiny base folder (reused when given or already there)."""
-    from leffa.synth import generate_dataset
-    from leffa.synth_base import make_base_folder
+    from leffa.synth.dataset import generate_dataset
+    from leffa.synth.base import make_base_folder
 
     data, base = data or out / "data", base or out / "base"
     if not (data / "train_pairs.txt").is_file():
@@ -54,8 +54,8 @@ def prepare(out: Path, n_train: int, n_test: int, vae_steps: int, seed: int, dat
 
 def build_model(base: Path, seed: int):
     """Both UNets from the base's random weights, its trained VAE: the trainer's own ``--init base`` path."""
-    from leffa.train import initialise_model
-    from leffa.train_config import TrainConfig
+    from leffa.train.loop import initialise_model
+    from leffa.train.config import TrainConfig
 
     config = TrainConfig(task="vton", base=str(base), init="base", size=SIZE, seed=seed, mixed_precision="no")
     return initialise_model(config)
@@ -82,7 +82,7 @@ def train_arm(args: dict) -> dict:
 
     from leffa.checkpoint import save_model
     from leffa.loss import LeffaLossSettings, select_layers
-    from leffa.train import TrainingForward, compute_losses, prepare_inputs, release_features
+    from leffa.train.loop import TrainingForward, compute_losses, prepare_inputs, release_features
 
     torch.set_num_threads(1)
     out, weight = Path(args["out"]), args["weight"]
@@ -144,8 +144,8 @@ def evaluate(model, data: Path, timesteps: list[int], sample_steps: int, seed: i
     from leffa.data import collate, open_dataset
     from leffa.flow import upsample_flow
     from leffa.loss import layer_flow, select_layers
-    from leffa.synth import load_gt_flow
-    from leffa.train import capture_attention, sample_preview
+    from leffa.synth.dataset import load_gt_flow
+    from leffa.train.loop import capture_attention, sample_preview
 
     dataset = open_dataset(data, "vitonhd", "test", SIZE)
     batch = collate([dataset[i] for i in range(min(n_test, len(dataset)))])
@@ -182,8 +182,8 @@ def diagnose(model, data: Path, timestep: int, temperature: float, n_test: int, 
     from leffa.data import collate, open_dataset
     from leffa.flow import attention_map, upsample_flow
     from leffa.loss import layer_flow, select_layers
-    from leffa.synth import load_gt_flow
-    from leffa.train import capture_attention
+    from leffa.synth.dataset import load_gt_flow
+    from leffa.train.loop import capture_attention
 
     dataset = open_dataset(data, "vitonhd", "test", SIZE)
     batch = collate([dataset[i] for i in range(min(n_test, len(dataset)))])
@@ -207,7 +207,7 @@ def diagnose(model, data: Path, timestep: int, temperature: float, n_test: int, 
 
 def constant_flow_epe(data: Path, n_test: int) -> float:
     """Context for the table: EPE of the best constant flow (each sample's mean ground-truth coordinate)."""
-    from leffa.synth import load_gt_flow
+    from leffa.synth.dataset import load_gt_flow
 
     errors = []
     for path in sorted((data / "test" / "gt-flow").glob("*.npy"))[:n_test]:

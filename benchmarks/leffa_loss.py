@@ -45,7 +45,7 @@ def run_variant(variant: str, base: Path, size: tuple[int, int], batch: int, ste
     sys.path.insert(0, str(ROOT))
     from leffa.loss import LeffaLossSettings, select_layers
     from leffa.model import LeffaModel
-    from leffa.train import (
+    from leffa.train.loop import (
         TrainingForward,
         compute_losses,
         freeze_unreachable_reference_parameters,

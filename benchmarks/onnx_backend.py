@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from leffa.export import ExportOptions, export_onnx
+from leffa.export.graphs import ExportOptions, export_onnx
 from leffa.model import LeffaModel
-from leffa.onnx_backend import OnnxLeffaModel
+from leffa.export.backend import OnnxLeffaModel
 from leffa.sampler import SamplerOptions, sample
 
 TINY_SD15 = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "upstream_parity" / "stable-diffusion-inpainting"

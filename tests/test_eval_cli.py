@@ -44,8 +44,8 @@ def images(tmp_path):
 @pytest.fixture
 def weights(tmp_path):
     """Randomly initialised networks saved under the published file names (the real files are not shipped)."""
-    from leffa.inception import FIDInceptionV3
-    from leffa.lpips import LPIPSSqueeze
+    from leffa.metrics.inception import FIDInceptionV3
+    from leffa.metrics.lpips import LPIPSSqueeze
 
     torch.manual_seed(0)
     torch.save(FIDInceptionV3().state_dict(), tmp_path / "pt_inception-2015-12-05-6726825d.pth")

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from leffa.checkpoint import load_model, read_config
 from leffa.errors import LeffaError
-from leffa.export import (
+from leffa.export.graphs import (
     GRAPHS,
     ExportOptions,
     check_export,
@@ -147,9 +147,9 @@ def test_safetensors_conversion_refuses_wrong_base(tmp_path):
 
 
 def test_large_graphs_get_one_external_data_file(tmp_path, tiny_model, monkeypatch):
-    import leffa.export
+    import leffa.export.graphs
 
-    monkeypatch.setattr(leffa.export, "EXTERNAL_DATA_BYTES", 1)  # pretend the tiny decoder is over 2 GB
+    monkeypatch.setattr(leffa.export.graphs, "EXTERNAL_DATA_BYTES", 1)  # pretend the tiny decoder is over 2 GB
     manifest = export_onnx(tiny_model, tmp_path, ExportOptions(height=64, width=48), graphs=("vae_decoder",))
     info = manifest["graphs"]["vae_decoder"]
     assert info["external_data"] and info["files"] == ["vae_decoder.onnx", "vae_decoder.onnx.data"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from leffa.export import TENSORRT_ELEMENT_LIMIT, ExportOptions, export_onnx, tensor_sizes
+from leffa.export.graphs import TENSORRT_ELEMENT_LIMIT, ExportOptions, export_onnx, tensor_sizes
 from leffa.model import LeffaConfig, LeffaModel
 
 FULL_SIZE = Path(__file__).parent / "fixtures" / "full_size_configs" / "stable-diffusion-inpainting"

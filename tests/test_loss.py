@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from leffa.train import release_features
+from leffa.train.loop import release_features
 from leffa.flow import attention_flow, coordinate_grid, explicit_attention_flow
 from leffa.loss import (
     LeffaLossSettings,

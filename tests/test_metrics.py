@@ -13,8 +13,8 @@ from skimage.metrics import peak_signal_noise_ratio as skimage_psnr
 from skimage.metrics import structural_similarity as skimage_ssim
 
 from leffa.errors import LeffaError
-from leffa.lpips import LPIPSSqueeze
-from leffa.metrics import (
+from leffa.metrics.lpips import LPIPSSqueeze
+from leffa.metrics.scores import (
     EvalResult,
     FeatureSetMetrics,
     MetricNetworks,
@@ -27,7 +27,7 @@ from leffa.metrics import (
     ssim,
     write_result,
 )
-from leffa.metrics_chart import compare_chart
+from leffa.metrics.chart import compare_chart
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from leffa.errors import LeffaError
 from leffa.flow import coordinate_grid, upsample_flow
-from leffa.metrics_flow import (
+from leffa.metrics.flow import (
     FlowDataset,
     evaluate_flow,
     flow_epe,

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from leffa.errors import LeffaError
-from leffa.inception import FIDInceptionV3, load_fid_inception
-from leffa.lpips import LPIPSSqueeze, load_lpips
-from leffa.metrics_weights import (
+from leffa.metrics.inception import FIDInceptionV3, load_fid_inception
+from leffa.metrics.lpips import LPIPSSqueeze, load_lpips
+from leffa.metrics.weights import (
     INCEPTION_HUB_FILE,
     LPIPS_LINEAR_HUB_FILE,
     SQUEEZENET_HUB_FILE,

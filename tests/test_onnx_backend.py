@@ -8,9 +8,9 @@ from diffusers import DDPMScheduler
 
 from conftest import TINY_SD15
 from leffa.errors import LeffaError
-from leffa.export import ExportOptions, export_onnx
+from leffa.export.graphs import ExportOptions, export_onnx
 from leffa.model import LeffaModel
-from leffa.onnx_backend import OnnxLeffaModel
+from leffa.export.backend import OnnxLeffaModel
 
 HEIGHT, WIDTH = 128, 96
 

@@ -19,7 +19,7 @@ PHOTO = (48, 64)  # (W, H), already 3:4
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     from leffa.checkpoint import save_model
-    from leffa.export import ExportOptions, export_onnx
+    from leffa.export.graphs import ExportOptions, export_onnx
     from leffa.model import LeffaModel
 
     root = tmp_path_factory.mktemp("onnx_tryon")

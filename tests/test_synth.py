@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from leffa.errors import LeffaError
-from leffa.synth import (
+from leffa.synth.dataset import (
     DENSEPOSE_INDEX_SCALE,
     generate_dataset,
     gt_warp,
@@ -19,7 +19,7 @@ from leffa.synth import (
     parse_size,
     pixels_to_grid,
 )
-from leffa.synth_body import DENSEPOSE
+from leffa.synth.body import DENSEPOSE
 
 SIZE = (256, 192)
 

@@ -6,13 +6,13 @@ import json
 
 import torch
 
-from leffa.synth import generate_dataset
-from leffa.synth_base import make_base_folder
+from leffa.synth.dataset import generate_dataset
+from leffa.synth.base import make_base_folder
 
 
 def test_base_folder_is_what_the_trainer_starts_from(tmp_path):
-    from leffa.train import initialise_model
-    from leffa.train_config import TrainConfig
+    from leffa.train.loop import initialise_model
+    from leffa.train.config import TrainConfig
 
     data = tmp_path / "data"
     generate_dataset("vton", data, 3, (32, 32), seed=0)

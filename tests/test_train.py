@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from leffa.checkpoint import load_model, read_config
 from leffa.errors import LeffaError
-from leffa.train import adapt_conv_in, train
-from leffa.train_config import load_config
+from leffa.train.loop import adapt_conv_in, train
+from leffa.train.config import load_config
 from leffa_cli.app import build_app
 from test_data import make_deepfashion, make_vitonhd
 

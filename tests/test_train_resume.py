@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from leffa.checkpoint import load_model
-from leffa.train import Trainer, train
+from leffa.train.loop import Trainer, train
 from test_train import tiny_config, vitonhd  # noqa: F401 - vitonhd is a fixture
 
 

@@ -13,8 +13,8 @@ from PIL import Image
 
 from leffa.errors import LeffaError
 from leffa.flow import coordinate_grid
-from leffa.flow_probe import layer_flows, parse_points, resolve_layers, token_index
-from leffa.viz import (
+from leffa.probe import layer_flows, parse_points, resolve_layers, token_index
+from leffa.viz.render import (
     DIRECTION_COLOURS,
     INVALID_COLOUR,
     default_tile_height,

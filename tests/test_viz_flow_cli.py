@@ -117,7 +117,7 @@ def test_user_mistakes_exit_2_with_one_line_and_write_nothing(inputs, tmp_path, 
 
 
 def test_probe_is_seeded_and_returns_every_layer_on_its_token_grid(tiny_model):
-    from leffa.flow_probe import probe_flows
+    from leffa.probe import probe_flows
 
     size = (64, 48)
     generator = torch.Generator().manual_seed(1)

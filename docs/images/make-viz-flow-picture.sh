@@ -33,7 +33,7 @@ import sys
 
 from leffa.atomic import save_image
 from leffa.flow_probe import load_gt_flow, load_image, load_mask
-from leffa.viz import ideal_token_flow, render_flow_grid
+from leffa.viz.render import ideal_token_flow, render_flow_grid
 
 folder, size = sys.argv[1], (256, 192)
 reference = load_image(f"{folder}/cloth/000000.jpg", size, "GARMENT")

@@ -23,7 +23,7 @@ def _progress(label: str):
 
 
 def _format(value: float) -> str:
-    from leffa.metrics_chart import format_value
+    from leffa.metrics.chart import format_value
 
     return format_value(value)
 
@@ -37,8 +37,8 @@ def _cell(result, metric: str) -> str:
 
 def _results_table(results, title: str) -> Table:
     """One row per run and a column per metric; transposed (a row per metric) when there are many metrics."""
-    from leffa.metrics import lower_is_better
-    from leffa.metrics_chart import shared_metrics
+    from leffa.metrics.scores import lower_is_better
+    from leffa.metrics.chart import shared_metrics
 
     metrics = shared_metrics(results)
     arrows = {m: {True: " ↓", False: " ↑"}.get(lower_is_better(m, results[0].mode), "") for m in metrics}
@@ -77,8 +77,8 @@ def _default_output(pred: Path, mode: str) -> Path:
 def _compare(results_files: list[Path], output: Optional[Path]) -> None:
     from leffa.atomic import save_image
     from leffa.errors import LeffaError
-    from leffa.metrics import read_result
-    from leffa.metrics_chart import compare_chart
+    from leffa.metrics.scores import read_result
+    from leffa.metrics.chart import compare_chart
 
     if not results_files:
         raise LeffaError("--compare: give the result JSON files to compare, e.g. leffa eval --compare a.json b.json -o chart.png")
@@ -113,8 +113,8 @@ def _flow(model_spec, base, offline, data, split, layout, timestep, temperature,
 
     from leffa.environment import best_device
     from leffa.errors import LeffaError
-    from leffa.metrics import write_result
-    from leffa.metrics_flow import evaluate_flow, resolve_layers
+    from leffa.metrics.scores import write_result
+    from leffa.metrics.flow import evaluate_flow, resolve_layers
 
     if model_spec is None or data is None:
         raise LeffaError("--flow needs --model CHECKPOINT and --data DATASET_FOLDER")
@@ -134,7 +134,7 @@ def _run(model_spec, base, offline, data, split, layout, paired, size, sampler, 
          limit, out_dir):
     """Generate the split (resuming), and return (pred dir, gt dir, run settings) for scoring."""
     from leffa.errors import LeffaError
-    from leffa.metrics_run import generate_split, run_settings
+    from leffa.metrics.run import generate_split, run_settings
     from leffa.pipeline import check_size, parse_size
     from leffa.sampler import place_model, resolve_device, resolve_dtype
     from leffa.weights import UPSTREAM_SIZE
@@ -212,7 +212,7 @@ def eval_command(
         return _flow(model, base, offline, data, split, layout, timestep, temperature, 0 if seed is None else seed,
                      layers, limit, device, output)
 
-    from leffa.metrics import (
+    from leffa.metrics.scores import (
         PAIRED_METRICS,
         UNPAIRED_METRICS,
         check_metrics,
@@ -222,7 +222,7 @@ def eval_command(
         match_pairs,
         write_result,
     )
-    from leffa.metrics_weights import load_metric_networks
+    from leffa.metrics.weights import load_metric_networks
 
     if run and (pred is not None or gt is not None):
         raise LeffaError("--run writes its own predictions; give --data (and --out-dir), not --pred/--gt")

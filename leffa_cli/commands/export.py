@@ -55,7 +55,7 @@ def export(
     seed: int = typer.Option(0, "--seed", help="Seed for --random-init and the --check inputs."),
 ) -> None:
     """Export ONNX graphs (TensorRT-ready) or convert an upstream checkpoint to safetensors."""
-    from leffa.export import ExportOptions, check_export, convert_to_safetensors, export_onnx
+    from leffa.export.graphs import ExportOptions, check_export, convert_to_safetensors, export_onnx
 
     console = Console()
     if (onnx is None) == (safetensors is None):

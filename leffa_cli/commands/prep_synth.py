@@ -20,7 +20,7 @@ def synth(
     split: str = typer.Option("train", "--split", help="train or test (different samples for the same seed)."),
 ) -> None:
     """Draw synthetic people wearing detailed garments, with all conditions and the ground-truth correspondence."""
-    from leffa.synth import generate_dataset, parse_size
+    from leffa.synth.dataset import generate_dataset, parse_size
 
     height, width = parse_size(size)
     with Progress(transient=True) as progress:
@@ -38,8 +38,8 @@ def synth_base(
     seed: int = typer.Option(0, "--seed", help="Seed of the autoencoder and of the initial UNet weights."),
 ) -> None:
     """Write a tiny from-scratch base model: train its autoencoder on the synthetic images, random UNet weights."""
-    from leffa.synth import parse_size
-    from leffa.synth_base import make_base_folder
+    from leffa.synth.dataset import parse_size
+    from leffa.synth.base import make_base_folder
 
     height, width = parse_size(size)
     with Progress(transient=True) as progress:

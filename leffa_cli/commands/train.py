@@ -43,9 +43,9 @@ def train(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from leffa.train import process_state
-    from leffa.train import train as run_training
-    from leffa.train_config import load_config
+    from leffa.train.loop import process_state
+    from leffa.train.loop import train as run_training
+    from leffa.train.config import load_config
 
     config = load_config(
         config_file,

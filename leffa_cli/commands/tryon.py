@@ -84,7 +84,7 @@ def load_model(model, base, offline, task, device, dtype, size, channels_last, c
 
 def load_onnx_model(model, size):
     """An ONNX export folder run by onnxruntime; device and dtype were fixed at export time."""
-    from leffa.onnx_backend import OnnxLeffaModel
+    from leffa.export.backend import OnnxLeffaModel
     from leffa.pipeline import check_size, parse_size
     from leffa.weights import UPSTREAM_SIZE
 

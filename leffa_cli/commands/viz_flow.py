@@ -53,7 +53,7 @@ def viz_flow(
     against --target and attention heatmaps for --points, as one labelled PNG grid (and optional HTML page)."""
     from leffa.atomic import atomic_path, save_image
     from leffa.errors import LeffaError
-    from leffa.flow_probe import (
+    from leffa.probe import (
         DEFAULT_IMAGE_SIZE,
         check_size,
         load_densepose,
@@ -66,7 +66,7 @@ def viz_flow(
         resolve_layers,
     )
     from leffa.sampler import place_model, resolve_device, resolve_dtype
-    from leffa.viz import compose_grid, default_tile_height, flow_page, flow_rows
+    from leffa.viz.render import compose_grid, default_tile_height, flow_page, flow_rows
     from leffa.weights import resolve_model
 
     for path, option in ((output, "-o"), (html, "--html")):

@@ -147,7 +147,7 @@ GT_FLOW_FOLDER = "gt-flow"
 
 def read_gt_flow(path: str | Path) -> torch.Tensor:
     """A ground-truth flow file: float32 ``(H, W, 2)``, NaN where there is no correspondence."""
-    from leffa.synth import load_gt_flow
+    from leffa.synth.dataset import load_gt_flow
 
     return torch.from_numpy(load_gt_flow(path))
 
@@ -238,7 +238,7 @@ def evaluate_flow(
     """
     from diffusers import DDPMScheduler
 
-    from leffa.metrics import EvalResult
+    from leffa.metrics.scores import EvalResult
 
     scheduler = DDPMScheduler.from_config(model.config.scheduler)
     dataset = FlowDataset(data, split, layout, limit)

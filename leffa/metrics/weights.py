@@ -86,9 +86,9 @@ def load_metric_networks(
     device: str | torch.device = "cpu",
 ):
     """The networks ``metrics`` need (``leffa.metrics.MetricNetworks``), from local paths or the hub cache."""
-    from leffa.inception import load_fid_inception
-    from leffa.lpips import load_lpips
-    from leffa.metrics import FEATURE_METRICS, MetricNetworks
+    from leffa.metrics.inception import load_fid_inception
+    from leffa.metrics.lpips import load_lpips
+    from leffa.metrics.scores import FEATURE_METRICS, MetricNetworks
 
     networks = MetricNetworks()
     if any(metric in FEATURE_METRICS for metric in metrics):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from leffa.errors import LeffaError
-from leffa.metrics import EvalResult, lower_is_better
+from leffa.metrics.scores import EvalResult, lower_is_better
 
 PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD")
 PANEL_WIDTH, PANEL_HEIGHT, MARGIN = 260, 220, 16

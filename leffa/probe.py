@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from leffa.errors import LeffaError
 from leffa.flow import attention_flow, attention_map, token_grid
 from leffa.model import LeffaModel
-from leffa.viz import short_layer_name
+from leffa.viz.render import short_layer_name
 
 DEFAULT_IMAGE_SIZE = (1024, 768)
 
@@ -121,7 +121,7 @@ def load_gt_flow(path: str | Path, size: tuple[int, int]) -> torch.Tensor:
 
     The units do not depend on resolution, so a flow of another size is resampled (nearest, keeping NaN).
     """
-    from leffa.synth import load_gt_flow as read_flow
+    from leffa.synth.dataset import load_gt_flow as read_flow
 
     try:
         flow = torch.from_numpy(read_flow(path))[None]

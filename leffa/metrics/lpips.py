@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from leffa.metrics_weights import load_state_dict_file
+from leffa.metrics.weights import load_state_dict_file
 
 
 # Output channels of the seven SqueezeNet 1.1 stages LPIPS taps (after features[1], [4], [7], [9], [10], [11], [12]).

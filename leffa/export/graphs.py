@@ -3,7 +3,7 @@
 The graphs are the reference UNet (latent, timestep -> its per-layer features, one named output per layer), the
 generative UNet (12-channel sample, timestep, those features as named inputs -> noise), the VAE encoder (image ->
 posterior mean and logvar, so the sampler samples with its own generator) and the VAE decoder (unscaled latent ->
-image). ``manifest.json`` records names, shapes, dtypes and the ``LeffaConfig``, so ``leffa.onnx_backend`` needs
+image). ``manifest.json`` records names, shapes, dtypes and the ``LeffaConfig``, so ``leffa.export.backend`` needs
 nothing else.
 
 TensorRT refuses tensors of 2^31 elements or more. An explicit attention score tensor at 1024x768 with CFG is
@@ -509,7 +509,7 @@ def check_export(
     Torch runs the original model (fused attention) in the export dtype, so the check also covers the chunked
     attention rewrite. Sizes default to the fixed export size, or the smallest valid size for dynamic graphs.
     """
-    from leffa.onnx_backend import OnnxLeffaModel
+    from leffa.export.backend import OnnxLeffaModel
 
     manifest = read_manifest(directory)
     options = ExportOptions(**manifest["options"])

@@ -28,7 +28,7 @@ from PIL import Image, ImageFilter
 
 from leffa.atomic import atomic_path
 from leffa.errors import LeffaError
-from leffa.synth_body import (
+from leffa.synth.body import (
     DENSEPOSE,
     PARSE_LABELS,
     PART_INDEX,
@@ -39,7 +39,7 @@ from leffa.synth_body import (
     sample_bilinear,
     torso_to_garment,
 )
-from leffa.synth_garment import BODY_HALF_WIDTH, draw_garment
+from leffa.synth.garment import BODY_HALF_WIDTH, draw_garment
 
 TASKS = ("vton", "pose")
 SPLITS = ("train", "test")

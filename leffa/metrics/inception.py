@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leffa.metrics_weights import load_state_dict_file
+from leffa.metrics.weights import load_state_dict_file
 
 FEATURE_DIM = 2048
 INPUT_SIZE = 299

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from leffa.synth_garment import Garment
+from leffa.synth.garment import Garment
 
 # DensePose part indices (front views) and LIP / VITON-HD parsing labels of our parts.
 DENSEPOSE = {

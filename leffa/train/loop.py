@@ -33,7 +33,7 @@ from leffa.errors import LeffaError
 from leffa.hub import fetch
 from leffa.loss import LeffaLossSettings, diffusion_loss, diffusion_target, leffa_loss, select_layers
 from leffa.model import LeffaConfig, LeffaModel
-from leffa.train_config import TrainConfig
+from leffa.train.config import TrainConfig
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
 BASE_FILES = ("unet/config.json", "vae/config.json", "scheduler/scheduler_config.json")

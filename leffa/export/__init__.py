@@ -1,0 +1,1 @@
+"""ONNX export (graphs.py) and the ONNX Runtime backend (backend.py)."""

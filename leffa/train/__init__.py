@@ -1,0 +1,1 @@
+"""Training: the accelerate loop (loop.py) and its settings (config.py)."""

@@ -1,0 +1,1 @@
+"""Attention-flow pictures: colour wheel, warped references, heatmaps, HTML (render.py)."""
