@@ -30,6 +30,7 @@ class AttentionContext:
     capture: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
     capture_layers: frozenset[str] | None = None
     upstream_equivalent: bool = False
+    query_slice: int | None = None
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -40,6 +41,17 @@ def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
 def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     batch, heads, tokens, head_dim = x.shape
     return x.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
+
+
+def sliced_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, queries: int | None) -> torch.Tensor:
+    """``scaled_dot_product_attention`` over slices of ``queries`` queries: q (B, h, n, d), k/v (B, h, m, d).
+
+    Softmax runs over the keys, so each query's row is independent and slicing the queries changes no number; a
+    kernel that materialises the (n, m) scores then holds ``queries x m`` of them at a time.
+    """
+    if queries is None or q.shape[2] <= queries:
+        return F.scaled_dot_product_attention(q, k, v)
+    return torch.cat([F.scaled_dot_product_attention(part, k, v) for part in q.split(queries, dim=2)], dim=2)
 
 
 def _project_out(attn, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -75,8 +87,8 @@ class ReferenceSelfAttention:
         return _project_out(attn, _merge_heads(self.attend(q, k, v)))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """The attention kernel; exporters override it (e.g. query chunks) and keep everything else."""
-        return F.scaled_dot_product_attention(q, k, v)
+        """The attention kernel (query-sliced when ``context.query_slice`` is set); exporters override it."""
+        return sliced_attention(q, k, v, self.context.query_slice)
 
 
 class GenerativeSelfAttention:
@@ -117,8 +129,8 @@ class GenerativeSelfAttention:
         return _project_out(attn, _merge_heads(self.attend(q, k, v)[:, :, :tokens]))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """The attention kernel; exporters override it (e.g. query chunks) and keep everything else."""
-        return F.scaled_dot_product_attention(q, k, v)
+        """The attention kernel (query-sliced when ``context.query_slice`` is set); exporters override it."""
+        return sliced_attention(q, k, v, self.context.query_slice)
 
 
 _EXECUTION_ORDER = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}

@@ -108,6 +108,8 @@ class LeffaModel(nn.Module):
         install_processors(self.reference_unet, self.reference_context, "reference")
         install_processors(self.generative_unet, self.generative_context, "generative")
         self.layer_names = self_attention_names(self.generative_unet)
+        # Set by ``leffa.offload.apply_offload``: the weights live on the CPU (or nowhere) but run on this device.
+        self.execution_device: torch.device | None = None
 
     @classmethod
     def from_base_folder(cls, base: str | Path, task: str = "vton") -> "LeffaModel":
@@ -126,6 +128,9 @@ class LeffaModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Where the model computes: the offload execution device if one is set, else where its weights are."""
+        if self.execution_device is not None:
+            return self.execution_device
         return self.generative_unet.conv_in.weight.device
 
     @property
@@ -227,6 +232,17 @@ class LeffaModel(nn.Module):
     def set_upstream_equivalent_attention(self, enabled: bool) -> None:
         """Run queries over all 2n tokens as upstream does (benchmarks only: same result, twice the query cost)."""
         self.generative_context.upstream_equivalent = enabled
+
+    def set_attention_slice(self, queries: int | None) -> None:
+        """Compute every UNet self-attention in slices of ``queries`` queries (``None``: all at once).
+
+        Same numbers, a score tensor ``tokens / queries`` times smaller where the attention kernel materialises
+        one (PyTorch's math kernel: MPS, or masks/dtypes the fused kernels refuse); see ``leffa.attention``.
+        """
+        if queries is not None and queries < 1:
+            raise LeffaError(f"--attention-slice: {queries} must be at least 1")
+        self.reference_context.query_slice = queries
+        self.generative_context.query_slice = queries
 
     # -- conditions ---------------------------------------------------------------------------------------------
 

@@ -392,13 +392,28 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def place_model(model, device: torch.device, dtype: torch.dtype, channels_last: bool = False, compile: bool = False):
+def place_model(
+    model,
+    device: torch.device,
+    dtype: torch.dtype,
+    channels_last: bool = False,
+    compile: bool = False,
+    offload: str = "none",
+):
     """Move a ``LeffaModel`` to ``device``/``dtype`` (an fp16-unsafe VAE stays fp32), optionally channels-last and
-    ``torch.compile``\\ d UNets."""
-    model.to(device)
+    ``torch.compile``\\ d UNets. With ``offload`` (``model`` or ``sequential``, see ``leffa.offload``) the weights
+    stay on the CPU and ``device`` becomes the execution device."""
+    from leffa.offload import apply_offload, check_offload
+
+    offloaded = check_offload(offload) != "none"
+    if offloaded and compile:
+        raise LeffaError("--compile cannot be combined with --offload (the offload hooks move weights per call)")
+    model.to("cpu" if offloaded else device)
     model.to_dtype(dtype)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if offloaded:
+        apply_offload(model, offload, device)
     if compile:
         model.reference_unet.compile()
         model.generative_unet.compile()

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from leffa_cli.commands.tryon import (
+    ATTENTION_SLICE,
     BASE,
     CHANNELS_LAST,
     COMPILE,
@@ -21,6 +22,7 @@ from leffa_cli.commands.tryon import (
     INTERMEDIATES,
     MODEL,
     OFFLINE,
+    OFFLOAD,
     REFERENCE_ONCE,
     SCHEDULER,
     SEED,
@@ -55,6 +57,8 @@ def pose(
     channels_last: bool = CHANNELS_LAST,
     save_intermediates: bool = INTERMEDIATES,
     every: int = EVERY,
+    offload: str = OFFLOAD,
+    attention_slice: int = ATTENTION_SLICE,
 ) -> None:
     """Show PERSON in the pose of TARGET_POSE and write the result to OUT."""
     from leffa.pipeline import output_path, pose_job
@@ -62,7 +66,8 @@ def pose(
     options = sampler_options(steps, guidance, guidance_mode, scheduler, eta, reference_once)
     job = pose_job(person, target_pose, output_path(output), densepose=densepose, offline=offline)
     run_single(job, options, seed, crop, False, every if save_intermediates else 0,
-               (model, base, offline, "pose", device, dtype, size, channels_last, compile))
+               (model, base, offline, "pose", device, dtype, size, channels_last, compile, "torch", offload,
+                attention_slice))
 
 
 def register(app: typer.Typer) -> None:

@@ -38,6 +38,10 @@ INTERMEDIATES = typer.Option(False, "--save-intermediates",
                              help="Also write the mask, DensePose and the predicted image every k steps "
                                   "into OUT_steps/.")
 EVERY = typer.Option(5, "--every", help="k for --save-intermediates.")
+OFFLOAD = typer.Option("none", "--offload", help="Low GPU memory: model (one of VAE / reference UNet / generative "
+                       "UNet on the GPU at a time) or sequential (layer by layer; least memory, slowest).")
+ATTENTION_SLICE = typer.Option(0, "--attention-slice", help="Attention in slices of N queries (0: off); saves "
+                               "memory only where PyTorch has no fused attention kernel (e.g. MPS).")
 BACKEND = typer.Option("torch", "--backend", help="torch, or onnx: run a `leffa export --onnx` folder (--model DIR) "
                        "with onnxruntime (TensorRT/CUDA execution provider when present, else CPU).")
 
@@ -54,8 +58,14 @@ def sampler_options(steps, guidance, guidance_mode, scheduler, eta, reference_on
                           eta=eta, reference_once=reference_once).check()
 
 
-def load_model(model, base, offline, task, device, dtype, size, channels_last, compile, backend="torch"):
+def load_model(model, base, offline, task, device, dtype, size, channels_last, compile, backend="torch",
+               offload="none", attention_slice=0):
     """Resolve, load and place the model; return it with the working size."""
+    from leffa.offload import check_offload
+
+    check_offload(offload)
+    if attention_slice < 0:
+        raise LeffaError(f"--attention-slice: {attention_slice} must be 0 (off) or a number of queries")
     if backend == "onnx":
         return load_onnx_model(model, size)
     if backend != "torch":
@@ -79,7 +89,10 @@ def load_model(model, base, offline, task, device, dtype, size, channels_last, c
             working = UPSTREAM_SIZE
             print_notes([f"{resolved.source}: no trained size recorded; working at 1024x768 (see --size)"])
     check_size(working, resolved.model.latent_downscale)
-    return place_model(resolved.model, torch_device, torch_dtype, channels_last, compile), working
+    resolved.model.set_attention_slice(attention_slice or None)
+    if offload != "none" and torch_device.type == "cpu":
+        print_notes([f"--offload {offload} saves accelerator memory; on the CPU it only adds overhead"])
+    return place_model(resolved.model, torch_device, torch_dtype, channels_last, compile, offload), working
 
 
 def load_onnx_model(model, size):
@@ -131,6 +144,8 @@ def tryon(
     save_intermediates: bool = INTERMEDIATES,
     every: int = EVERY,
     backend: str = BACKEND,
+    offload: str = OFFLOAD,
+    attention_slice: int = ATTENTION_SLICE,
 ) -> None:
     """Dress PERSON in GARMENT and write the result to OUT (a PNG at the photo's size)."""
     from leffa.pipeline import output_path, tryon_job, viton_hd_items
@@ -146,14 +161,16 @@ def tryon(
             raise LeffaError(f"--batch-size: {batch_size} must be at least 1")
         items, skipped = viton_hd_items(batch, pairs, output)
         run_batch(items, skipped, garment_type, repaint, batch_size, options, seed, crop, every,
-                  (model, base, offline, "vton", device, dtype, size, channels_last, compile, backend))
+                  (model, base, offline, "vton", device, dtype, size, channels_last, compile, backend, offload,
+                   attention_slice))
         return
     if person is None or garment is None:
         raise LeffaError("give PERSON and GARMENT images (or --batch DIR --pairs FILE)")
     out = output_path(output)
     job = tryon_job(person, garment, out, mask=mask, densepose=densepose, garment_type=garment_type, offline=offline)
     run_single(job, options, seed, crop, repaint, every,
-               (model, base, offline, "vton", device, dtype, size, channels_last, compile, backend))
+               (model, base, offline, "vton", device, dtype, size, channels_last, compile, backend, offload,
+                   attention_slice))
 
 
 def run_single(job, options, seed, crop, use_repaint, every, model_args) -> None:
