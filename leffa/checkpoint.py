@@ -124,13 +124,14 @@ def save_model(model: LeffaModel, path: str | Path, dtype: str = "fp16") -> Path
     return path
 
 
-def load_model(
-    checkpoint: str | Path,
-    base: str | Path | None = None,
-    task: str = "vton",
-) -> LeffaModel:
-    """Build a model from our safetensors file, or from an upstream/foreign state dict plus its base folder."""
-    checkpoint = Path(checkpoint)
+def _expected_shapes(config: LeffaConfig) -> dict[str, tuple]:
+    """Every weight's shape for ``config``, from a skeleton on the meta device (no memory, no random init)."""
+    with torch.device("meta"):
+        skeleton = LeffaModel(config)
+    return {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
+
+
+def _config_of(checkpoint: Path, base: str | Path | None, task: str) -> LeffaConfig:
     config = read_config(checkpoint)
     if config is None:
         if base is None:
@@ -138,6 +139,60 @@ def load_model(
                 raise LeffaError(f"{checkpoint}: checkpoint not found")
             raise LeffaError(f"{checkpoint}: holds no model config; give the base-model folder it was trained from")
         config = LeffaConfig.from_base_folder(base, task=task)
-    model = LeffaModel(config)
-    load_weights(model, read_state_dict(checkpoint), checkpoint)
+    return config
+
+
+def load_model(
+    checkpoint: str | Path,
+    base: str | Path | None = None,
+    task: str = "vton",
+    dtype: torch.dtype | None = None,
+) -> LeffaModel:
+    """Build a model from our safetensors file, or from an upstream/foreign state dict plus its base folder.
+
+    The weights are read straight into a model built on the meta device, in ``dtype`` (default float32): no random
+    initialisation and no second copy, so an fp16 file loads as an fp16 model in the memory of one fp16 copy.
+    """
+    checkpoint = Path(checkpoint)
+    config = _config_of(checkpoint, base, task)
+    with torch.device("meta"):
+        model = LeffaModel(config)
+    state = to_our_names(read_state_dict(checkpoint))
+    check_matches(state, {key: tuple(value.shape) for key, value in model.state_dict().items()}, checkpoint)
+    target = dtype or torch.float32
+    model.load_state_dict({key: value.to(target) for key, value in state.items()}, strict=True, assign=True)
     return model.eval()
+
+
+def convert_to_safetensors(
+    checkpoint: str | Path,
+    base: str | Path,
+    output: str | Path,
+    dtype: str = "fp16",
+    task: str = "vton",
+) -> Path:
+    """Convert an upstream ``.pth`` (plus its base folder) into our self-describing safetensors file.
+
+    Memory stays near one copy of the weights in the target dtype: the pickle is memory-mapped, and the tensors are
+    converted one at a time against the shapes of a meta-device skeleton, so a 7.2 GB fp32 pickle becomes a 3.6 GB
+    fp16 file without holding an fp32 model.
+    """
+    if dtype not in DTYPES:
+        raise LeffaError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    output = Path(output)
+    if output.suffix != ".safetensors":
+        raise LeffaError(f"{output}: the output must end in .safetensors")
+    config = LeffaConfig.from_base_folder(base, task=task)
+    expected = _expected_shapes(config)
+    state = to_our_names(read_state_dict(checkpoint))
+    check_matches(state, expected, checkpoint)
+    target = DTYPES[dtype]
+    # One converted tensor at a time: the mmapped fp32 source pages are read once and can be dropped by the OS.
+    tensors = {}
+    for key in expected:
+        tensors[key] = state.pop(key).to(target).contiguous()
+    del state
+    metadata = {"format": FORMAT, "leffa_config": config.to_json(), "dtype": dtype}
+    with atomic_path(output) as temp:
+        save_file(tensors, str(temp), metadata=metadata)
+    return output

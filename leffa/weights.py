@@ -7,15 +7,22 @@
   folder of that name beside the file for upstream's file names).
 - a folder: one ``.safetensors`` inside, or upstream's layout (``virtual_tryon.pth`` + ``stable-diffusion-inpainting/``).
 - ``owner/name``: a hub repository laid out like upstream's; ``owner/name/path/file.safetensors``: one file of ours.
+
+Upstream publishes fp32 pickles only. For an fp16 or bf16 run the pickle is converted once, on first use, into our
+safetensors format in that dtype and cached beside the hub cache (``converted_cache_dir``), keyed by the pickle's
+content hash; later runs load the half-size file directly.
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from leffa.checkpoint import load_model
+import torch
+
+from leffa.checkpoint import DTYPES, convert_to_safetensors, load_model
 from leffa.errors import LeffaError
 from leffa.hub import UPSTREAM_REPO, fetch
 from leffa.model import LeffaModel
@@ -86,6 +93,40 @@ def _fetch_upstream(spec: UpstreamModel, repo_id: str, offline: bool, cache_dir,
     return checkpoint, configs[0].parents[1]
 
 
+def converted_cache_dir(cache_dir: str | Path | None = None) -> Path:
+    """Where converted checkpoints live: ``LEFFA_CONVERTED_CACHE``, else ``leffa-converted/`` beside the hub cache."""
+    if os.environ.get("LEFFA_CONVERTED_CACHE"):
+        return Path(os.environ["LEFFA_CONVERTED_CACHE"])
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return Path(cache_dir or HF_HUB_CACHE).expanduser().resolve().parent / "leffa-converted"
+
+
+def _content_key(checkpoint: Path) -> str:
+    """The hub cache stores a file as ``blobs/<content hash>`` behind a snapshot link; else size and mtime."""
+    blob = checkpoint.resolve()
+    if blob.name != checkpoint.name:
+        return blob.name
+    stat = checkpoint.stat()
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def converted_checkpoint(checkpoint: Path, base: Path, task: str, dtype: torch.dtype, cache_dir=None) -> Path:
+    """``checkpoint`` (an upstream fp32 pickle) as our safetensors in ``dtype``, converted on first use and cached."""
+    name = next(key for key, value in DTYPES.items() if value == dtype)
+    target = converted_cache_dir(cache_dir) / _content_key(checkpoint) / f"{checkpoint.stem}.{name}.safetensors"
+    if not target.is_file():
+        convert_to_safetensors(checkpoint, base, target, dtype=name, task=task)
+    return target
+
+
+def _load_upstream(checkpoint: Path, base_folder: Path, base: Path | None, task: str, dtype, cache_dir) -> LeffaModel:
+    """An upstream pickle, through the converted half-precision cache when the run is fp16/bf16 (and no --base)."""
+    if base is None and dtype in (torch.float16, torch.bfloat16):
+        return load_model(converted_checkpoint(checkpoint, base_folder, task, dtype, cache_dir), dtype=dtype)
+    return load_model(checkpoint, base=base or base_folder, task=task, dtype=dtype)
+
+
 def _upstream_from_folder(folder: Path, task: str) -> tuple[Path, Path] | None:
     names = ["virtual_tryon.pth", "virtual_tryon_dc.pth"] if task == "vton" else ["pose_transfer.pth"]
     for name in names:
@@ -95,36 +136,36 @@ def _upstream_from_folder(folder: Path, task: str) -> tuple[Path, Path] | None:
     return None
 
 
-def _load_file(path: Path, base: Path | None, task: str) -> LeffaModel:
+def _load_file(path: Path, base: Path | None, task: str, dtype=None) -> LeffaModel:
     """Our safetensors alone, or a foreign state dict with ``base`` (or upstream's base folder beside it)."""
     if base is None and path.name in UPSTREAM_BY_FILE:
         beside = path.parent / UPSTREAM_BY_FILE[path.name].base
         if beside.is_dir():
             base = beside
-    return load_model(path, base=base, task=task)
+    return load_model(path, base=base, task=task, dtype=dtype)
 
 
-def _load_folder(folder: Path, base: Path | None, task: str) -> LeffaModel:
+def _load_folder(folder: Path, base: Path | None, task: str, dtype=None) -> LeffaModel:
     ours = sorted(folder.glob("*.safetensors"))
     if len(ours) == 1:
-        return load_model(ours[0], base=base, task=task)
+        return load_model(ours[0], base=base, task=task, dtype=dtype)
     if len(ours) > 1:
         raise LeffaError(f"{folder}: holds {len(ours)} .safetensors files; pass the one to use")
     upstream = _upstream_from_folder(folder, task)
     if upstream is not None:
-        return load_model(upstream[0], base=base or upstream[1], task=task)
+        return load_model(upstream[0], base=base or upstream[1], task=task, dtype=dtype)
     expected = "virtual_tryon.pth + stable-diffusion-inpainting/" if task == "vton" else (
         "pose_transfer.pth + stable-diffusion-xl-1.0-inpainting-0.1/")
     raise LeffaError(f"{folder}: no model found (expected one .safetensors file, or {expected})")
 
 
-def packaged_synth_tiny(model_task: str) -> LeffaModel:
+def packaged_synth_tiny(model_task: str, dtype: torch.dtype | None = None) -> LeffaModel:
     """The small packaged model (``leffa/assets/synth-tiny.safetensors``)."""
     resource = importlib.resources.files("leffa").joinpath("assets", "synth-tiny.safetensors")
     if not resource.is_file():
         raise LeffaError("synth-tiny weights are not packaged in this install; pass a model file with --model")
     with importlib.resources.as_file(resource) as path:
-        return load_model(path, task=model_task)
+        return load_model(path, task=model_task, dtype=dtype)
 
 
 def _looks_like_repo_id(spec: str) -> bool:
@@ -139,23 +180,28 @@ def resolve_model(
     base: str | Path | None = None,
     cache_dir: str | Path | None = None,
     endpoint: str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> ResolvedModel:
-    """Load the model named by ``spec`` (see the module docstring) for ``task`` (``vton`` or ``pose``)."""
+    """Load the model named by ``spec`` (see the module docstring) for ``task`` (``vton`` or ``pose``).
+
+    ``dtype`` is the dtype the model will run in; the weights are loaded in it (default float32), and upstream's
+    fp32 pickles go through the converted cache for fp16/bf16.
+    """
     spec = spec or DEFAULT_MODEL[task]
     base = Path(base) if base is not None else None
     if spec in UPSTREAM_MODELS:
         upstream = UPSTREAM_MODELS[spec]
         checkpoint, base_folder = _fetch_upstream(upstream, UPSTREAM_REPO, offline, cache_dir, endpoint)
-        model = load_model(checkpoint, base=base or base_folder, task=upstream.task)
+        model = _load_upstream(checkpoint, base_folder, base, upstream.task, dtype, cache_dir)
         resolved = ResolvedModel(model, f"{UPSTREAM_REPO}/{upstream.checkpoint}", UPSTREAM_SIZE)
     elif spec == SYNTH_TINY:
-        resolved = ResolvedModel(packaged_synth_tiny(task), SYNTH_TINY, None)
+        resolved = ResolvedModel(packaged_synth_tiny(task, dtype), SYNTH_TINY, None)
     elif Path(spec).expanduser().exists():
         path = Path(spec).expanduser()
-        model = _load_folder(path, base, task) if path.is_dir() else _load_file(path, base, task)
+        model = _load_folder(path, base, task, dtype) if path.is_dir() else _load_file(path, base, task, dtype)
         resolved = ResolvedModel(model, str(path), None)
     elif _looks_like_repo_id(spec):
-        resolved = _resolve_repo(spec, task, offline, base, cache_dir, endpoint)
+        resolved = _resolve_repo(spec, task, offline, base, cache_dir, endpoint, dtype)
     else:
         known = ", ".join([*UPSTREAM_MODELS, SYNTH_TINY])
         raise LeffaError(f"--model: {spec!r} is not a known model ({known}), an existing file or folder, "
@@ -174,14 +220,14 @@ def _is_upstream_architecture(model: LeffaModel) -> bool:
     return list(model.config.unet.get("block_out_channels", []))[:1] == [320]
 
 
-def _resolve_repo(spec, task, offline, base, cache_dir, endpoint) -> ResolvedModel:
+def _resolve_repo(spec, task, offline, base, cache_dir, endpoint, dtype=None) -> ResolvedModel:
     parts = spec.split("/")
     repo_id = "/".join(parts[:2])
     if len(parts) > 2:
         filename = "/".join(parts[2:])
         path = fetch(filename, repo_id, offline, cache_dir=cache_dir, endpoint=endpoint)
-        return ResolvedModel(_load_file(path, base, task), spec, None)
+        return ResolvedModel(_load_file(path, base, task, dtype), spec, None)
     upstream = UPSTREAM_MODELS[DEFAULT_MODEL[task]]
     checkpoint, base_folder = _fetch_upstream(upstream, repo_id, offline, cache_dir, endpoint)
-    model = load_model(checkpoint, base=base or base_folder, task=upstream.task)
+    model = _load_upstream(checkpoint, base_folder, base, upstream.task, dtype, cache_dir)
     return ResolvedModel(model, f"{repo_id}/{upstream.checkpoint}", UPSTREAM_SIZE)

@@ -118,6 +118,25 @@ def test_downloads_upstream_model_from_hub_then_works_offline(hub, tmp_path):
     assert _same_weights(offline.model, expected)
 
 
+def test_half_precision_run_converts_the_upstream_pickle_once_and_caches_it(hub, tmp_path, monkeypatch):
+    monkeypatch.delenv("LEFFA_CONVERTED_CACHE", raising=False)
+    cache = tmp_path / "cache"
+    resolved = resolve_model("viton_hd", task="vton", cache_dir=cache, endpoint=hub.url, dtype=torch.float16)
+    converted = list((tmp_path / "leffa-converted").glob("*/virtual_tryon.fp16.safetensors"))
+    assert len(converted) == 1  # beside the hub cache, keyed by the pickle's content hash
+    assert resolved.model.dtype == torch.float16
+    expected = load_model(PARITY / "sd15_seed0.pth", base=TINY_SD15).to(torch.float16)
+    assert _same_weights(resolved.model, expected)
+    stamp = converted[0].stat().st_mtime_ns
+
+    offline = resolve_model("viton_hd", task="vton", offline=True, cache_dir=cache, dtype=torch.float16)
+    assert converted[0].stat().st_mtime_ns == stamp  # reused, not converted again
+    assert _same_weights(offline.model, expected)
+    full = resolve_model("viton_hd", task="vton", offline=True, cache_dir=cache, dtype=torch.float32)
+    assert full.model.dtype == torch.float32  # an fp32 run reads the original pickle
+    assert _same_weights(full.model, load_model(PARITY / "sd15_seed0.pth", base=TINY_SD15))
+
+
 def test_offline_without_cache_names_the_files_to_place(tmp_path):
     with pytest.raises(LeffaError) as error:
         resolve_model("dress_code", task="vton", offline=True, cache_dir=tmp_path / "empty")

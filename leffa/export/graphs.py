@@ -35,6 +35,7 @@ from leffa.attention import (
     _project_out,
     _split_heads,
 )
+from leffa.checkpoint import convert_to_safetensors  # noqa: F401 - its home moved; kept importable here
 from leffa.errors import LeffaError
 from leffa.model import LeffaModel
 
@@ -547,47 +548,3 @@ def check_export(
             expected = reference.decode(latent)
             diffs["vae_decoder"] = diff(onnx_model.decode(latent), expected)
     return diffs
-
-
-# -- safetensors conversion -----------------------------------------------------------------------------------------
-
-
-def convert_to_safetensors(
-    checkpoint: str | Path,
-    base: str | Path,
-    output: str | Path,
-    dtype: str = "fp16",
-    task: str = "vton",
-) -> Path:
-    """Convert an upstream ``.pth`` (plus its base folder) into our self-describing safetensors file.
-
-    Memory stays near one copy of the weights in the target dtype: the pickle is memory-mapped, and the model is
-    built in the target dtype on the meta device and filled tensor by tensor, so a 7.2 GB fp32 pickle becomes a
-    3.6 GB fp16 file without holding an fp32 model.
-    """
-    from leffa.checkpoint import DTYPES, FORMAT, check_matches, read_state_dict, to_our_names
-    from leffa.model import LeffaConfig
-    from safetensors.torch import save_file
-
-    if dtype not in DTYPES:
-        raise LeffaError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    output = Path(output)
-    if output.suffix != ".safetensors":
-        raise LeffaError(f"{output}: the output must end in .safetensors")
-    config = LeffaConfig.from_base_folder(base, task=task)
-    with torch.device("meta"):
-        skeleton = LeffaModel(config)
-    expected = {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
-    del skeleton
-    state = to_our_names(read_state_dict(checkpoint))
-    check_matches(state, expected, checkpoint)
-    target = DTYPES[dtype]
-    # One converted tensor at a time: the mmapped fp32 source pages are read once and can be dropped by the OS.
-    tensors = {}
-    for key in expected:
-        tensors[key] = state.pop(key).to(target).contiguous()
-    del state
-    metadata = {"format": FORMAT, "leffa_config": config.to_json(), "dtype": dtype}
-    with atomic_path(output) as temp:
-        save_file(tensors, str(temp), metadata=metadata)
-    return output

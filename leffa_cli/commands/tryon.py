@@ -81,7 +81,7 @@ def load_model(model, base, offline, task, device, dtype, size, channels_last, c
     torch_dtype = resolve_dtype(dtype, torch_device)
     working = parse_size(size) if size else None
     with console.status("loading the model"):
-        resolved = resolve_model(model, task=task, offline=offline, base=base)
+        resolved = resolve_model(model, task=task, offline=offline, base=base, dtype=torch_dtype)
     print_notes(resolved.notes)
     if working is None:
         working = resolved.image_size
