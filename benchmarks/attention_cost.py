@@ -43,6 +43,30 @@ def time_forward(model, model_input, timesteps, features, device, repeats: int) 
     return times, output
 
 
+def compare(model, size: tuple[int, int], batch: int, device: str, repeats: int) -> dict:
+    """Generative-UNet forward with n vs 2n queries on the same inputs, interleaved: median seconds, max abs diff."""
+    height, width = size
+    down = model.latent_downscale
+    latent_shape = (batch, 4, height // down, width // down)
+    generator = torch.Generator(device).manual_seed(0)
+    model_input = torch.randn(batch, 12, *latent_shape[2:], generator=generator, device=device)
+    reference = torch.randn(latent_shape, generator=generator, device=device)
+    timesteps = torch.full((batch,), 500, device=device)
+    with torch.inference_mode():
+        features = model.reference_features(reference, timesteps)
+        results = {}
+        for mode in ("ours", "upstream", "ours", "upstream"):  # warm-up pass, then the measured pass
+            model.set_upstream_equivalent_attention(mode == "upstream")
+            results[mode] = time_forward(model, model_input, timesteps, features, device, repeats)
+        model.set_upstream_equivalent_attention(False)
+    return {
+        "ours_s": statistics.median(results["ours"][0]),
+        "upstream_s": statistics.median(results["upstream"][0]),
+        "max_abs_diff": (results["ours"][1].float() - results["upstream"][1].float()).abs().max().item(),
+        "tokens": (height // down) * (width // down),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=CONFIGS, default="tiny")
@@ -56,30 +80,12 @@ def main() -> None:
     height, width = (int(v) for v in args.size.lower().split("x"))
     torch.manual_seed(0)
     model = LeffaModel.from_base_folder(CONFIGS[args.config]).eval().to(args.device).to_dtype(DTYPES[args.dtype])
-    down = model.latent_downscale
-    latent_shape = (args.batch, 4, height // down, width // down)
-    generator = torch.Generator(args.device).manual_seed(0)
-    model_input = torch.randn(args.batch, 12, *latent_shape[2:], generator=generator, device=args.device)
-    reference = torch.randn(latent_shape, generator=generator, device=args.device)
-    timesteps = torch.full((args.batch,), 500, device=args.device)
-
-    with torch.inference_mode():
-        features = model.reference_features(reference, timesteps)
-        results = {}
-        for mode in ("ours", "upstream", "ours", "upstream"):  # warm-up pass, then the measured pass
-            model.set_upstream_equivalent_attention(mode == "upstream")
-            results[mode] = time_forward(model, model_input, timesteps, features, args.device, args.repeats)
-        model.set_upstream_equivalent_attention(False)
-
-    ours_time = statistics.median(results["ours"][0])
-    upstream_time = statistics.median(results["upstream"][0])
-    difference = (results["ours"][1].float() - results["upstream"][1].float()).abs().max().item()
-    tokens = (height // down) * (width // down)
-    print(f"config={args.config} size={height}x{width} tokens@1/8={tokens} batch={args.batch} "
+    result = compare(model, (height, width), args.batch, args.device, args.repeats)
+    print(f"config={args.config} size={height}x{width} tokens@1/8={result['tokens']} batch={args.batch} "
           f"dtype={args.dtype} device={args.device} repeats={args.repeats}")
-    print(f"upstream-equivalent (2n queries): {upstream_time * 1e3:9.1f} ms / forward")
-    print(f"ours (n queries):                 {ours_time * 1e3:9.1f} ms / forward")
-    print(f"speed-up: {upstream_time / ours_time:.2f}x   max abs difference: {difference:.2e}")
+    print(f"upstream-equivalent (2n queries): {result['upstream_s'] * 1e3:9.1f} ms / forward")
+    print(f"ours (n queries):                 {result['ours_s'] * 1e3:9.1f} ms / forward")
+    print(f"speed-up: {result['upstream_s'] / result['ours_s']:.2f}x   max abs difference: {result['max_abs_diff']:.2e}")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,8 @@ def run_variant(variant: str, base: Path, size: tuple[int, int], batch: int, ste
     from diffusers import DDPMScheduler
 
     torch.manual_seed(0)
-    model = LeffaModel.from_base_folder(base).to(device)
+    with torch.device(device):  # random init on the device itself: seconds instead of minutes at full size
+        model = LeffaModel.from_base_folder(base)
     freeze_unreachable_reference_parameters(model)
     model.vae.requires_grad_(False)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}[precision]
@@ -116,10 +117,10 @@ def run_variant(variant: str, base: Path, size: tuple[int, int], batch: int, ste
     return {"variant": variant, "seconds": seconds, "wall_seconds": statistics.median(times), **memory}
 
 
-def compare(base: Path, size, batch, steps, device, precision, checkpointing) -> list[dict]:
-    """Run the three variants, each in a fresh child process, and return their measurements."""
+def compare(base: Path, size, batch, steps, device, precision, checkpointing, variants=VARIANTS) -> list[dict]:
+    """Run ``variants`` (diffusion first), each in a fresh child process, and return their measurements."""
     results = []
-    for variant in VARIANTS:
+    for variant in variants:
         command = [
             sys.executable, __file__, "--child", variant, "--base", str(base), "--size", f"{size[0]}x{size[1]}",
             "--batch", str(batch), "--steps", str(steps), "--device", device, "--precision", precision,

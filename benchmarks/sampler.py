@@ -56,17 +56,19 @@ CONFIGS = [
 ]
 
 
-def build(args, config: Config):
-    torch.manual_seed(0)
-    model = LeffaModel.from_base_folder(FULL if args.full_size else TINY).eval()
-    device = resolve_device(args.device)
-    model = place_model(model, device, resolve_dtype(args.dtype, device), channels_last=config.channels_last)
+def build(base: Path, device: torch.device, dtype: torch.dtype, config: Config, seed: int = 0) -> LeffaModel:
+    """A seeded random model with ``base``'s architecture, initialised on ``device`` and placed for ``config``."""
+    torch.manual_seed(seed)
+    with torch.device(device):  # random init on the device itself: seconds instead of minutes at full size
+        model = LeffaModel.from_base_folder(base).eval()
+    model = place_model(model, device, dtype, channels_last=config.channels_last)
     model.set_upstream_equivalent_attention(config.upstream_attention)
-    return model, device
+    return model
 
 
-def inputs(args, count: int):
-    height, width = args.size
+def inputs(size: tuple[int, int], count: int):
+    """Seeded person/garment/mask/DensePose tensors, (count, C, H, W), the mask a centred box."""
+    height, width = size
     generator = torch.Generator().manual_seed(0)
     person = torch.rand(count, 3, height, width, generator=generator) * 2 - 1
     garment = torch.rand(count, 3, height, width, generator=generator) * 2 - 1
@@ -76,12 +78,12 @@ def inputs(args, count: int):
     return person, garment, mask, densepose
 
 
-def run_images(model, args, config: Config, count: int):
-    """Sample ``count`` images in batches of ``config.batch``; returns the images."""
-    options = SamplerOptions(steps=args.steps, share_uncond_features=config.share_uncond,
+def run_images(model, config: Config, count: int, size: tuple[int, int], steps: int):
+    """Sample ``count`` images at ``size`` in batches of ``config.batch`` (CFG 2.5, DDPM); returns the images."""
+    options = SamplerOptions(steps=steps, share_uncond_features=config.share_uncond,
                              reference_once=config.reference_once)
     cache = UncondFeatureCache() if config.cache else None
-    person, garment, mask, densepose = inputs(args, count)
+    person, garment, mask, densepose = inputs(size, count)
     images = []
     for start in range(0, count, config.batch):
         part = slice(start, start + config.batch)
@@ -100,18 +102,23 @@ def current_rss_mib() -> float:
         return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def build_for(args, config: Config):
+    device = resolve_device(args.device)
+    return build(FULL if args.full_size else TINY, device, resolve_dtype(args.dtype, device), config), device
+
+
 def peak_memory_child(args, index: int) -> float:
     """Run one configuration in this (fresh) process; its peak memory above the loaded model, in MiB."""
     config = CONFIGS[index]
-    model, device = build(args, config)
+    model, device = build_for(args, config)
     if device.type == "cuda":
-        run_images(model, args, config, min(args.images, config.batch))  # warm-up (cuDNN workspaces, allocator)
+        run_images(model, config, min(args.images, config.batch), args.size, args.steps)  # warm-up
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-        run_images(model, args, config, args.images)
+        run_images(model, config, args.images, args.size, args.steps)
         return (torch.cuda.max_memory_allocated() - before) / 2**20
     before = current_rss_mib()
-    run_images(model, args, config, args.images)
+    run_images(model, config, args.images, args.size, args.steps)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
 
 
@@ -132,7 +139,7 @@ def time_breakdown(model, args, device) -> dict[str, float]:
     for name in ("encode", "decode", "reference_features", "predict_noise"):
         setattr(model, name, timed(name, getattr(model, name)))
     start = time.perf_counter()
-    run_images(model, args, Config("default"), 1)
+    run_images(model, Config("default"), 1, args.size, args.steps)
     total = time.perf_counter() - start
     for name in ("encode", "decode", "reference_features", "predict_noise"):
         delattr(model, name)
@@ -159,12 +166,12 @@ def main() -> None:
         return
 
     torch.set_grad_enabled(False)
-    models = {config.name: build(args, config) for config in CONFIGS}
+    models = {config.name: build_for(args, config) for config in CONFIGS}
     device = next(iter(models.values()))[1]
     reference = None
     for config in CONFIGS:  # warm-up, and check the exact configurations really are exact
         model = models[config.name][0]
-        images = run_images(model, args, config, min(args.images, 4))
+        images = run_images(model, config, min(args.images, 4), args.size, args.steps)
         if reference is None:
             reference = images
         elif config.exact:
@@ -176,7 +183,7 @@ def main() -> None:
             model = models[config.name][0]
             synchronize(device)
             start = time.perf_counter()
-            run_images(model, args, config, args.images)
+            run_images(model, config, args.images, args.size, args.steps)
             synchronize(device)
             times[config.name].append(time.perf_counter() - start)
 
