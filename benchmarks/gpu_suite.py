@@ -129,8 +129,9 @@ def peak_gib(device: str) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
 
 
-def time_images(model, config: Config, settings: Settings, warmup_steps: int | None = None):
-    """One warm-up image, then ``settings.images`` timed ones: (figures, the timed images)."""
+def time_images(model, config: Config, settings: Settings, warmup_steps: int | None = None, count: int | None = None):
+    """One warm-up image, then ``count`` (default ``settings.images``) timed ones: (figures, the timed images)."""
+    count = count or settings.images
     synchronize(settings.device)
     start = time.perf_counter()
     sampler_bench.run_images(model, config, 1, settings.size, min(warmup_steps or settings.steps, settings.steps))
@@ -138,9 +139,9 @@ def time_images(model, config: Config, settings: Settings, warmup_steps: int | N
     warmup = time.perf_counter() - start
     reset_peak(settings.device)
     start = time.perf_counter()
-    images = sampler_bench.run_images(model, config, settings.images, settings.size, settings.steps)
+    images = sampler_bench.run_images(model, config, count, settings.size, settings.steps)
     synchronize(settings.device)
-    seconds = (time.perf_counter() - start) / settings.images
+    seconds = (time.perf_counter() - start) / count
     return {"s_per_image": seconds, "warmup_s": warmup, "peak_gib": peak_gib(settings.device)}, images
 
 
@@ -194,7 +195,7 @@ def memory_section(settings: Settings) -> dict:
             place_model(model, torch.device(settings.device), DTYPES[dtype], offload=mode)
         model.set_attention_slice(attention_slice)
         free(settings.device)
-        figures, _ = time_images(model, DEFAULT, settings, warmup_steps=2)
+        figures, _ = time_images(model, DEFAULT, settings, warmup_steps=2, count=1)  # offload runs are long
         default_seconds = default_seconds or figures["s_per_image"]
         rows.append({"variant": label, "dtype": dtype, **figures,
                      "time_vs_default": figures["s_per_image"] / default_seconds})
@@ -226,6 +227,8 @@ def onnx_section(settings: Settings, torch_seconds: float | None) -> dict:
     wanted = ["CPUExecutionProvider"] if settings.tiny else [p for p in GPU_PROVIDERS if p in available]
     if not wanted:
         return {"skipped": f"no CUDA/TensorRT execution provider in this onnxruntime ({', '.join(sorted(available))})"}
+    if settings.budget_s - settings.elapsed() < settings.onnx_min_left_s:
+        return {"skipped": f"time budget: under {settings.onnx_min_left_s:.0f} s left for the full-size export"}
     dtype = "fp32" if settings.tiny else "fp16"
     model = build(settings, "fp32").to("cpu")
     rows = []
