@@ -135,7 +135,8 @@ def _run(model_spec, base, offline, data, split, layout, paired, size, sampler, 
     """Generate the split (resuming), and return (pred dir, gt dir, run settings) for scoring."""
     from leffa.errors import LeffaError
     from leffa.metrics.run import generate_split, run_settings
-    from leffa.pipeline import check_size, parse_size
+    from leffa.images import parse_size
+    from leffa.pipeline import check_size
     from leffa.sampler import place_model, resolve_device, resolve_dtype
     from leffa.weights import UPSTREAM_SIZE
 

@@ -60,7 +60,8 @@ def load_model(model, base, offline, task, device, dtype, size, channels_last, c
         return load_onnx_model(model, size)
     if backend != "torch":
         raise LeffaError(f"--backend {backend!r}: choose torch or onnx")
-    from leffa.pipeline import check_size, parse_size
+    from leffa.images import parse_size
+    from leffa.pipeline import check_size
     from leffa.sampler import place_model, resolve_device, resolve_dtype
     from leffa.weights import UPSTREAM_SIZE, resolve_model
 
@@ -85,7 +86,8 @@ def load_model(model, base, offline, task, device, dtype, size, channels_last, c
 def load_onnx_model(model, size):
     """An ONNX export folder run by onnxruntime; device and dtype were fixed at export time."""
     from leffa.export.backend import OnnxLeffaModel
-    from leffa.pipeline import check_size, parse_size
+    from leffa.images import parse_size
+    from leffa.pipeline import check_size
     from leffa.weights import UPSTREAM_SIZE
 
     if model is None:
