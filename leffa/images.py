@@ -68,7 +68,7 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
 def open_image(
-    path: str | Path,
+    path: str | Path | Image.Image,
     role: str = "image",
     *,
     min_side: int = 1,
@@ -79,7 +79,15 @@ def open_image(
 
     Errors name the file and its ``role`` ("person photo", "--mask", ...). ``notes`` receives remarks the user
     should see (several frames). The size limits are checked from the header, before the pixels are decoded.
+    A PIL image (the Python API accepts them as well as paths) gets the same size checks and is returned as is.
     """
+    if isinstance(path, Image.Image):
+        width, height = path.size
+        if min(width, height) < min_side:
+            raise LeffaError(f"{role} ({width}x{height} image) is too small (at least {min_side} px a side)")
+        if width * height > max_pixels:
+            raise LeffaError(f"{role} ({width}x{height} image) is too large (at most {max_pixels // 1_000_000} MP)")
+        return path
     path = Path(path)
     image = _open_lazily(path, role, max_pixels)
     width, height = image.size
@@ -223,13 +231,14 @@ def _convert(image: Image.Image, mode: str) -> Image.Image:
 
 
 def read_rgb(
-    path: str | Path, role: str = "image", notes: list[str] | None = None, *, min_side: int = 1, alpha: str = "white"
+    path: str | Path | Image.Image, role: str = "image", notes: list[str] | None = None, *, min_side: int = 1, alpha: str = "white"
 ) -> Image.Image:
     """``open_image`` then ``to_rgb`` (transparency over white unless ``alpha="ignore"``)."""
-    return to_rgb(open_image(path, role, min_side=min_side, notes=notes), alpha, notes, f"{path}: {role}")
+    what = role if isinstance(path, Image.Image) else f"{path}: {role}"
+    return to_rgb(open_image(path, role, min_side=min_side, notes=notes), alpha, notes, what)
 
 
-def read_grey(path: str | Path, role: str = "image", notes: list[str] | None = None, *, min_side: int = 1) -> Image.Image:
+def read_grey(path: str | Path | Image.Image, role: str = "image", notes: list[str] | None = None, *, min_side: int = 1) -> Image.Image:
     """``open_image`` then ``to_grey`` (a mask: white = regenerate)."""
     return to_grey(open_image(path, role, min_side=min_side, notes=notes))
 

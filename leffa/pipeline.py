@@ -51,12 +51,12 @@ CONDITIONS_GROUP = "leffa.conditions"
 # -- reading and checking files -----------------------------------------------------------------------------------
 
 
-def load_rgb(path: str | Path, role: str, notes: list[str]) -> Image.Image:
+def load_rgb(path: str | Path | Image.Image, role: str, notes: list[str]) -> Image.Image:
     """A photo or garment as RGB (``leffa.images``: transparency over white and greyscale expanded, with notes)."""
     return read_rgb(path, role, notes, min_side=MIN_SIDE)
 
 
-def load_condition(path: str | Path, role: str, size: Size, mode: str) -> Image.Image:
+def load_condition(path: str | Path | Image.Image, role: str, size: Size, mode: str) -> Image.Image:
     """A mask (``L``) or DensePose (``RGB``) image that must match the person photo's ``size`` = (H, W) exactly."""
     image = open_image(path, role)
     if image.size != (size[1], size[0]):
@@ -159,7 +159,7 @@ class Job:
     mask: Image.Image  # L, photo size; white = regenerate
     densepose: Image.Image  # RGB, photo size
     densepose_kind: str  # "rgb" (try-on rendering) or "iuv" (pose transfer)
-    output: Path
+    output: Path | None = None  # None: returned only (the Python API)
     notes: list[str] = field(default_factory=list)
 
 
@@ -193,9 +193,10 @@ def photo_size(image: Image.Image) -> Size:
 
 
 def tryon_job(
-    person, garment, output, mask=None, densepose=None, garment_type: str = "upper_body", offline: bool = False
+    person, garment, output=None, mask=None, densepose=None, garment_type: str = "upper_body", offline: bool = False
 ) -> Job:
-    """Read and check the inputs of one try-on (nothing is written)."""
+    """Read and check the inputs of one try-on (nothing is written); images are paths or PIL images, and a missing
+    mask or DensePose comes from the ``leffa.conditions`` plugins."""
     if garment_type not in GARMENT_TYPES:
         raise LeffaError(f"--garment-type: unknown type {garment_type!r}; choose one of {', '.join(GARMENT_TYPES)}")
     notes: list[str] = []
@@ -206,17 +207,21 @@ def tryon_job(
         notes.append(f"{mask or 'the automatic mask'}: garment mask is all black, nothing to regenerate; "
                      "the result is the person photo")
     densepose_image = _condition(densepose, "densepose", "DensePose", photo, "RGB", "rgb", offline)
-    return Job(photo, reference, mask_image, densepose_image, "rgb", Path(output), notes)
+    return Job(photo, reference, mask_image, densepose_image, "rgb", _output(output), notes)
 
 
-def pose_job(person, target, output, densepose=None, offline: bool = False) -> Job:
+def pose_job(person, target, output=None, densepose=None, offline: bool = False) -> Job:
     """Read and check one pose transfer: show ``person`` in the pose of ``target`` (mask all ones, as upstream)."""
     notes: list[str] = []
     reference = load_rgb(person, "person photo", notes)
     photo = load_rgb(target, "target pose photo", notes)
     densepose_image = _condition(densepose, "densepose", "DensePose IUV", photo, "RGB", "iuv", offline)
     mask_image = Image.new("L", photo.size, 255)
-    return Job(photo, reference, mask_image, densepose_image, "iuv", Path(output), notes)
+    return Job(photo, reference, mask_image, densepose_image, "iuv", _output(output), notes)
+
+
+def _output(output) -> Path | None:
+    return Path(output) if output is not None else None
 
 
 @dataclass
@@ -266,15 +271,18 @@ def run_jobs(
     cache: UncondFeatureCache | None = None,
     intermediate_every: int = 0,
 ) -> list[Image.Image]:
-    """Generate ``jobs`` as one batch and write each result (PNG, atomically) to its ``output``."""
+    """Generate ``jobs`` as one batch and return the results at the photos' sizes; a job with an ``output`` also
+    has its result written there (PNG, atomically), and its intermediates beside it with ``intermediate_every``."""
     prepared = [prepare(job, size, crop) for job in jobs]
     stack = lambda name: torch.cat([getattr(p, name) for p in prepared])  # noqa: E731
     generators = seeded_generators(seed, len(jobs))
     conditions = encode_conditions(model, stack("person"), stack("reference"), stack("mask"), stack("densepose"),
                                    generators)
     on_step = None
-    if intermediate_every > 0:
+    if intermediate_every > 0 and any(job.output is not None for job in jobs):
         for job, item in zip(jobs, prepared):
+            if job.output is None:
+                continue
             folder = intermediates_folder(job.output)
             save_image(to_pil(item.mask[0].expand(3, -1, -1)), folder / "mask.png")
             save_image(to_pil(item.densepose[0] / 2 + 0.5), folder / "densepose.png")
@@ -283,13 +291,15 @@ def run_jobs(
             if (index + 1) % intermediate_every and index + 1 != options.steps:
                 return
             for job, image in zip(jobs, decode_images(model, clean_latents)):
-                save_image(to_pil(image), intermediates_folder(job.output) / f"step_{index + 1:03d}.png")
+                if job.output is not None:
+                    save_image(to_pil(image), intermediates_folder(job.output) / f"step_{index + 1:03d}.png")
 
     latents = denoise(model, conditions, options, generators, cache=cache, on_step=on_step)
     results = []
     for job, item, image in zip(jobs, prepared, decode_images(model, latents)):
         result = finish(job, to_pil(image), item.box, use_repaint)
-        save_image(result, job.output)
+        if job.output is not None:
+            save_image(result, job.output)
         results.append(result)
     return results
 
