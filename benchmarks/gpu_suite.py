@@ -39,7 +39,8 @@ import onnx_backend
 import sampler as sampler_bench
 
 from leffa.environment import describe
-from leffa.sampler import DTYPES, SamplerOptions, place_model
+from leffa.runtime import DTYPES, place_model
+from leffa.sampler import SamplerOptions
 
 FULL_BASE = sampler_bench.FULL
 TINY_BASE = sampler_bench.TINY

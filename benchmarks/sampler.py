@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from leffa.model import LeffaModel
-from leffa.sampler import SamplerOptions, UncondFeatureCache, place_model, resolve_device, resolve_dtype, sample
+from leffa.runtime import place_model, resolve_device, resolve_dtype
+from leffa.sampler import SamplerOptions, UncondFeatureCache, sample
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 TINY = FIXTURES / "upstream_parity" / "stable-diffusion-inpainting"

@@ -17,12 +17,12 @@ from safetensors.torch import save_file
 from leffa.atomic import atomic_path
 from leffa.errors import LeffaError
 from leffa.model import LeffaConfig, LeffaModel
+from leffa.runtime import DTYPES
 
 FORMAT = "leffa/1"
 UPSTREAM_PREFIXES = {"unet_encoder.": "reference_unet.", "unet.": "generative_unet.", "vae.": "vae."}
 # Upstream weights that our model does not have on purpose: cross-attention (never used) and SDXL's added embedding.
 IGNORED_UPSTREAM = (".attn2.", "generative_unet.add_embedding.", "reference_unet.add_embedding.")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -52,7 +52,8 @@ DEFAULT_MODEL = {"vton": "viton_hd", "pose": "pose_transfer"}
 
 @dataclass
 class ResolvedModel:
-    """A loaded model, where it came from, and the working size it was trained at (``None`` if unknown)."""
+    """A loaded model, where it came from, and its size: from ``resolve_model`` the size it was trained at (``None``
+    if unknown), from ``open_model`` the working size chosen for it."""
 
     model: LeffaModel
     source: str
@@ -154,6 +155,8 @@ def _load_folder(folder: Path, base: Path | None, task: str, dtype=None) -> Leff
     upstream = _upstream_from_folder(folder, task)
     if upstream is not None:
         return load_model(upstream[0], base=base or upstream[1], task=task, dtype=dtype)
+    if (folder / "manifest.json").is_file():
+        raise LeffaError(f"{folder}: is an ONNX export (manifest.json); run it with --backend onnx")
     expected = "virtual_tryon.pth + stable-diffusion-inpainting/" if task == "vton" else (
         "pose_transfer.pth + stable-diffusion-xl-1.0-inpainting-0.1/")
     raise LeffaError(f"{folder}: no model found (expected one .safetensors file, or {expected})")
@@ -180,9 +183,11 @@ def resolve_model(
     base: str | Path | None = None,
     cache_dir: str | Path | None = None,
     endpoint: str | None = None,
+    option: str = "--model",
     dtype: torch.dtype | None = None,
 ) -> ResolvedModel:
-    """Load the model named by ``spec`` (see the module docstring) for ``task`` (``vton`` or ``pose``).
+    """Load the model named by ``spec`` (see the module docstring) for ``task`` (``vton`` or ``pose``), on the CPU;
+    ``option`` is the setting that named it (for messages).
 
     ``dtype`` is the dtype the model will run in; the weights are loaded in it (default float32), and upstream's
     fp32 pickles go through the converted cache for fp16/bf16.
@@ -204,7 +209,7 @@ def resolve_model(
         resolved = _resolve_repo(spec, task, offline, base, cache_dir, endpoint, dtype)
     else:
         known = ", ".join([*UPSTREAM_MODELS, SYNTH_TINY])
-        raise LeffaError(f"--model: {spec!r} is not a known model ({known}), an existing file or folder, "
+        raise LeffaError(f"{option}: {spec!r} is not a known model ({known}), an existing file or folder, "
                          "or a hub repository id (owner/name)")
     model = resolved.model
     resolved.image_size = trained_size(model) or resolved.image_size
@@ -231,3 +236,75 @@ def _resolve_repo(spec, task, offline, base, cache_dir, endpoint, dtype=None) ->
     checkpoint, base_folder = _fetch_upstream(upstream, repo_id, offline, cache_dir, endpoint)
     model = _load_upstream(checkpoint, base_folder, base, upstream.task, dtype, cache_dir)
     return ResolvedModel(model, f"{repo_id}/{upstream.checkpoint}", UPSTREAM_SIZE)
+
+
+def open_model(
+    spec: str | Path | None,
+    task: str = "vton",
+    *,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    size: str | tuple[int, int] | None = None,
+    base: str | Path | None = None,
+    offline: bool = False,
+    backend: str = "torch",
+    channels_last: bool = False,
+    compile: bool = False,
+    offload: str = "none",
+    attention_slice: int | None = None,
+) -> ResolvedModel:
+    """Resolve, load and place a model for inference, and choose its working size: the one loader behind every
+    command and ``leffa.TryOnPipeline``/``leffa.PosePipeline``.
+
+    ``offload`` (``model`` / ``sequential``) keeps the weights on the CPU and runs them on ``device`` part by part
+    (``leffa.offload``); ``attention_slice`` computes attention in slices of that many queries.
+
+    ``size`` (``"HxW"`` or ``(H, W)``) overrides the working size; otherwise it is the size the model was trained at
+    (recorded in its config, or 1024x768 for upstream's architecture), else 1024x768 with a note. ``backend="onnx"``
+    runs a ``leffa export --onnx`` folder with onnxruntime (device and dtype were fixed at export time). The result's
+    ``image_size`` is the working size, checked against what the model (or the exported graphs) can run.
+    """
+    from leffa.images import parse_size
+    from leffa.offload import check_offload
+    from leffa.pipeline import check_size
+    from leffa.runtime import place_model, resolve_device, resolve_dtype
+
+    if backend not in ("torch", "onnx"):
+        raise LeffaError(f"--backend {backend!r}: choose torch or onnx")
+    check_offload(offload)
+    if attention_slice is not None and attention_slice < 1:
+        raise LeffaError(f"--attention-slice: {attention_slice} must be at least 1")
+    working = parse_size(size) if isinstance(size, str) else (tuple(size) if size is not None else None)
+    if backend == "onnx":
+        return _open_onnx(spec, working)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    resolved = resolve_model(spec, task=task, offline=offline, base=base, dtype=torch_dtype)
+    if working is None:
+        working = resolved.image_size
+        if working is None:
+            working = UPSTREAM_SIZE
+            resolved.notes.append(f"{resolved.source}: no trained size recorded; working at 1024x768 (see --size)")
+    resolved.image_size = check_size(working, resolved.model.latent_downscale)
+    resolved.model.set_attention_slice(attention_slice)
+    if offload != "none" and torch_device.type == "cpu":
+        resolved.notes.append(f"--offload {offload} saves accelerator memory; on the CPU it only adds overhead")
+    resolved.model = place_model(resolved.model, torch_device, torch_dtype, channels_last, compile, offload)
+    return resolved
+
+
+def _open_onnx(spec, working: tuple[int, int] | None) -> ResolvedModel:
+    from leffa.export.backend import OnnxLeffaModel
+    from leffa.pipeline import check_size
+
+    if spec is None:
+        raise LeffaError("--backend onnx needs --model EXPORT_DIR (a folder written by `leffa export --onnx`)")
+    model = OnnxLeffaModel(spec)
+    notes = []
+    if working is None:
+        working = model.image_size
+        if working is None:
+            working = UPSTREAM_SIZE
+            notes.append(f"{spec}: no size recorded in the export; working at 1024x768 (see --size)")
+    check_size(working, model.latent_downscale)
+    return ResolvedModel(model, str(spec), model.check_size(working), notes)

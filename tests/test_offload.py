@@ -12,7 +12,8 @@ from leffa.attention import sliced_attention
 from leffa.errors import LeffaError
 from leffa.model import LeffaModel
 from leffa.offload import _OffloadOthers, apply_offload
-from leffa.sampler import SamplerOptions, place_model, sample
+from leffa.runtime import place_model
+from leffa.sampler import SamplerOptions, sample
 
 OPTIONS = SamplerOptions(steps=2)
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from leffa.errors import LeffaError
+from leffa.runtime import place_model
 from leffa.sampler import (
     SCHEDULERS,
     SamplerOptions,
@@ -16,7 +17,6 @@ from leffa.sampler import (
     guide,
     guided_noise,
     make_scheduler,
-    place_model,
     reference_step_features,
     sample,
 )

@@ -91,14 +91,15 @@ def _compare(results_files: list[Path], output: Optional[Path]) -> None:
         console.print(f"chart: {output}")
 
 
-def _resolve(model_spec, base, offline, data, layout):
-    """Load a model by name, file, folder or hub id (``leffa.weights``) for the dataset's task."""
+def _open(model_spec, base, offline, data, layout, device, dtype, size=None):
+    """Load and place a model by name, file, folder or hub id (``leffa.weights.open_model``) for the dataset's task."""
     from leffa.data import detect_layout
-    from leffa.weights import resolve_model
+    from leffa.weights import open_model
 
     task = "pose" if (layout if layout != "auto" else detect_layout(data)) == "deepfashion" else "vton"
     with console.status("loading the model"):
-        resolved = resolve_model(model_spec, task=task, offline=offline, base=base)
+        resolved = open_model(model_spec, task, device=device or "auto", dtype=dtype, size=size, offline=offline,
+                              base=base)
     for note in resolved.notes:
         console.print(f"leffa: note: {note}", markup=False)
     return resolved
@@ -111,14 +112,13 @@ def _model_name(spec: str) -> str:
 def _flow(model_spec, base, offline, data, split, layout, timestep, temperature, seed, layers, limit, device, output):
     import torch
 
-    from leffa.environment import best_device
     from leffa.errors import LeffaError
     from leffa.metrics.scores import write_result
     from leffa.metrics.flow import evaluate_flow, resolve_layers
 
     if model_spec is None or data is None:
         raise LeffaError("--flow needs --model CHECKPOINT and --data DATASET_FOLDER")
-    model = _resolve(model_spec, base, offline, data, layout).model.to(device or best_device()).eval()
+    model = _open(model_spec, base, offline, data, layout, device, "fp32").model  # flows are measured in fp32
     chosen = resolve_layers(layers, model.layer_names)
     bar, progress = _progress("flow")
     with bar, torch.inference_mode():
@@ -135,17 +135,11 @@ def _run(model_spec, base, offline, data, split, layout, paired, size, sampler, 
     """Generate the split (resuming), and return (pred dir, gt dir, run settings) for scoring."""
     from leffa.errors import LeffaError
     from leffa.metrics.run import generate_split, run_settings
-    from leffa.pipeline import check_size, parse_size
-    from leffa.sampler import place_model, resolve_device, resolve_dtype
-    from leffa.weights import UPSTREAM_SIZE
 
     if model_spec is None or data is None:
         raise LeffaError("--run needs --model and --data DATASET_FOLDER")
-    resolved = _resolve(model_spec, base, offline, data, layout)
-    working = parse_size(size) if size else (resolved.image_size or UPSTREAM_SIZE)
-    check_size(working, resolved.model.latent_downscale)
-    torch_device = resolve_device(device or "auto")
-    model = place_model(resolved.model, torch_device, resolve_dtype(dtype, torch_device))
+    resolved = _open(model_spec, base, offline, data, layout, device, dtype, size)
+    model, working = resolved.model, resolved.image_size
     mode = "paired" if paired else "unpaired"
     out_dir = out_dir or Path("eval-runs") / f"{_model_name(model_spec)}.{split}.{mode}"
     bar, progress = _progress(f"generating {working[0]}x{working[1]}, {sampler.steps} steps")
@@ -237,7 +231,7 @@ def eval_command(
     device = device or best_device()
     settings = {}
     if run:
-        from leffa_cli.commands.tryon import sampler_options
+        from leffa_cli.options import sampler_options
 
         # Metric weights first: a missing file should fail before minutes of sampling.
         networks = load_metric_networks(chosen, inception, lpips, weights_repo, offline, device)

@@ -12,16 +12,21 @@ from rich.table import Table
 from leffa.errors import LeffaError
 
 
-def _load(model: Optional[Path], base: Optional[Path], task: str, random_init: bool, seed: int):
+def _load(model: Optional[str], base: Optional[Path], task: str, random_init: bool, seed: int):
+    """The model to export, resolved as every ``--model`` is (``leffa.weights``), on the CPU. The size it was trained
+    at is written into its config, so a dynamic export serves that size by default (``tryon --backend onnx``)."""
     import torch
 
-    from leffa.checkpoint import load_model
     from leffa.model import LeffaModel
+    from leffa.weights import resolve_model
 
     if model is not None:
-        return load_model(model, base=base, task=task)
+        resolved = resolve_model(model, task=task, base=base)
+        if resolved.image_size is not None:
+            resolved.model.config.extra["image_size"] = list(resolved.image_size)
+        return resolved.model
     if not random_init:
-        raise LeffaError("--model: give the checkpoint to export (or --random-init with --base for a test export)")
+        raise LeffaError("--model: give the model to export (or --random-init with --base for a test export)")
     if base is None:
         raise LeffaError("--random-init needs --base, the base-model folder that defines the architecture")
     torch.manual_seed(seed)
@@ -33,8 +38,9 @@ def export(
     safetensors: Optional[Path] = typer.Option(
         None, "--safetensors", help="Convert this upstream .pth (with --base) into a safetensors file (-o)."
     ),
-    model: Optional[Path] = typer.Option(
-        None, "--model", "-m", help="Checkpoint to export with --onnx: our .safetensors, or an upstream .pth + --base."
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Model to export with --onnx: viton_hd, dress_code, pose_transfer, synth-tiny, a "
+        "local file or folder (our .safetensors, or an upstream .pth + --base), or a hub repo id."
     ),
     base: Optional[Path] = typer.Option(None, "--base", help="Base-model folder (unet/, vae/, scheduler/ configs)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output .safetensors file for --safetensors."),

@@ -7,8 +7,9 @@ from typing import Optional
 
 import typer
 
-from leffa_cli.commands.tryon import (
+from leffa_cli.options import (
     ATTENTION_SLICE,
+    BACKEND,
     BASE,
     CHANNELS_LAST,
     COMPILE,
@@ -28,6 +29,7 @@ from leffa_cli.commands.tryon import (
     SEED,
     SIZE,
     STEPS,
+    load_pipeline,
     run_single,
     sampler_options,
 )
@@ -57,17 +59,21 @@ def pose(
     channels_last: bool = CHANNELS_LAST,
     save_intermediates: bool = INTERMEDIATES,
     every: int = EVERY,
+    backend: str = BACKEND,
     offload: str = OFFLOAD,
     attention_slice: int = ATTENTION_SLICE,
 ) -> None:
     """Show PERSON in the pose of TARGET_POSE and write the result to OUT."""
-    from leffa.pipeline import output_path, pose_job
+    from leffa.images import parse_size
+    from leffa.pipeline import output_path
+    from leffa.pipelines import PosePipeline, prepare_pose
 
     options = sampler_options(steps, guidance, guidance_mode, scheduler, eta, reference_once)
-    job = pose_job(person, target_pose, output_path(output), densepose=densepose, offline=offline)
-    run_single(job, options, seed, crop, False, every if save_intermediates else 0,
-               (model, base, offline, "pose", device, dtype, size, channels_last, compile, "torch", offload,
-                attention_slice))
+    working = parse_size(size) if size else None
+    jobs = prepare_pose(person, target_pose, densepose, [output_path(output)], offline)
+    load = lambda: load_pipeline(PosePipeline, model, base, offline, device, dtype, working,  # noqa: E731
+                                 channels_last, compile, backend, offload, attention_slice)
+    run_single(load, jobs, options, seed, crop, False, every if save_intermediates else 0)
 
 
 def register(app: typer.Typer) -> None:

@@ -54,20 +54,18 @@ def viz_flow(
     from leffa.atomic import atomic_path, save_image
     from leffa.errors import LeffaError
     from leffa.probe import (
-        DEFAULT_IMAGE_SIZE,
-        check_size,
         load_densepose,
         load_gt_flow,
         load_image,
         load_mask,
         parse_points,
-        parse_size,
         probe_flows,
         resolve_layers,
     )
-    from leffa.sampler import place_model, resolve_device, resolve_dtype
+    from leffa.images import parse_size
+    from leffa.runtime import resolve_device, resolve_dtype
     from leffa.viz.render import compose_grid, default_tile_height, flow_page, flow_rows
-    from leffa.weights import resolve_model
+    from leffa.weights import open_model
 
     for path, option in ((output, "-o"), (html, "--html")):
         if path is not None and path.suffix.lower() != (".png" if option == "-o" else ".html"):
@@ -78,28 +76,24 @@ def viz_flow(
         raise LeffaError(f"--temperature {temperature}: must be positive")
     if wheel_radius is not None and wheel_radius <= 0:
         raise LeffaError(f"--wheel-radius {wheel_radius}: must be positive")
-    torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
+    resolve_dtype(dtype, resolve_device(device))  # fail on a bad --device/--dtype before loading a model
     requested_size = parse_size(size) if size else None
     if requested_size is not None:
         parse_points(points, requested_size)  # fail on bad points before loading a model
 
-    resolved = resolve_model(model, task=task, offline=offline, base=base)
+    resolved = open_model(model, task, device=device, dtype=dtype, size=requested_size, offline=offline, base=base)
     for note in resolved.notes:
         typer.echo(f"note: {note}", err=True)
-    leffa_model = resolved.model
-    image_size = requested_size or resolved.image_size or DEFAULT_IMAGE_SIZE
-    check_size(leffa_model, image_size)
+    leffa_model, image_size = resolved.model, resolved.image_size
     chosen_points = parse_points(points, image_size)
     chosen_layers = resolve_layers(layers, leffa_model.layer_names)
     person_image = load_image(person, image_size, "PERSON")
     garment_image = load_image(garment, image_size, "GARMENT")
     mask_image = load_mask(mask, image_size) if mask else None
-    densepose_image = load_densepose(densepose, image_size) if densepose else None
+    densepose_image = load_densepose(densepose, image_size, "iuv" if task == "pose" else "rgb") if densepose else None
     target_image = load_image(target, image_size, "--target") if target else None
     gt = load_gt_flow(gt_flow, image_size) if gt_flow else None
 
-    place_model(leffa_model, torch_device, torch_dtype)
     probe = probe_flows(
         leffa_model,
         person_image,
