@@ -328,40 +328,91 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True)
 class DatasetItem:
+    """One try-on of a batch folder: its four input files and its output."""
+
     person: Path
     garment: Path
     mask: Path
     densepose: Path
     output: Path
 
+    def inputs(self) -> dict[str, Path]:
+        return {"person photo": self.person, "garment image": self.garment, "garment mask": self.mask,
+                "DensePose": self.densepose}
 
-def viton_hd_items(root: str | Path, pairs_file: str | Path, out_dir: str | Path) -> tuple[list[DatasetItem], int]:
-    """The pairs still to do in a VITON-HD-layout folder, and how many were skipped as already done.
+
+@dataclass(frozen=True)
+class PoseItem:
+    """One pose transfer of a batch folder: show ``person`` in the pose of ``target`` (whose IUV is ``densepose``)."""
+
+    person: Path
+    target: Path
+    densepose: Path
+    output: Path
+
+    def inputs(self) -> dict[str, Path]:
+        return {"person photo": self.person, "target pose photo": self.target, "DensePose IUV": self.densepose}
+
+
+def viton_hd_items(root: str | Path, pairs_file: str | Path, out_dir: str | Path) -> list[DatasetItem]:
+    """Every pair of a VITON-HD-layout folder, in pairs-file order (inputs are checked by ``input_problem``).
 
     Layout: ``image/NAME.jpg``, ``cloth/NAME.jpg``, ``agnostic-mask/NAME_mask.png``, ``image-densepose/NAME.jpg``;
-    the output of a pair is ``OUT/PERSON_CLOTH.png``. Every input file must exist before anything runs.
+    the output of a pair is ``OUT/PERSON_CLOTH.png``.
     """
     root, out_dir = Path(root), Path(out_dir)
     if not root.is_dir():
         raise LeffaError(f"--batch {root}: folder not found")
-    items, skipped = [], 0
-    for person, cloth in read_pairs(pairs_file):
-        stem = Path(person).stem
-        item = DatasetItem(
+    return [
+        DatasetItem(
             person=root / "image" / person,
             garment=root / "cloth" / cloth,
-            mask=root / "agnostic-mask" / f"{stem}_mask.png",
+            mask=root / "agnostic-mask" / f"{Path(person).stem}_mask.png",
             densepose=root / "image-densepose" / person,
-            output=out_dir / f"{stem}_{Path(cloth).stem}.png",
+            output=out_dir / f"{Path(person).stem}_{Path(cloth).stem}.png",
         )
-        for path in (item.person, item.garment, item.mask, item.densepose):
-            if not path.is_file():
-                raise LeffaError(f"{path}: not found (pair {person} {cloth} in {pairs_file})")
-        if item.output.exists():
-            skipped += 1
-        else:
-            items.append(item)
-    return items, skipped
+        for person, cloth in read_pairs(pairs_file)
+    ]
+
+
+def pose_items(root: str | Path, pairs_file: str | Path, out_dir: str | Path) -> list[PoseItem]:
+    """Every pair of a DeepFashion-layout split folder (``image/NAME.jpg``, ``densepose/NAME.png`` IUV), pairs-file
+    lines ``person.jpg target.jpg``; the output is ``OUT/TARGET__PERSON.png`` (the name ``leffa eval --run`` uses)."""
+    root, out_dir = Path(root), Path(out_dir)
+    if not root.is_dir():
+        raise LeffaError(f"--batch {root}: folder not found")
+    return [
+        PoseItem(
+            person=root / "image" / person,
+            target=root / "image" / target,
+            densepose=root / "densepose" / f"{Path(target).stem}.png",
+            output=out_dir / f"{Path(target).stem}__{Path(person).stem}.png",
+        )
+        for person, target in read_pairs(pairs_file)
+    ]
+
+
+def input_problem(item: DatasetItem | PoseItem) -> str | None:
+    """What is wrong with a batch item's input files, read from their headers only (no pixels decoded), or ``None``.
+
+    Every file must be a readable image of at least ``MIN_SIDE`` px a side; the mask and DensePose must have the
+    size of the photo they belong to (the person photo for try-on, the target pose photo for pose transfer).
+    """
+    sizes = {}
+    try:
+        for role, path in item.inputs().items():
+            sizes[role] = images.image_size(path, role)
+            if min(sizes[role]) < MIN_SIDE:
+                return f"{path}: {role} is {sizes[role][1]}x{sizes[role][0]}, too small (at least {MIN_SIDE} px a side)"
+    except LeffaError as error:
+        return str(error)
+    photo = "person photo" if isinstance(item, DatasetItem) else "target pose photo"
+    for role in ("garment mask", "DensePose", "DensePose IUV"):
+        if role in sizes and sizes[role] != sizes[photo]:
+            (height, width), (photo_h, photo_w) = sizes[role], sizes[photo]
+            return (f"{item.inputs()[role]}: {role} is {width}x{height} but the {photo} is {photo_w}x{photo_h}; "
+                    "they must be the same size")
+    return None
 
 
 def batches(items: list, size: int) -> Iterator[list]:

@@ -195,21 +195,23 @@ def reference_step_features(
     """``(uncond, cond)`` reference features at ``t`` with one reference-UNet call.
 
     Upstream runs zeros and references as one batch of 2B; with ``share_uncond`` the zeros run once (batch 1) and
-    are broadcast, or come from ``cache`` when it already holds them.
+    are broadcast, or come from ``cache`` when it already holds them. With a cache the zeros always run alone, so
+    the references' features come from the same batch whether the cache was warm or cold: an image's pixels do not
+    depend on which batch of a run (or which process of a sharded run) it fell in.
     """
     if not guided:
         return None, model.reference_features(reference_latents, t)
     batch = reference_latents.shape[0]
     zeros_count = 1 if share_uncond else batch
-    if share_uncond and cache is not None:
-        cached = cache.get(t, reference_latents.shape[1:])
-        if cached is not None:
-            return cached, model.reference_features(reference_latents, t)
     zeros = torch.zeros((zeros_count, *reference_latents.shape[1:]), dtype=reference_latents.dtype,
                         device=reference_latents.device)
-    uncond, cond = _split(model.reference_features(torch.cat([zeros, reference_latents]), t), zeros_count)
     if share_uncond and cache is not None:
-        cache.put(t, reference_latents.shape[1:], uncond)
+        uncond = cache.get(t, reference_latents.shape[1:])
+        if uncond is None:
+            uncond = model.reference_features(zeros, t)
+            cache.put(t, reference_latents.shape[1:], uncond)
+        return uncond, model.reference_features(reference_latents, t)
+    uncond, cond = _split(model.reference_features(torch.cat([zeros, reference_latents]), t), zeros_count)
     return uncond, cond
 
 

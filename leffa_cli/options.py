@@ -6,6 +6,8 @@ defaults) live here so the commands cannot drift apart.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.console import Console
 
@@ -81,3 +83,63 @@ def run_single(load, jobs, options, seed, crop, use_repaint, every) -> None:
         pipe.generate(jobs, options, seed=seed, repaint=use_repaint, crop=crop, intermediate_every=every)
     for job in jobs:
         typer.echo(str(job.output))
+
+
+def run_batch(load, items, label: str, make_jobs, batch_size: int, options, seed, crop, use_repaint, every,
+              output: Path) -> None:
+    """Generate a batch folder's ``items`` (``DatasetItem``/``PoseItem``), sharded over the processes of ``torchrun``
+    / ``accelerate launch`` when launched so (``leffa.shard``).
+
+    Before any model loads: the output folder must be writable and every input is checked from its header; a bad
+    pair is reported and skipped, every good one is made, and the command then fails (exit 2) naming the count.
+    Outputs already on disk are kept. ``load(device)`` returns the pipeline; ``make_jobs(items)`` reads a group.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from leffa.atomic import ensure_writable_destination
+    from leffa.errors import LeffaError
+    from leffa.pipeline import batches, input_problem
+    from leffa.sampler import UncondFeatureCache
+    from leffa.shard import Shard, count_done
+
+    if batch_size < 1:
+        raise LeffaError(f"--batch-size: {batch_size} must be at least 1")
+    ensure_writable_destination(output, "folder", "-o")
+    shard = Shard.current()
+    good, problems = [], []
+    for item in items:
+        problem = input_problem(item)
+        (good if problem is None else problems).append(problem or item)
+    outputs = [item.output for item in good]
+    if shard.is_main:
+        print_notes(f"skipped: {problem}" for problem in problems)
+        done = count_done(outputs)
+        if done:
+            print_notes([f"{done} outputs already exist; skipped"])
+    # Batches are cut from the whole list, then dealt out: an image is sampled in the same batch whatever the number
+    # of processes, so a sharded run gives the same pixels as a single one.
+    groups = shard.take(list(batches(good, batch_size)))
+    mine = [[item for item in group if not item.output.exists()] for group in groups]
+    mine = [group for group in mine if group]
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not shard.is_main) as progress:
+        task = progress.add_task(label if shard.world == 1 else f"{label} ({shard.world} processes)",
+                                 total=len(outputs), completed=count_done(outputs))
+        if mine:
+            pipe = load(shard.device_for)
+            cache = UncondFeatureCache()  # as one pipe(..., batch_size=N) call shares it across its batches
+            for group in mine:
+                jobs = make_jobs(group)
+                for job in jobs:
+                    print_notes(job.notes)
+                pipe.generate(jobs, options, seed=seed, repaint=use_repaint, crop=crop, cache=cache,
+                              intermediate_every=every)
+                if shard.is_main:
+                    progress.update(task, completed=count_done(outputs))
+        shard.wait_for(outputs, (lambda count: progress.update(task, completed=count)) if shard.is_main else None)
+    if not shard.is_main:
+        return
+    typer.echo(f"{len(outputs)} images in {output}" if outputs else "nothing to do")
+    if problems:
+        raise LeffaError(f"{len(problems)} of {len(items)} pairs skipped for bad inputs (listed above); "
+                         "every other output was written")

@@ -33,6 +33,7 @@ from leffa.errors import LeffaError
 from leffa.hub import fetch
 from leffa.loss import LeffaLossSettings, diffusion_loss, diffusion_target, leffa_loss, select_layers
 from leffa.model import LeffaConfig, LeffaModel
+from leffa.shard import process_state
 from leffa.train.config import TrainConfig
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
@@ -352,15 +353,6 @@ class TrainResult:
     micro_batch_size: int = 1
     accumulation: int = 1
     frozen_parameters: int = 0
-
-
-def process_state():
-    """accelerate's process state, on CPU when asked (``ACCELERATE_USE_CPU``, ``accelerate launch --cpu``) or when
-    there is no GPU, so that ``accelerate launch --multi_gpu`` / ``torchrun`` on a CPU machine gives DDP over gloo."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
 
 
 class Trainer:

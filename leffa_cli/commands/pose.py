@@ -1,4 +1,4 @@
-"""``leffa pose``: show a person in the pose of another photo (pose transfer)."""
+"""``leffa pose``: show a person in the pose of another photo (pose transfer; a folder of pairs with ``--batch``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from leffa.errors import LeffaError
 from leffa_cli.options import (
     ATTENTION_SLICE,
     BACKEND,
@@ -30,17 +31,23 @@ from leffa_cli.options import (
     SIZE,
     STEPS,
     load_pipeline,
+    run_batch,
     run_single,
     sampler_options,
 )
 
 
 def pose(
-    person: Path = typer.Argument(..., help="Photo of the person to show."),
-    target_pose: Path = typer.Argument(..., help="Photo of someone in the target pose (sets the output size)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output PNG."),
+    person: Optional[Path] = typer.Argument(None, help="Photo of the person to show."),
+    target_pose: Optional[Path] = typer.Argument(None, help="Photo of someone in the target pose (sets the output "
+                                                 "size)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output PNG (with --batch: the output folder)."),
     densepose: Optional[Path] = typer.Option(None, "--densepose", help="DensePose IUV of TARGET_POSE, same size "
                                              "(channels U, V in 0-255 and part index 0-24; use a lossless PNG)."),
+    batch: Optional[Path] = typer.Option(None, "--batch", help="Run a DeepFashion-layout split folder: image/NAME.jpg "
+                                         "and densepose/NAME.png (IUV); needs --pairs."),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="Pairs file: lines 'person.jpg target.jpg'."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Images sampled together in --batch mode."),
     model: Optional[str] = MODEL,
     base: Optional[Path] = BASE,
     offline: bool = OFFLINE,
@@ -65,15 +72,30 @@ def pose(
 ) -> None:
     """Show PERSON in the pose of TARGET_POSE and write the result to OUT."""
     from leffa.images import parse_size
-    from leffa.pipeline import output_path
+    from leffa.pipeline import output_path, pose_items
     from leffa.pipelines import PosePipeline, prepare_pose
 
     options = sampler_options(steps, guidance, guidance_mode, scheduler, eta, reference_once)
+    every = every if save_intermediates else 0
     working = parse_size(size) if size else None
+    load = lambda device_for=None: load_pipeline(  # noqa: E731 - device_for: a sharded run's own GPU
+        PosePipeline, model, base, offline, device_for(device) if device_for else device, dtype, working,
+        channels_last, compile, backend, offload, attention_slice)
+    if batch is not None:
+        if pairs is None:
+            raise LeffaError("--batch needs --pairs FILE (lines 'person.jpg target.jpg')")
+        if person is not None or target_pose is not None:
+            raise LeffaError("--batch takes no PERSON/TARGET_POSE arguments")
+        items = pose_items(batch, pairs, output)
+        make_jobs = lambda group: prepare_pose(  # noqa: E731
+            [i.person for i in group], [i.target for i in group], [i.densepose for i in group],
+            [i.output for i in group], offline)
+        run_batch(load, items, "pose", make_jobs, batch_size, options, seed, crop, False, every, output)
+        return
+    if person is None or target_pose is None:
+        raise LeffaError("give PERSON and TARGET_POSE images (or --batch DIR --pairs FILE)")
     jobs = prepare_pose(person, target_pose, densepose, [output_path(output)], offline)
-    load = lambda: load_pipeline(PosePipeline, model, base, offline, device, dtype, working,  # noqa: E731
-                                 channels_last, compile, backend, offload, attention_slice)
-    run_single(load, jobs, options, seed, crop, False, every if save_intermediates else 0)
+    run_single(load, jobs, options, seed, crop, False, every)
 
 
 def register(app: typer.Typer) -> None:

@@ -43,7 +43,7 @@ def train(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from leffa.train.loop import process_state
+    from leffa.shard import process_state
     from leffa.train.loop import train as run_training
     from leffa.train.config import load_config
 

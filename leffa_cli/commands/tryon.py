@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from leffa.errors import LeffaError
 
@@ -32,9 +31,8 @@ from leffa_cli.options import (
     SEED,
     SIZE,
     STEPS,
-    console,
     load_pipeline,
-    print_notes,
+    run_batch,
     run_single,
     sampler_options,
 )
@@ -82,49 +80,24 @@ def tryon(
     options = sampler_options(steps, guidance, guidance_mode, scheduler, eta, reference_once)
     every = every if save_intermediates else 0
     working = parse_size(size) if size else None
-    load = lambda: load_pipeline(TryOnPipeline, model, base, offline, device, dtype, working,  # noqa: E731
-                                 channels_last, compile, backend, offload, attention_slice)
+    load = lambda device_for=None: load_pipeline(  # noqa: E731 - device_for: a sharded run's own GPU
+        TryOnPipeline, model, base, offline, device_for(device) if device_for else device, dtype, working,
+        channels_last, compile, backend, offload, attention_slice)
     if batch is not None:
         if pairs is None:
             raise LeffaError("--batch needs --pairs FILE (lines 'person.jpg cloth.jpg')")
         if person is not None or garment is not None:
             raise LeffaError("--batch takes no PERSON/GARMENT arguments")
-        if batch_size < 1:
-            raise LeffaError(f"--batch-size: {batch_size} must be at least 1")
-        items, skipped = viton_hd_items(batch, pairs, output)
-        run_batch(load, items, skipped, garment_type, repaint, batch_size, options, seed, crop, every, offline)
+        items = viton_hd_items(batch, pairs, output)
+        make_jobs = lambda group: prepare_tryon(  # noqa: E731
+            [i.person for i in group], [i.garment for i in group], [i.mask for i in group],
+            [i.densepose for i in group], garment_type, [i.output for i in group], offline)
+        run_batch(load, items, "try-on", make_jobs, batch_size, options, seed, crop, repaint, every, output)
         return
     if person is None or garment is None:
         raise LeffaError("give PERSON and GARMENT images (or --batch DIR --pairs FILE)")
     jobs = prepare_tryon(person, garment, mask, densepose, garment_type, [output_path(output)], offline)
     run_single(load, jobs, options, seed, crop, repaint, every)
-
-
-def run_batch(load, items, skipped, garment_type, use_repaint, batch_size, options, seed, crop, every,
-              offline) -> None:
-    from leffa.pipeline import batches
-    from leffa.pipelines import prepare_tryon
-    from leffa.sampler import UncondFeatureCache
-
-    if skipped:
-        print_notes([f"{skipped} outputs already exist; skipped"])
-    if not items:
-        typer.echo("nothing to do")
-        return
-    pipe = load()
-    cache = UncondFeatureCache()  # as one pipe(..., batch_size=N) call shares it across its batches
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("try-on", total=len(items))
-        for group in batches(items, batch_size):
-            jobs = prepare_tryon([i.person for i in group], [i.garment for i in group], [i.mask for i in group],
-                                 [i.densepose for i in group], garment_type, [i.output for i in group], offline)
-            for job in jobs:
-                print_notes(job.notes)
-            pipe.generate(jobs, options, seed=seed, repaint=use_repaint, crop=crop, cache=cache,
-                          intermediate_every=every)
-            progress.advance(task, len(group))
-    typer.echo(f"{len(items)} images written to {items[0].output.parent}")
 
 
 def register(app: typer.Typer) -> None:
