@@ -3,6 +3,7 @@ process, skips finished outputs on a rerun, and reports bad pairs before any mod
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -30,7 +31,8 @@ def _viton_hd(root: Path, bad: str | None = None) -> Path:
         noise((48, 64)).save(root / "cloth" / f"{name}.png")
         mask = np.zeros((PHOTO[1], PHOTO[0]), np.uint8)
         mask[20 + NAMES.index(name) * 4 : 60, 10:40] = 255
-        Image.fromarray(mask).resize((40, 40) if name == bad else PHOTO).save(root / "agnostic-mask" / f"{name}_mask.png")
+        mask_image = Image.fromarray(mask).resize((40, 40) if name == bad else PHOTO)
+        mask_image.save(root / "agnostic-mask" / f"{name}_mask.png")
         noise(PHOTO).save(root / "image-densepose" / f"{name}.png")
     (root / "pairs.txt").write_text("".join(f"{a}.png {b}.png\n" for a, b in zip(NAMES, reversed(NAMES))))
     return root
@@ -38,7 +40,7 @@ def _viton_hd(root: Path, bad: str | None = None) -> Path:
 
 def _torchrun(args, cwd: Path) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "leffa_cli.app", *map(str, args)]
+               "-m", "leffa_cli.app", "--", *map(str, args)]  # "--": torchrun's parser would claim eval's --run
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=600, check=False)
 
@@ -111,3 +113,55 @@ def test_output_path_that_is_a_file_fails_before_loading(files, tmp_path, capsys
     code, _, err = run(_batch_args(data, out, tmp_path / "no-such-model.safetensors"), capsys)
     assert code == 2 and f"-o {out}: is a file, not a folder" in err
     assert "no-such-model" not in err  # refused before the model was looked at
+
+
+def test_eval_run_under_two_processes_equals_one(tmp_path, capsys):
+    import torch
+    from conftest import TINY_SD15
+    from test_eval_cli import run as eval_run
+    from test_metrics_flow import write_flow_dataset
+
+    from leffa.checkpoint import save_model
+    from leffa.model import LeffaModel
+
+    torch.manual_seed(0)
+    model = tmp_path / "tiny.safetensors"
+    save_model(LeffaModel.from_base_folder(TINY_SD15).eval(), model, dtype="fp32")
+    root = write_flow_dataset(tmp_path / "data", names=("s0", "s1", "s2"))
+    args = ["eval", "--run", "--model", model, "--data", root, "--size", "64x48", "--steps", "2", "--metrics",
+            "ssim,psnr", "--device", "cpu", "--dtype", "fp32", "--batch-size", "1"]
+    code, _, err = eval_run(capsys, *map(str, args), "--out-dir", str(tmp_path / "single"))
+    assert code == 0, err
+    result = _torchrun([*args, "--out-dir", tmp_path / "sharded"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("images generated into") == 1  # said (and scored) by the main process alone
+    for folder in ("pred", "gt"):
+        names = sorted(p.name for p in (tmp_path / "single" / folder).iterdir())
+        assert names == ["s0.png", "s1.png", "s2.png"]
+        assert sorted(p.name for p in (tmp_path / "sharded" / folder).iterdir()) == names
+        for name in names:
+            single = Image.open(tmp_path / "single" / folder / name).tobytes()
+            assert Image.open(tmp_path / "sharded" / folder / name).tobytes() == single, (folder, name)
+    scores = [json.loads((tmp_path / name / "eval.json").read_text())["metrics"] for name in ("single", "sharded")]
+    assert scores[0] == scores[1]
+
+
+def test_pose_batch_folder(files, tmp_path, capsys):  # noqa: F811
+    root, out = tmp_path / "split", tmp_path / "out"
+    (root / "image").mkdir(parents=True)
+    (root / "densepose").mkdir()
+    Image.open(files / "person.png").save(root / "image" / "a.jpg", quality=95)
+    Image.open(files / "garment.jpg").resize(PHOTO).save(root / "image" / "b.jpg", quality=95)
+    Image.open(files / "iuv.png").save(root / "densepose" / "b.png")
+    Image.open(files / "iuv.png").resize((20, 20)).save(root / "densepose" / "a.png")  # wrong size: skipped
+    (root / "pairs.txt").write_text("a.jpg b.jpg\nb.jpg a.jpg\n")
+    code, _, err = run(["pose", "--batch", root, "--pairs", root / "pairs.txt", "-o", out, "--model",
+                        files / "tiny.safetensors", "--steps", "2", "--device", "cpu"], capsys)
+    assert code == 2 and "1 of 2 pairs skipped" in err and "DensePose IUV is 20x20" in err
+    assert [p.name for p in out.iterdir()] == ["b__a.png"]
+    single = tmp_path / "single.png"
+    code, _, err = run(["pose", root / "image" / "a.jpg", root / "image" / "b.jpg", "-o", single, "--densepose",
+                        root / "densepose" / "b.png", "--model", files / "tiny.safetensors", "--steps", "2",
+                        "--device", "cpu"], capsys)
+    assert code in (0, None), err
+    assert Image.open(out / "b__a.png").tobytes() == Image.open(single).tobytes()

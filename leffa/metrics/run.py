@@ -4,7 +4,7 @@ Inputs come from ``leffa.data.open_dataset`` (the layouts the trainer reads) at 
 sampled in batches with ``leffa.sampler.sample`` (the inference sampler, seeded per image) and written as PNG to
 ``OUT/pred/NAME.png``; the dataset's target images at the same size go to ``OUT/gt/NAME.png``. Both folders are then
 scored with ``leffa.metrics`` like any other pair of folders. Predictions already on disk are kept, so an interrupted
-run resumes where it stopped.
+run resumes where it stopped; under ``torchrun`` / ``accelerate launch`` the split is shared out (``leffa.shard``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 
 from leffa.atomic import save_image
 from leffa.errors import LeffaError
+from leffa.shard import Shard, count_done
 
 
 def _to_pil(image: torch.Tensor):
@@ -39,48 +40,57 @@ def generate_split(
     batch_size: int = 4,
     limit: int | None = None,
     progress=None,
+    shard: Shard | None = None,
 ) -> tuple[Path, Path, int]:
-    """Write predictions and ground truth of ``split`` under ``out_dir``; returns (pred dir, gt dir, newly made).
+    """Write predictions and ground truth of ``split`` under ``out_dir``; returns (pred dir, gt dir, newly made here).
+
+    With a ``shard`` (``leffa.shard``) this process makes only its share and then waits for the other processes'.
 
     ``mode`` is the dataset's pairing (``paired``: each person with their own garment; ``unpaired``: the pairs
     file's garment). Each image's noise depends on ``seed`` alone, whatever the batch it falls in.
     """
     from leffa.data import open_dataset
+    from leffa.pipeline import batches
     from leffa.sampler import SamplerOptions, UncondFeatureCache, sample
 
     options = options or SamplerOptions()
+    shard = shard or Shard()
     if batch_size < 1:
         raise LeffaError(f"--batch-size: must be at least 1, got {batch_size}")
     dataset = open_dataset(data, layout=layout, split=split, size=size, mode=mode)
     out_dir = Path(out_dir)
     pred_dir, gt_dir = out_dir / "pred", out_dir / "gt"
     count = min(len(dataset), limit) if limit else len(dataset)
-    todo, names = [], {}
+    names: list[str] = []
     for index in range(count):
         name = _entry_name(dataset, index)
         if name in names:
             raise LeffaError(f"{data}: two {split} entries produce the output name {name!r}")
-        names[name] = index
-        if not (pred_dir / f"{name}.png").is_file() or not (gt_dir / f"{name}.png").is_file():
-            todo.append(index)
+        names.append(name)
+    preds = [pred_dir / f"{name}.png" for name in names]
+    todo = [not (preds[index].is_file() and (gt_dir / f"{names[index]}.png").is_file()) for index in range(count)]
+    # Batches are cut from the whole split and dealt out to the processes of a sharded run, so an image is sampled
+    # in the same batch whatever the number of processes (and the same pixels come out).
+    groups = [[index for index in group if todo[index]] for group in shard.take(list(batches(range(count), batch_size)))]
+    groups = [group for group in groups if group]
+    made = sum(len(group) for group in groups)
     cache = UncondFeatureCache()
-    done = count - len(todo)
-    if progress is not None:
-        progress(done, count)
-    for start in range(0, len(todo), batch_size):
-        items = [dataset[index] for index in todo[start : start + batch_size]]
+    report = (lambda finished: progress(finished, count)) if progress is not None and shard.is_main else None
+    if report is not None:
+        report(count_done(preds))
+    for group in groups:
+        items = [dataset[index] for index in group]
         stack = {key: torch.stack([item[key] for item in items]) for key in ("image", "reference", "mask", "densepose")}
         with torch.no_grad():
             images = sample(model, stack["image"], stack["reference"], stack["mask"], stack["densepose"],
                             options, seed=seed, cache=cache)
-        for item, index, image in zip(items, todo[start : start + batch_size], images):
-            name = _entry_name(dataset, index)
-            save_image(_to_pil(item["image"] / 2 + 0.5), gt_dir / f"{name}.png")
-            save_image(_to_pil(image), pred_dir / f"{name}.png")
-        done += len(items)
-        if progress is not None:
-            progress(done, count)
-    return pred_dir, gt_dir, len(todo)
+        for item, index, image in zip(items, group, images):
+            save_image(_to_pil(item["image"] / 2 + 0.5), gt_dir / f"{names[index]}.png")
+            save_image(_to_pil(image), preds[index])  # last: a prediction on disk means both exist
+        if report is not None:
+            report(count_done(preds))
+    shard.wait_for(preds, report)
+    return pred_dir, gt_dir, made
 
 
 def _entry_name(dataset, index: int) -> str:

@@ -131,22 +131,31 @@ def _flow(model_spec, base, offline, data, split, layout, timestep, temperature,
 
 
 def _run(model_spec, base, offline, data, split, layout, paired, size, sampler, seed, dtype, device, batch_size,
-         limit, out_dir):
-    """Generate the split (resuming), and return (pred dir, gt dir, run settings) for scoring."""
+         limit, out_dir, shard):
+    """Generate the split (resuming; this process's share under torchrun / accelerate launch), and return (pred dir,
+    gt dir, run settings) for scoring."""
+    import contextlib
+
+    from leffa.atomic import ensure_writable_destination
     from leffa.errors import LeffaError
     from leffa.metrics.run import generate_split, run_settings
 
     if model_spec is None or data is None:
         raise LeffaError("--run needs --model and --data DATASET_FOLDER")
-    resolved = _open(model_spec, base, offline, data, layout, device, dtype, size)
-    model, working = resolved.model, resolved.image_size
     mode = "paired" if paired else "unpaired"
     out_dir = out_dir or Path("eval-runs") / f"{_model_name(model_spec)}.{split}.{mode}"
-    bar, progress = _progress(f"generating {working[0]}x{working[1]}, {sampler.steps} steps")
+    ensure_writable_destination(out_dir, "folder", "--out-dir")
+    resolved = _open(model_spec, base, offline, data, layout, shard.device_for(device or "auto"), dtype, size)
+    model, working = resolved.model, resolved.image_size
+    label = f"generating {working[0]}x{working[1]}, {sampler.steps} steps"
+    if shard.world > 1:
+        label += f", {shard.world} processes"
+    bar, progress = _progress(label) if shard.is_main else (contextlib.nullcontext(), None)
     with bar:
         pred_dir, gt_dir, made = generate_split(model, data, out_dir, working, split, mode, layout, sampler, seed,
-                                                batch_size, limit, progress)
-    console.print(f"{made} images generated into {pred_dir}")
+                                                batch_size, limit, progress, shard)
+    if shard.is_main:
+        console.print(f"{made} images generated into {pred_dir}" + (" by this process" if shard.world > 1 else ""))
     return pred_dir, gt_dir, run_settings(resolved.source, working, sampler, seed, split, mode)
 
 
@@ -231,13 +240,18 @@ def eval_command(
     device = device or best_device()
     settings = {}
     if run:
+        from leffa.shard import Shard
         from leffa_cli.options import sampler_options
 
-        # Metric weights first: a missing file should fail before minutes of sampling.
-        networks = load_metric_networks(chosen, inception, lpips, weights_repo, offline, device)
+        shard = Shard.current()  # under torchrun / accelerate launch: this process's share of the split
+        # Metric weights first: a missing file should fail before minutes of sampling (only the main one scores).
+        if shard.is_main:
+            networks = load_metric_networks(chosen, inception, lpips, weights_repo, offline, device)
         sampler = sampler_options(steps, guidance, "upstream", scheduler, 1.0, False)
         pred, gt, settings = _run(model, base, offline, data, split, layout, paired, size, sampler,
-                                  42 if seed is None else seed, dtype, device, batch_size, limit, out_dir)
+                                  42 if seed is None else seed, dtype, device, batch_size, limit, out_dir, shard)
+        if not shard.is_main:
+            return None
         output = output or pred.parent / "eval.json"
         name = name or pred.parent.name
     # Check the folders before fetching any weights, so a typo fails at once.
