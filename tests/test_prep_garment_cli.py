@@ -31,7 +31,7 @@ def invoke(*args):
 def test_alpha_garment_is_cropped_and_centred_on_white():
     rgba = np.zeros((100, 80, 4), np.uint8)
     rgba[10:40, 50:70] = (200, 0, 0, 255)  # a 20 x 30 red garment off-centre, transparent elsewhere
-    canvas, cut = clean_garment(Image.fromarray(rgba), size=(60, 80), margin=0.0)
+    canvas, cut = clean_garment(Image.fromarray(rgba), size=(80, 60), margin=0.0)
     assert cut.method == "alpha" and cut.box == (50, 10, 70, 40)
     pixels = np.asarray(canvas).astype(int)
     assert canvas.size == (60, 80)
@@ -49,7 +49,7 @@ def test_backdrop_garment_and_busy_photo():
     cut = find_garment(Image.fromarray(photo))
     assert cut.method == "backdrop" and cut.box == (20, 30, 60, 90)
     assert cut.alpha[52, 32] == 1.0 and cut.alpha[5, 5] == 0.0
-    canvas, _ = clean_garment(Image.fromarray(photo), size=(30, 40))
+    canvas, _ = clean_garment(Image.fromarray(photo), size=(40, 30))
     assert np.asarray(canvas)[1, 1].tolist() == [255, 255, 255]
     busy = np.random.default_rng(0).integers(0, 255, (60, 40, 3), dtype=np.uint8)
     assert find_garment(Image.fromarray(busy)).method == "none"

@@ -140,7 +140,7 @@ def test_keypoints_json_round_trip_and_drawing(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(LeffaError, match="not an OpenPose keypoints JSON"):
         read_keypoints(tmp_path / "bad.json")
-    picture = np.asarray(draw_skeleton(keypoints, (40, 30)))
+    picture = np.asarray(draw_skeleton(keypoints, (30, 40)))
     assert picture.shape == (30, 40, 3) and picture[20, 20].tolist() == [255, 0, 0]  # neck-right shoulder limb
 
 

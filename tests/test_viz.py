@@ -12,22 +12,19 @@ import torch
 from PIL import Image
 
 from leffa.errors import LeffaError
-from leffa.flow import coordinate_grid
-from leffa.probe import layer_flows, parse_points, resolve_layers, token_index
+from leffa.flow import coordinate_grid, flow_epe
+from leffa.probe import layer_flows, parse_points, resolve_layers, short_layer_name, token_index
 from leffa.viz.render import (
     DIRECTION_COLOURS,
     INVALID_COLOUR,
     default_tile_height,
     displacement_colours,
-    endpoint_error,
     flow_rows,
     ideal_token_flow,
     image_array,
-    pixel_displacement,
     pixel_grid,
     render_flow_grid,
     render_flow_html,
-    short_layer_name,
 )
 
 H, W = 16, 24
@@ -121,11 +118,8 @@ def test_ground_truth_flow_tiles_endpoint_error_and_nan():
     assert (gt_tile.picture[4:] == np.array(DIRECTION_COLOURS["right"], dtype=np.uint8)).all()
     assert (rows[0].tiles[2].picture[:4] == 128).all()  # no correspondence: warped to zero (mid grey)
     assert "EPE 2.00 px" in rows[1].tiles[0].detail
-    gt_displacement = pixel_displacement(torch.as_tensor(gt)[None])[0].numpy()
-    assert endpoint_error(pixel_displacement(shifted_flow(2))[0].numpy(), gt_displacement) == pytest.approx(
-        0.0, abs=1e-5
-    )
-    assert np.isnan(endpoint_error(np.zeros((2, 2, 2)), np.full((2, 2, 2), np.nan)))
+    assert flow_epe(shifted_flow(2)[0], torch.as_tensor(gt)) == pytest.approx(0.0, abs=1e-5)
+    assert np.isnan(flow_epe(np.zeros((2, 2, 2)), np.full((2, 2, 2), np.nan)))
 
 
 def test_coarse_flows_are_upsampled_and_labelled_with_their_scale():

@@ -112,7 +112,7 @@ def fill_item(
             temp.write_text(json.dumps(keypoints_json(photo_keypoints)))
         written.append("keypoints")
     if "skeleton" in missing:
-        save_image(draw_skeleton(photo_keypoints, photo.size), item.skeleton)
+        save_image(draw_skeleton(photo_keypoints, (photo.height, photo.width)), item.skeleton)
         written.append("skeleton")
     return written
 

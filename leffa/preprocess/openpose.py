@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from torch import nn
 
+from leffa import images
 from leffa.errors import LeffaError
 
 KEYPOINT_NAMES = (
@@ -369,8 +370,8 @@ def read_keypoints(path: str | Path) -> np.ndarray:
 
 
 def draw_skeleton(keypoints: np.ndarray, size: tuple[int, int], background: Image.Image | None = None) -> Image.Image:
-    """OpenPose-style drawing (coloured limbs and joints) on black, or over ``background``; ``size`` = (W, H)."""
-    canvas = background.convert("RGB").resize(size) if background is not None else Image.new("RGB", size)
+    """OpenPose-style drawing (coloured limbs and joints) on black, or over ``background``; ``size`` = (H, W)."""
+    canvas = images.resize(images.to_rgb(background), size) if background is not None else Image.new("RGB", size[::-1])
     draw = ImageDraw.Draw(canvas)
     width = max(2, round(min(size) / 100))
     found = keypoints[:, 2] > 0

@@ -33,13 +33,15 @@ from leffa.errors import LeffaError
 from leffa.hub import fetch
 from leffa.loss import LeffaLossSettings, diffusion_loss, diffusion_target, leffa_loss, select_layers
 from leffa.model import LeffaConfig, LeffaModel
+from leffa.probe import capture_attention
 from leffa.train.config import TrainConfig
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
 BASE_FILES = ("unet/config.json", "vae/config.json", "scheduler/scheduler_config.json")
 
 ValidationHook = Callable[[int, LeffaModel, dict, dict], None]
-"""Called on the main process at each validation: ``(step, model, batch, captured {layer: (queries, keys)})``."""
+"""Called on the main process at each validation: ``(step, model, batch, captured {layer: (queries, keys)})``, the
+capture of ``leffa.probe`` (see ``Trainer.validation_attention``)."""
 
 
 # -- base model and initialisation ---------------------------------------------------------------------------------
@@ -269,23 +271,6 @@ def sample_preview(model: LeffaModel, batch: dict, steps: int, generator: torch.
         noise = model.predict_noise(model_input, t, features)
         latents = scheduler.step(noise.float(), t, latents.float(), generator=generator).prev_sample.to(latents.dtype)
     return model.decode(latents).float().clamp(-1, 1)
-
-
-@torch.no_grad()
-def capture_attention(model: LeffaModel, batch: dict, layers: list[str], timestep: int, generator) -> dict:
-    """Queries and reference keys of ``layers`` for the batch's target noised at ``timestep`` (for flow dumps)."""
-    from diffusers import DDPMScheduler
-
-    scheduler = DDPMScheduler.from_config(model.config.scheduler)
-    inputs = prepare_inputs(model, scheduler, batch, generator, dropout=0.0)
-    timesteps = torch.full_like(inputs.timesteps, timestep)
-    noisy = scheduler.add_noise(inputs.model_input[:, :4], torch.randn(inputs.target.shape, generator=generator,
-                                device=model.device, dtype=inputs.target.dtype), timesteps)
-    model_input = torch.cat([noisy, inputs.model_input[:, 4:]], dim=1)
-    captured = {}
-    model.predict_noise(model_input, timesteps, model.reference_features(inputs.reference_latents, timesteps),
-                        captured, layers)
-    return captured
 
 
 def preview_grid(batch: dict, generated: torch.Tensor) -> np.ndarray:
@@ -551,14 +536,21 @@ class Trainer:
             tracker = accelerator.get_tracker("tensorboard", unwrap=True)
             tracker.add_image("validation", grid, self.step, dataformats="HWC")
             if self.validation_hook is not None:
-                layers = self.capture_layers or list(model.layer_names)
-                with accelerator.autocast():
-                    captured = capture_attention(model, self.validation_batch, layers,
-                                                 self.config.leffa_timestep_threshold // 2, generator)
-                self.validation_hook(self.step, model, self.validation_batch, captured)
+                self.validation_hook(self.step, model, self.validation_batch, self.validation_attention())
             model.generative_unet.train()
             model.reference_unet.train()
         accelerator.wait_for_everyone()
+
+    def validation_attention(self) -> dict:
+        """The validation batch's attention through ``leffa.probe`` (the probe of ``eval --flow`` and ``viz-flow``):
+        the Leffa loss's layers (all when the loss is off) at half the loss's timestep threshold, seeded with the
+        run's seed, in the model's own precision (no autocast, so the flows match the other two entry points)."""
+        batch = self.validation_batch
+        return capture_attention(
+            self.model, batch["image"], batch["reference"], batch["mask"], batch["densepose"],
+            timestep=self.config.leffa_timestep_threshold // 2, layers=self.capture_layers or list(self.model.layer_names),
+            seed=self.config.seed,
+        )
 
     # -- run ------------------------------------------------------------------------------------------------------
 

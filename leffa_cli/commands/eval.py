@@ -114,7 +114,8 @@ def _flow(model_spec, base, offline, data, split, layout, timestep, temperature,
 
     from leffa.errors import LeffaError
     from leffa.metrics.scores import write_result
-    from leffa.metrics.flow import evaluate_flow, resolve_layers
+    from leffa.metrics.flow import evaluate_flow
+    from leffa.probe import resolve_layers
 
     if model_spec is None or data is None:
         raise LeffaError("--flow needs --model CHECKPOINT and --data DATASET_FOLDER")

@@ -139,7 +139,7 @@ def pose(
     with atomic_path(output) as temp:
         temp.write_text(json.dumps(keypoints_json(keypoints)))
     if draw is not None:
-        save_image(draw_skeleton(keypoints, photo.size), draw)
+        save_image(draw_skeleton(keypoints, (photo.height, photo.width)), draw)
     console.print(f"wrote {output} ({int((keypoints[:, 2] > 0).sum())} of 18 keypoints found)")
 
 
@@ -157,7 +157,7 @@ def garment(
 
     if width <= 0 or height <= 0 or not 0 <= margin < 0.5:
         raise LeffaError("--width/--height must be positive and --margin in [0, 0.5)")
-    canvas, cut = clean_garment(_open(image, keep_alpha=True), (width, height), margin)
+    canvas, cut = clean_garment(_open(image, keep_alpha=True), (height, width), margin)
     save_image(canvas, output)
     how = {
         "alpha": "from the alpha channel",
