@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from leffa.images import parse_size
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BASE = ROOT / "tests" / "fixtures" / "upstream_parity" / "stable-diffusion-inpainting"
 FULL_BASE = Path(os.environ.get("LEFFA_FULL_SIZE_CONFIGS", "/work/shared/fixtures/full_size_configs")) / (
@@ -149,16 +151,11 @@ def report(title: str, results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    height, width = text.lower().split("x")
-    return int(height), int(width)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--base", type=Path, default=None)
-    parser.add_argument("--size", type=parse_size, default=None)
+    parser.add_argument("--size", type=parse_size, default=None)  # HxW
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cpu always, cuda too when present)")

@@ -30,11 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
-
+from leffa import images
 from leffa.errors import LeffaError
 
 Split = Literal["train", "test"]
@@ -59,35 +57,24 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
-def _open(path: Path, what: str) -> Image.Image:
-    _require(path, what)
-    try:
-        image = Image.open(path)
-        image.load()
-        return image
-    except (UnidentifiedImageError, OSError) as error:
-        raise LeffaError(f"{path}: {what} is not a readable image ({error})") from None
-
-
 def load_rgb(path: Path, size: tuple[int, int], what: str = "image") -> torch.Tensor:
-    """An RGB image resized (bicubic) to ``size`` = (H, W), as (3, H, W) in [-1, 1]."""
-    image = _open(path, what).convert("RGB").resize((size[1], size[0]), Image.BICUBIC)
-    return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
+    """A picture resized to ``size`` = (H, W) as (3, H, W) in [-1, 1] (``leffa.images.rgb_tensor``, as try-on)."""
+    return images.rgb_tensor(images.read_rgb(path, what), size)
+
+
+def load_densepose(path: Path, size: tuple[int, int], what: str = "VITON-HD DensePose") -> torch.Tensor:
+    """A DensePose rendering (try-on) as (3, H, W) in [-1, 1] (``leffa.images.densepose_tensor``, as try-on)."""
+    return images.densepose_tensor(images.open_image(path, what), size, "rgb")
 
 
 def load_labels(path: Path, size: tuple[int, int], what: str) -> torch.Tensor:
     """A single-channel label image (nearest resize) as an integer (H, W) tensor."""
-    image = _open(path, what)
-    if image.mode not in ("L", "P", "I", "I;16"):
-        image = image.convert("L")
-    image = image.resize((size[1], size[0]), Image.NEAREST)
-    return torch.from_numpy(np.array(image, dtype=np.int64))
+    return torch.from_numpy(images.label_array(images.open_image(path, what), size))
 
 
 def load_mask(path: Path, size: tuple[int, int], what: str = "mask") -> torch.Tensor:
-    """A binary mask image (nearest resize, > 127 = 1) as (1, H, W) in {0, 1}."""
-    image = _open(path, what).convert("L").resize((size[1], size[0]), Image.NEAREST)
-    return (torch.from_numpy(np.array(image)) > 127).float()[None]
+    """A mask image as (1, H, W) in {0, 1} (``leffa.images.mask_tensor``: Lanczos, then ``>= 0.5``, as try-on)."""
+    return images.mask_tensor(images.open_image(path, what), size)
 
 
 def encode_part_index(parts: torch.Tensor) -> torch.Tensor:
@@ -219,7 +206,7 @@ class VitonHD(PairDataset):
             "image": image,
             "reference": load_rgb(self.folder / "cloth" / f"{_stem(garment)}.jpg", self.size, "VITON-HD garment"),
             "mask": load_mask(self.folder / "agnostic-mask" / f"{stem}_mask.png", self.size, "VITON-HD agnostic mask"),
-            "densepose": load_rgb(self.folder / "image-densepose" / f"{stem}.jpg", self.size, "VITON-HD DensePose"),
+            "densepose": load_densepose(self.folder / "image-densepose" / f"{stem}.jpg", self.size),
             "name": stem,
         }
 
@@ -312,16 +299,15 @@ class DeepFashionPose(PairDataset):
             "image": image,
             "reference": load_rgb(self.folder / "image" / f"{source}.jpg", self.size, "DeepFashion source image"),
             "mask": torch.ones(1, *self.size),
-            # IUV stored as an image, fed as upstream does: raw channels scaled to [-1, 1].
+            # IUV decoded as upstream's pose transform (and ``leffa pose``) does: U, V / 255, part index / 24.
             "densepose": load_iuv(self.folder / "densepose" / f"{target}.png", self.size),
             "name": target,
         }
 
 
 def load_iuv(path: Path, size: tuple[int, int]) -> torch.Tensor:
-    """A DensePose IUV PNG resized with nearest (interpolating part indices would invent parts), in [-1, 1]."""
-    image = _open(path, "DeepFashion DensePose IUV").convert("RGB").resize((size[1], size[0]), Image.NEAREST)
-    return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
+    """A DensePose IUV PNG (R = U, G = V, B = part index) in [-1, 1] (``leffa.images.iuv_tensor``, as ``leffa pose``)."""
+    return images.iuv_tensor(images.open_image(path, "DeepFashion DensePose IUV"), size)
 
 
 # -- choosing a dataset --------------------------------------------------------------------------------------------

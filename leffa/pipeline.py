@@ -16,6 +16,9 @@ result is resized back to the photo's size.
 Repaint (upstream's, optional): outside a feathered mask (Gaussian blur with radius ``h // 100`` made odd) the
 result takes the original pixels. We apply it at the photo's own resolution, so those pixels stay exact.
 
+Reading, converting, resizing and mask binarisation are ``leffa.images``'s (the same rules as training's data
+loading: pictures Lanczos, masks Lanczos then ``>= 0.5``, IUV nearest). An all-black mask is reported as a note.
+
 Conditions come from ``--mask`` / ``--densepose`` files, or from plugins registered under the entry-point group
 ``leffa.conditions`` (names ``mask``: ``f(person: PIL.Image, garment_type: str, offline: bool) -> PIL.Image`` and
 ``densepose``: ``f(person: PIL.Image, kind: "rgb" | "iuv", offline: bool) -> PIL.Image``); leffa's own are in
@@ -31,100 +34,42 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter
 
+from leffa import images
 from leffa.atomic import save_image
 from leffa.errors import LeffaError
+from leffa.images import MIN_SIDE, Size, open_image, read_rgb, to_grey, to_rgb
 from leffa.sampler import SamplerOptions, UncondFeatureCache, decode_images, denoise, encode_conditions
 from leffa.sampler import seeded_generators
 
-MIN_SIDE = 32
-MAX_PIXELS = 64_000_000
+MAX_PIXELS = images.MAX_PIXELS
 GARMENT_TYPES = ("upper_body", "lower_body", "dresses")
 CONDITIONS_GROUP = "leffa.conditions"
-Size = tuple[int, int]  # (H, W)
 
 
 # -- reading and checking files -----------------------------------------------------------------------------------
 
 
-def _open(path: Path | Image.Image, role: str) -> Image.Image:
-    if isinstance(path, Image.Image):  # the Python API passes images as well as paths
-        image, path = path, f"{role} ({path.width}x{path.height} {path.mode} image)"
-        width, height = image.size
-        if min(width, height) < MIN_SIDE:
-            raise LeffaError(f"{path}: too small (at least {MIN_SIDE} px a side)")
-        return image
-    path = Path(path)
-    if not path.is_file():
-        raise LeffaError(f"{path}: {role} not found")
-    try:
-        image = Image.open(path)
-    except UnidentifiedImageError:
-        raise LeffaError(f"{path}: {role} is not an image (or not a format Pillow reads)") from None
-    except (OSError, Image.DecompressionBombError) as error:
-        raise LeffaError(f"{path}: {role} cannot be read ({error})") from None
-    width, height = image.size
-    if min(width, height) < MIN_SIDE:
-        raise LeffaError(f"{path}: {role} is {width}x{height}, too small (at least {MIN_SIDE} px a side)")
-    if width * height > MAX_PIXELS:
-        raise LeffaError(f"{path}: {role} is {width}x{height}, too large (at most {MAX_PIXELS // 1_000_000} MP)")
-    try:
-        image.load()
-    except (OSError, Image.DecompressionBombError) as error:
-        raise LeffaError(f"{path}: {role} is damaged or truncated ({error})") from None
-    return image
-
-
 def load_rgb(path: str | Path | Image.Image, role: str, notes: list[str]) -> Image.Image:
-    """An RGB image (from a file or a PIL image); transparency is composited over white and greyscale expanded,
-    each with a note."""
-    image = ImageOps.exif_transpose(_open(path, role))
-    if isinstance(path, Image.Image):
-        path = "image"
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
-        notes.append(f"{path}: {role} has transparency; composited over white")
-    elif image.mode in ("L", "1", "I", "I;16", "F"):
-        image = image.convert("L").convert("RGB")
-        notes.append(f"{path}: {role} is greyscale; converted to RGB")
-    elif image.mode != "RGB":
-        image = image.convert("RGB")
-    return image
+    """A photo or garment as RGB (``leffa.images``: transparency over white and greyscale expanded, with notes)."""
+    return read_rgb(path, role, notes, min_side=MIN_SIDE)
 
 
-def load_condition(path: str | Path | Image.Image, role: str, size: tuple[int, int], mode: str) -> Image.Image:
-    """A mask (``L``) or DensePose (``RGB``) image that must match the person photo's ``(W, H)`` exactly."""
-    image = _open(path, role)
-    if isinstance(path, Image.Image):
-        path = role
-    if image.size != size:
+def load_condition(path: str | Path | Image.Image, role: str, size: Size, mode: str) -> Image.Image:
+    """A mask (``L``) or DensePose (``RGB``) image that must match the person photo's ``size`` = (H, W) exactly."""
+    image = open_image(path, role)
+    if image.size != (size[1], size[0]):
         raise LeffaError(
-            f"{path}: {role} is {image.size[0]}x{image.size[1]} but the person photo is {size[0]}x{size[1]}; "
+            f"{path}: {role} is {image.size[0]}x{image.size[1]} but the person photo is {size[1]}x{size[0]}; "
             "they must be the same size"
         )
-    if mode == "L" and image.mode in ("RGBA", "LA"):
-        image = image.convert("RGBA").convert("RGB")
-    return image.convert(mode)
-
-
-def parse_size(text: str) -> Size:
-    """``"1024x768"`` -> ``(1024, 768)`` (height x width)."""
-    try:
-        height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise LeffaError(f"--size: {text!r} is not HxW (e.g. 1024x768)") from None
-    return check_size((height, width))
+    return to_grey(image) if mode == "L" else to_rgb(image, alpha="ignore")
 
 
 def check_size(size: Size, multiple: int = 8) -> Size:
-    height, width = size
-    if height < MIN_SIDE or width < MIN_SIDE or height % multiple or width % multiple:
-        raise LeffaError(f"--size: {height}x{width} must be at least {MIN_SIDE} px and a multiple of {multiple}")
-    return size
+    """The working size rule: both sides at least ``MIN_SIDE`` and multiples of ``multiple`` (the latent scale)."""
+    return images.check_size(size, "--size", multiple=multiple, min_side=MIN_SIDE)
 
 
 def output_path(path: str | Path) -> Path:
@@ -139,9 +84,10 @@ def output_path(path: str | Path) -> Path:
 # -- geometry -----------------------------------------------------------------------------------------------------
 
 
-def crop_box(size: tuple[int, int], target: Size) -> tuple[int, int, int, int]:
-    """Largest centred box of ``size`` (W, H) with the aspect of ``target`` (H, W)."""
-    width, height = size
+def crop_box(size: Size, target: Size) -> tuple[int, int, int, int]:
+    """Largest centred box (left, top, right, bottom) of an image of ``size`` with the aspect of ``target``, both
+    (H, W)."""
+    height, width = size
     target_h, target_w = target
     if width * target_h > height * target_w:  # too wide
         box_w, box_h = round(height * target_w / target_h), height
@@ -166,25 +112,19 @@ def pad_to_aspect(image: Image.Image, target: Size, fill=(255, 255, 255)) -> Ima
     return canvas
 
 
-def image_tensor(image: Image.Image, size: Size, resample=Image.LANCZOS) -> torch.Tensor:
-    """PIL RGB -> (1, 3, H, W) in [-1, 1] at ``size``; Lanczos as upstream's ``VaeImageProcessor``."""
-    array = np.asarray(image.convert("RGB").resize((size[1], size[0]), resample), dtype=np.float32)
-    return torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1.0
+def image_tensor(image: Image.Image, size: Size) -> torch.Tensor:
+    """PIL RGB -> (1, 3, H, W) in [-1, 1] at ``size`` (``leffa.images.IMAGE_FILTER``, Lanczos as upstream)."""
+    return images.rgb_tensor(image, size)[None]
 
 
 def mask_tensor(mask: Image.Image, size: Size) -> torch.Tensor:
-    """PIL L -> (1, 1, H, W) in {0, 1}: resized (Lanczos), then ``>= 0.5`` is 1, as upstream."""
-    array = np.asarray(mask.convert("L").resize((size[1], size[0]), Image.LANCZOS), dtype=np.float32) / 255.0
-    return torch.from_numpy((array >= 0.5).astype(np.float32))[None, None]
+    """PIL mask -> (1, 1, H, W) in {0, 1} at ``size`` (``leffa.images.mask_tensor``: Lanczos, then ``>= 0.5``)."""
+    return images.mask_tensor(mask, size)[None]
 
 
 def iuv_tensor(densepose: Image.Image, size: Size) -> torch.Tensor:
-    """DensePose IUV (channels 0-1: U, V in 0..255; channel 2: part index 0..24) -> [-1, 1], nearest, as upstream."""
-    array = np.asarray(densepose.convert("RGB").resize((size[1], size[0]), Image.NEAREST), dtype=np.float32)
-    array = array.copy()
-    array[..., 0:2] /= 255.0
-    array[..., 2:3] /= 24.0
-    return torch.from_numpy(array).permute(2, 0, 1)[None] * 2.0 - 1.0
+    """DensePose IUV -> (1, 3, H, W) in [-1, 1], nearest, as upstream (``leffa.images.iuv_tensor``)."""
+    return images.iuv_tensor(densepose, size)[None]
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -233,7 +173,7 @@ def condition_plugin(name: str) -> Callable | None:
 
 def _condition(path, name: str, role: str, photo: Image.Image, mode: str, arg: str, offline: bool) -> Image.Image:
     if path is not None:
-        return load_condition(path, role, photo.size, mode)
+        return load_condition(path, role, photo_size(photo), mode)
     maker = condition_plugin(name)
     if maker is None:
         raise LeffaError(
@@ -244,7 +184,12 @@ def _condition(path, name: str, role: str, photo: Image.Image, mode: str, arg: s
     image = maker(photo, arg, offline=offline)
     if image.size != photo.size:
         raise LeffaError(f"{role} plugin returned {image.size}, the photo is {photo.size}")
-    return image.convert(mode)
+    return to_grey(image) if mode == "L" else to_rgb(image, alpha="ignore")
+
+
+def photo_size(image: Image.Image) -> Size:
+    """(H, W) of a PIL image."""
+    return image.height, image.width
 
 
 def tryon_job(
@@ -258,6 +203,9 @@ def tryon_job(
     photo = load_rgb(person, "person photo", notes)
     reference = load_rgb(garment, "garment image", notes)
     mask_image = _condition(mask, "mask", "garment mask", photo, "L", garment_type, offline)
+    if images.is_empty_mask(mask_image):
+        notes.append(f"{mask or 'the automatic mask'}: garment mask is all black, nothing to regenerate; "
+                     "the result is the person photo")
     densepose_image = _condition(densepose, "densepose", "DensePose", photo, "RGB", "rgb", offline)
     return Job(photo, reference, mask_image, densepose_image, "rgb", _output(output), notes)
 
@@ -288,10 +236,10 @@ class Prepared:
 
 
 def prepare(job: Job, size: Size, crop: bool = True) -> Prepared:
-    box = crop_box(job.photo.size, size) if crop else (0, 0, *job.photo.size)
+    box = crop_box(photo_size(job.photo), size) if crop else (0, 0, *job.photo.size)
     photo, mask, densepose = (image.crop(box) for image in (job.photo, job.mask, job.densepose))
     reference = pad_to_aspect(job.reference, size) if crop else job.reference
-    densepose_tensor = iuv_tensor(densepose, size) if job.densepose_kind == "iuv" else image_tensor(densepose, size)
+    densepose_tensor = images.densepose_tensor(densepose, size, job.densepose_kind)[None]
     return Prepared(image_tensor(photo, size), image_tensor(reference, size), mask_tensor(mask, size),
                     densepose_tensor, box)
 
@@ -299,10 +247,9 @@ def prepare(job: Job, size: Size, crop: bool = True) -> Prepared:
 def finish(job: Job, generated: Image.Image, box, use_repaint: bool) -> Image.Image:
     """Resize the generated crop to its box, repaint if asked, and paste it into the original photo."""
     box_size = (box[2] - box[0], box[3] - box[1])
-    generated = generated.resize(box_size, Image.LANCZOS)
+    generated = images.resize(generated, (box_size[1], box_size[0]))
     if use_repaint:
-        generated = repaint(job.photo.crop(box), job.mask.crop(box).point(lambda v: 255 if v >= 128 else 0),
-                            generated)
+        generated = repaint(job.photo.crop(box), images.binarize_image(job.mask.crop(box)), generated)
     result = job.photo.copy()
     result.paste(generated, box[:2])
     return result

@@ -13,12 +13,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
-from PIL import Image, UnidentifiedImageError
-
+from leffa import images
 from leffa.errors import LeffaError
 from leffa.flow import attention_flow, attention_map, token_grid
 from leffa.model import LeffaModel
@@ -40,21 +38,8 @@ class FlowProbe:
 # -- user input -------------------------------------------------------------------------------------------------
 
 
-def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
-    """``"1024x768"`` -> (1024, 768) (height x width)."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if match is None:
-        raise LeffaError(f"{option} {text!r}: expected HEIGHTxWIDTH, e.g. 1024x768")
-    height, width = int(match.group(1)), int(match.group(2))
-    if height <= 0 or width <= 0:
-        raise LeffaError(f"{option} {text!r}: height and width must be positive")
-    return height, width
-
-
 def check_size(model: LeffaModel, size: tuple[int, int]) -> None:
-    step = model.latent_downscale
-    if size[0] % step or size[1] % step:
-        raise LeffaError(f"--size {size[0]}x{size[1]}: height and width must be multiples of {step} (latent scale)")
+    images.check_size(size, "--size", multiple=model.latent_downscale)
 
 
 def parse_points(texts: list[str], size: tuple[int, int]) -> list[tuple[int, int]]:
@@ -96,24 +81,19 @@ def resolve_layers(selection: str, layer_names: list[str]) -> list[str]:
 
 
 def load_image(path: str | Path, size: tuple[int, int], option: str) -> torch.Tensor:
-    """An RGB image file -> ``(1, 3, H, W)`` in [-1, 1] at ``size`` (bicubic)."""
-    picture = _open(path, option).convert("RGB").resize((size[1], size[0]), Image.Resampling.BICUBIC)
-    array = torch.from_numpy(np.asarray(picture, dtype=np.float32).copy())
-    return (array.permute(2, 0, 1)[None] / 127.5) - 1.0
+    """An image file -> ``(1, 3, H, W)`` in [-1, 1] at ``size``, read and resized as try-on does (``leffa.images``)."""
+    return images.rgb_tensor(images.read_rgb(path, option), size)[None]
 
 
 def load_mask(path: str | Path, size: tuple[int, int]) -> torch.Tensor:
-    """A mask image -> ``(1, 1, H, W)`` in {0, 1} at ``size`` (nearest; white = region to regenerate)."""
-    picture = _open(path, "--mask").convert("L").resize((size[1], size[0]), Image.Resampling.NEAREST)
-    array = torch.from_numpy(np.asarray(picture, dtype=np.float32).copy())
-    return (array[None, None] >= 127.5).float()
+    """A mask image -> ``(1, 1, H, W)`` in {0, 1} at ``size`` (white = regenerate), as try-on (``leffa.images``)."""
+    return images.mask_tensor(images.open_image(path, "--mask"), size)[None]
 
 
-def load_densepose(path: str | Path, size: tuple[int, int]) -> torch.Tensor:
-    """A DensePose rendering -> ``(1, 3, H, W)`` in [-1, 1] at ``size`` (nearest: the values are labels)."""
-    picture = _open(path, "--densepose").convert("RGB").resize((size[1], size[0]), Image.Resampling.NEAREST)
-    array = torch.from_numpy(np.asarray(picture, dtype=np.float32).copy())
-    return (array.permute(2, 0, 1)[None] / 127.5) - 1.0
+def load_densepose(path: str | Path, size: tuple[int, int], kind: str = "rgb") -> torch.Tensor:
+    """A DensePose image -> ``(1, 3, H, W)`` in [-1, 1] at ``size``: a rendering (``"rgb"``, try-on) or an IUV
+    (``"iuv"``, pose transfer), as try-on and pose read them (``leffa.images.densepose_tensor``)."""
+    return images.densepose_tensor(images.open_image(path, "--densepose"), size, kind)[None]
 
 
 def load_gt_flow(path: str | Path, size: tuple[int, int]) -> torch.Tensor:
@@ -130,18 +110,6 @@ def load_gt_flow(path: str | Path, size: tuple[int, int]) -> torch.Tensor:
     if tuple(flow.shape[1:3]) != tuple(size):
         flow = F.interpolate(flow.permute(0, 3, 1, 2), size=size, mode="nearest").permute(0, 2, 3, 1)
     return flow
-
-
-def _open(path: str | Path, option: str) -> Image.Image:
-    path = Path(path)
-    if not path.is_file():
-        raise LeffaError(f"{option} {path}: file not found")
-    try:
-        picture = Image.open(path)
-        picture.load()
-    except (UnidentifiedImageError, OSError) as error:
-        raise LeffaError(f"{option} {path}: not a readable image ({error})") from None
-    return picture
 
 
 # -- the probe --------------------------------------------------------------------------------------------------

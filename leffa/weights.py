@@ -215,7 +215,8 @@ def open_model(
     runs a ``leffa export --onnx`` folder with onnxruntime (device and dtype were fixed at export time). The result's
     ``image_size`` is the working size, checked against what the model (or the exported graphs) can run.
     """
-    from leffa.pipeline import check_size, parse_size
+    from leffa.images import parse_size
+    from leffa.pipeline import check_size
     from leffa.runtime import place_model, resolve_device, resolve_dtype
 
     if backend not in ("torch", "onnx"):

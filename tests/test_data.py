@@ -31,6 +31,14 @@ def _rgb(path: Path, rng, size=(64, 48)) -> None:
     Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
 
 
+def _iuv(path: Path, rng, size=(64, 48)) -> None:
+    """A DensePose IUV PNG: R = U, G = V (0..255), B = part index (0..24)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    uv = rng.integers(0, 256, (*size, 2), dtype=np.uint8)
+    parts = rng.integers(0, 25, (*size, 1), dtype=np.uint8)
+    Image.fromarray(np.concatenate([uv, parts], axis=-1)).save(path)
+
+
 def _gray(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array.astype(np.uint8)).save(path)
@@ -80,7 +88,7 @@ def make_deepfashion(root: Path, count: int = 3, size=(64, 48)) -> Path:
     names = [f"MEN-person{i}" for i in range(count)]
     for name in names:
         _rgb(root / "train" / "image" / f"{name}.jpg", rng, size)
-        _rgb(root / "train" / "densepose" / f"{name}.png", rng, size)
+        _iuv(root / "train" / "densepose" / f"{name}.png", rng, size)
     rows = ["from,to"] + [f"{a}.jpg,{b}.jpg" for a, b in zip(names, names[1:] + names[:1])]
     (root / "train_pairs.csv").write_text("\n".join(rows) + "\n")
     return root

@@ -250,7 +250,7 @@ def test_unmatched_and_unreadable_files_are_one_line_errors(folders):
         match_pairs(folders / "pred", folders / "gt")
     assert len(match_pairs(folders / "pred", folders / "gt", allow_extra_gt=True)) == 9
     (folders / "pred" / "05.png").write_bytes(b"not an image")
-    with pytest.raises(LeffaError, match=r"05\.png: unreadable image"):
+    with pytest.raises(LeffaError, match=r"05\.png: prediction is not an image"):
         evaluate_folders(folders / "pred", folders / "gt", MetricNetworks(), metrics=["psnr"], allow_extra_gt=True)
     (folders / "pred" / "06.jpg").write_bytes(b"x")
     with pytest.raises(LeffaError, match="two images named '06'"):
@@ -262,7 +262,7 @@ def test_unmatched_and_unreadable_files_are_one_line_errors(folders):
 def test_ground_truth_is_resized_with_lanczos(tmp_path):
     rng = np.random.default_rng(3)
     Image.fromarray(_random_image(rng, 40, 30)).save(tmp_path / "a.png")
-    loaded = load_image(tmp_path / "a.png", size=(15, 20))
+    loaded = load_image(tmp_path / "a.png", size=(20, 15))
     expected = np.asarray(Image.open(tmp_path / "a.png").resize((15, 20), Image.Resampling.LANCZOS)) / 255.0
     assert loaded.shape == (3, 20, 15)
     np.testing.assert_allclose(loaded.permute(1, 2, 0).numpy(), expected, atol=1e-6)

@@ -72,7 +72,7 @@ def test_tryon_writes_png_at_photo_size_pasted_into_the_crop(files, tmp_path, ca
     result = np.asarray(Image.open(out))
     person = np.asarray(Image.open(files / "person.png"))
     assert Image.open(out).format == "PNG" and result.shape == person.shape
-    left, top, right, bottom = crop_box(PHOTO, SIZE)
+    left, top, right, bottom = crop_box((PHOTO[1], PHOTO[0]), SIZE)
     assert (right - left, bottom - top) == (50, 67)
     outside = np.ones(result.shape[:2], bool)
     outside[top:bottom, left:right] = False
@@ -158,7 +158,7 @@ def _bad_cases(files, tmp_path):
         "no mask, offline, models not cached": (base() + ["--densepose", files / "densepose.png", "--offline"] + model,
                                                 "humanparsing/parsing_atr.onnx: not in the local cache"),
         "bad scheduler": (base() + conditions + model + ["--scheduler", "magic"], "unknown scheduler"),
-        "bad size": (base() + conditions + model + ["--size", "100x77"], "multiple of 8"),
+        "bad size": (base() + conditions + model + ["--size", "100x77"], "multiples of 8"),
         "not png": (base() + conditions + model, "give a name ending in .png"),
     }
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from leffa import images
 from leffa.atomic import atomic_path
 from leffa.errors import LeffaError
 
@@ -82,27 +82,15 @@ def match_pairs(pred_dir: str | Path, gt_dir: str | Path, allow_extra_gt: bool =
     return [(preds[stem], gts[stem]) for stem in preds]
 
 
-def load_image(path: str | Path, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """RGB image as ``(3, H, W)`` float in [0, 1]; resized with Lanczos to ``size`` = (W, H) when it differs."""
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if size is not None and image.size != tuple(size):
-                image = image.resize(tuple(size), Image.Resampling.LANCZOS)
-            array = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise LeffaError(f"{path}: unreadable image ({str(error).splitlines()[0] or type(error).__name__})") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+def load_image(path: str | Path, size: tuple[int, int] | None = None, role: str = "image") -> torch.Tensor:
+    """RGB image as ``(3, H, W)`` float in [0, 1]; resized (``leffa.images.IMAGE_FILTER``, Lanczos) to
+    ``size`` = (H, W) when it differs."""
+    return images.unit_tensor(images.open_image(path, role), size)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(W, H) of an image without decoding its pixels."""
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError) as error:
-        raise LeffaError(f"{path}: unreadable image ({str(error).splitlines()[0] or type(error).__name__})") from None
+    """(H, W) of an image without decoding its pixels."""
+    return images.image_size(path)
 
 
 def batches(items: Sequence, batch_size: int) -> Iterator[Sequence]:
@@ -305,8 +293,8 @@ def evaluate_paired(
     per_image: dict[str, dict[str, float]] = {}
     done = 0
     for chunk in batches(pairs, batch_size):
-        preds = [load_image(pred) for pred, _ in chunk]
-        gts = [load_image(gt, size=(p.shape[2], p.shape[1])) for (_, gt), p in zip(chunk, preds)]
+        preds = [load_image(pred, role="prediction") for pred, _ in chunk]
+        gts = [load_image(gt, tuple(p.shape[1:]), "ground truth") for (_, gt), p in zip(chunk, preds)]
         stems = [pred.stem for pred, _ in chunk]
         offset = 0
         for pred_stack, gt_stack in zip(_stack_by_size(preds), _stack_by_size(gts)):

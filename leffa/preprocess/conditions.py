@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from leffa import images
 from leffa.errors import LeffaError
 from leffa.preprocess.masks import agnostic_mask, mask_image
 from leffa.preprocess.openpose import PoseEstimator
@@ -110,11 +111,11 @@ class PersonConditions:
     labels: np.ndarray  # (h, w) person labels at the working size
     keypoints: np.ndarray  # (18, 3) in working-size pixels
     mask: np.ndarray  # (h, w) bool at the working size
-    size: tuple[int, int]  # the photo's (W, H)
+    size: tuple[int, int]  # the photo's (H, W)
 
     def mask_image(self) -> Image.Image:
         """The mask at the photo's own size, 255 = repaint."""
-        return mask_image(self.mask).resize(self.size, Image.Resampling.NEAREST)
+        return images.resize_labels(mask_image(self.mask), self.size)
 
 
 def working_copy(image: Image.Image, height: int = WORK_HEIGHT) -> Image.Image:
@@ -146,14 +147,15 @@ def person_conditions(
         labels = parse_person(work, tools.atr, tools.lip)
     else:
         labels = np.asarray(
-            Image.fromarray(np.asarray(labels, dtype=np.uint8)).resize(work.size, Image.Resampling.NEAREST)
+            images.resize_labels(Image.fromarray(np.asarray(labels, dtype=np.uint8)), (work.height, work.width))
         )
     if keypoints is None:
         keypoints = tools.pose(work, source=source)
     else:
         keypoints = np.array(keypoints, dtype=np.float32)
         keypoints[:, :2] *= work.height / person_image.height
-    return PersonConditions(labels, keypoints, agnostic_mask(labels, keypoints, garment_type, style), person_image.size)
+    return PersonConditions(labels, keypoints, agnostic_mask(labels, keypoints, garment_type, style),
+                            (person_image.height, person_image.width))
 
 
 def automatic_conditions(

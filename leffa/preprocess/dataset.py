@@ -17,9 +17,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
 
 from leffa.atomic import atomic_path, save_image
+from leffa import images
 from leffa.errors import LeffaError
 from leffa.preprocess.conditions import PrepTools, working_copy
 from leffa.preprocess.masks import agnostic_mask, mask_image
@@ -83,12 +83,7 @@ def fill_item(
     missing = item.missing()
     if not missing:
         return []
-    try:
-        photo = Image.open(item.image)
-        photo.load()
-    except OSError as error:
-        raise LeffaError(f"{item.image}: not a readable image ({error})") from None
-    photo = photo.convert("RGB")
+    photo = images.read_rgb(item.image, "photo")
     work = working_copy(photo, work_height)
     to_work = work.height / photo.height
     lip_labels = tools.lip(work) if tools.lip is not None and ("parse" in missing or "mask" in missing) else None
@@ -102,12 +97,12 @@ def fill_item(
     if "mask" in missing:
         labels = combine_parsings(tools.atr(work), lip_labels)
         mask = agnostic_mask(labels, keypoints, garment_type, style)
-        save_image(mask_image(mask).resize(photo.size, Image.Resampling.NEAREST), item.mask)
+        save_image(images.resize_labels(mask_image(mask), (photo.height, photo.width)), item.mask)
         written.append("mask")
     if "parse" in missing:
         if lip_labels is None:
             raise LeffaError("image-parse-v3 needs the LIP parser (do not disable it for `prep dataset`)")
-        save_image(label_image(lip_labels).resize(photo.size, Image.Resampling.NEAREST), item.parse)
+        save_image(images.resize_labels(label_image(lip_labels), (photo.height, photo.width)), item.parse)
         written.append("parse")
     photo_keypoints = keypoints.copy() if {"keypoints", "skeleton"} & set(missing) else None
     if photo_keypoints is not None:

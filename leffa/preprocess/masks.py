@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from leffa import images
 from leffa.errors import LeffaError
 from leffa.preprocess.openpose import KEYPOINT_NAMES
 from leffa.preprocess.parsing import PERSON_LABELS
@@ -273,6 +274,6 @@ def mask_image(mask: np.ndarray) -> Image.Image:
 
 def overlay(image: Image.Image, mask: np.ndarray, colour: tuple[int, int, int] = (128, 128, 128)) -> Image.Image:
     """The garment-agnostic picture: ``image`` with the masked region painted grey (as the model sees it)."""
-    rgb = np.asarray(image.convert("RGB").resize((mask.shape[1], mask.shape[0])), dtype=np.uint8).copy()
+    rgb = np.asarray(images.resize(images.to_rgb(image), mask.shape[:2]), dtype=np.uint8).copy()
     rgb[mask] = colour
     return Image.fromarray(rgb)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
+from leffa import images
 from leffa.errors import LeffaError
 
 ATR_LABELS = (
@@ -264,10 +265,7 @@ def label_image(labels: np.ndarray) -> Image.Image:
 
 def read_label_image(path: str | Path) -> np.ndarray:
     """A label map saved by ``label_image`` (or any single-channel PNG of labels)."""
-    path = Path(path)
-    if not path.is_file():
-        raise LeffaError(f"{path}: parsing map not found")
-    image = Image.open(path)
+    image = images.open_image(path, "parsing map")
     if image.mode not in ("P", "L"):
         raise LeffaError(f"{path}: a parsing map must be a palette or greyscale PNG of labels, not {image.mode}")
     return np.asarray(image, dtype=np.uint8)

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from PIL import Image
 from safetensors.torch import save_file
 
 from leffa.atomic import atomic_path
 from leffa.errors import LeffaError
+from leffa.images import read_rgb, rgb_tensor
 
 UNET_CONFIG = {
     "_class_name": "UNet2DConditionModel",
@@ -83,11 +83,10 @@ def collect_images(data: str | Path, size: tuple[int, int], limit: int = 4000) -
     paths = sorted(Path(data).glob("*/image/*.jpg")) + sorted(Path(data).glob("*/cloth/*.jpg"))
     if not paths:
         raise LeffaError(f"{data}: no */image/*.jpg or */cloth/*.jpg images to train the autoencoder on")
-    images = []
+    pictures = []
     for path in paths[:limit]:
-        image = Image.open(path).convert("RGB").resize((size[1], size[0]), Image.BICUBIC)
-        images.append(np.asarray(image, dtype=np.float32) / 127.5 - 1)
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+        pictures.append(rgb_tensor(read_rgb(path, "autoencoder training image"), size))
+    return torch.stack(pictures).contiguous()
 
 
 def train_autoencoder(images: torch.Tensor, steps: int, batch_size: int = 16, lr: float = 2e-3, seed: int = 0,

@@ -44,7 +44,7 @@ from leffa.synth.garment import BODY_HALF_WIDTH, draw_garment
 TASKS = ("vton", "pose")
 SPLITS = ("train", "test")
 JPEG_QUALITY = 95  # with 4:4:4 chroma: the stripes' colour edges survive (see docs/synthetic.md)
-DENSEPOSE_INDEX_SCALE = 10  # IUV PNG: R = part index * 10, G = U * 255, B = V * 255
+# IUV PNG in the layout leffa pose / upstream read (leffa.images.iuv_tensor): R = U * 255, G = V * 255, B = part index
 _SPLIT_CODE = {"train": 0, "test": 1}
 _NAME_TO_INDEX = {name: index for name, index in PART_INDEX.items()}
 _DENSEPOSE_BY_PART = np.zeros(len(PART_INDEX) + 1, dtype=np.int32)
@@ -62,7 +62,7 @@ class Sample:
     flow: np.ndarray  # (H, W, 2) float32, NaN where no correspondence
     mask: np.ndarray  # (H, W) bool: vton agnostic mask (region to regenerate); pose all ones
     region: np.ndarray  # (H, W) bool: pixels that have a correspondence (garment region for vton)
-    densepose_iuv: np.ndarray  # (H, W, 3) uint8 of the target: part * 10, U * 255, V * 255
+    densepose_iuv: np.ndarray  # (H, W, 3) uint8 of the target: U * 255, V * 255, part index
     parse: np.ndarray | None = None  # (H, W) uint8 LIP labels (vton)
     keypoints: list | None = None  # OpenPose BODY_25 flat [x, y, c] * 25 (vton)
     reference_iuv: np.ndarray | None = None  # (pose) DensePose IUV of the reference image
@@ -110,7 +110,7 @@ def pixels_to_grid(px: np.ndarray, py: np.ndarray, height: int, width: int) -> n
 
 def _iuv(rendering) -> np.ndarray:
     part = _DENSEPOSE_BY_PART[rendering.part_map]
-    iuv = np.stack([part * DENSEPOSE_INDEX_SCALE, rendering.u * 255, rendering.v * 255], axis=-1)
+    iuv = np.stack([rendering.u * 255, rendering.v * 255, part], axis=-1)
     iuv[rendering.part_map == 0] = 0
     return np.round(iuv).astype(np.uint8)
 
@@ -118,11 +118,11 @@ def _iuv(rendering) -> np.ndarray:
 def densepose_colours(iuv: np.ndarray) -> np.ndarray:
     """A coloured DensePose-style rendering (like VITON-HD's image-densepose) from an IUV array: hue per part,
     brightness from U, background black."""
-    part = iuv[..., 0].astype(np.float32) / DENSEPOSE_INDEX_SCALE
+    part = iuv[..., 2].astype(np.float32)
     t = part / 24.0
     palette = np.stack([0.5 + 0.5 * np.cos(2 * np.pi * (t + 0.0)), 0.5 + 0.5 * np.cos(2 * np.pi * (t + 0.33)),
                         0.5 + 0.5 * np.cos(2 * np.pi * (t + 0.67))], axis=-1)
-    colour = palette * (0.6 + 0.4 * iuv[..., 1:2].astype(np.float32) / 255)
+    colour = palette * (0.6 + 0.4 * iuv[..., 0:1].astype(np.float32) / 255)
     colour[part == 0] = 0
     return colour
 
@@ -322,17 +322,6 @@ def write_pose(sample: Sample, split_dir: Path) -> None:
     _write_png(Image.fromarray(sample.reference_iuv), split_dir / "densepose" / f"{source}.png")
     _write_png(Image.fromarray(sample.densepose_iuv), split_dir / "densepose" / f"{target}.png")
     _write_npy(sample.flow, split_dir / "gt-flow" / f"{target}__{source}.npy")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"256x192"`` -> (256, 192); a one-line error names the option otherwise."""
-    try:
-        height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise LeffaError(f"--size {text!r}: expected HEIGHTxWIDTH, e.g. 256x192") from None
-    if height < 32 or width < 32:
-        raise LeffaError(f"--size {text!r}: both sides must be at least 32 pixels")
-    return height, width
 
 
 def make_sample(task: str, seed: int, split: str, index: int, height: int, width: int) -> Sample:

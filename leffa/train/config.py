@@ -19,6 +19,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from leffa.errors import LeffaError
+from leffa.images import parse_size
 
 ENV_PREFIX = "LEFFA_TRAIN_"
 BASE_MODELS = {
@@ -45,22 +46,6 @@ def stage_preset(task: str, stage: int) -> dict[str, Any]:
     if stage > 1:
         preset["init"] = f"runs/{task}-stage{stage - 1}/model.safetensors"
     return preset
-
-
-def parse_size(value) -> tuple[int, int]:
-    """``"1024x768"``, ``[1024, 768]`` or ``(1024, 768)`` -> (H, W)."""
-    if isinstance(value, str):
-        parts = value.lower().replace("*", "x").split("x")
-        try:
-            value = [int(p) for p in parts]
-        except ValueError:
-            raise ValueError(f"size {value!r} is not HxW (e.g. 1024x768)") from None
-    value = tuple(int(v) for v in value)
-    if len(value) != 2 or min(value) <= 0:
-        raise ValueError(f"size {value!r} is not HxW (e.g. 1024x768)")
-    if value[0] % 8 or value[1] % 8:
-        raise ValueError(f"size {value[0]}x{value[1]}: both sides must be multiples of 8 (the VAE's downscale)")
-    return value
 
 
 class _DictSource(PydanticBaseSettingsSource):
@@ -142,7 +127,10 @@ class TrainConfig(BaseSettings):
     @field_validator("size", mode="before")
     @classmethod
     def _size(cls, value):
-        return parse_size(value)
+        try:
+            return parse_size(value, "size", multiple=8)  # multiples of 8: the VAE's downscale
+        except LeffaError as error:
+            raise ValueError(str(error)) from None
 
     @field_validator("lr", "batch_size", "max_steps", "checkpoint_every", "log_every")
     @classmethod

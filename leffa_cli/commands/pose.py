@@ -60,7 +60,8 @@ def pose(
     backend: str = BACKEND,
 ) -> None:
     """Show PERSON in the pose of TARGET_POSE and write the result to OUT."""
-    from leffa.pipeline import output_path, parse_size
+    from leffa.images import parse_size
+    from leffa.pipeline import output_path
     from leffa.pipelines import PosePipeline, prepare_pose
 
     options = sampler_options(steps, guidance, guidance_mode, scheduler, eta, reference_once)

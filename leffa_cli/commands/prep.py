@@ -45,19 +45,12 @@ def _scales(text: str) -> tuple[float, ...]:
     return scales
 
 
-def _open(path: Path, mode: str = "RGB"):
-    from PIL import Image
+def _open(path: Path, keep_alpha: bool = False):
+    """An input image through ``leffa.images`` (RGB; with ``keep_alpha`` a transparent image keeps its alpha)."""
+    from leffa import images
 
-    from leffa.errors import LeffaError
-
-    try:
-        image = Image.open(path)
-        image.load()
-    except FileNotFoundError:
-        raise LeffaError(f"{path}: image not found") from None
-    except OSError as error:
-        raise LeffaError(f"{path}: not a readable image ({error})") from None
-    return image.convert(mode) if mode else image
+    image = images.open_image(path, "image")
+    return image if keep_alpha and images.has_alpha(image) else images.to_rgb(image)
 
 
 def mask(
@@ -82,6 +75,7 @@ def mask(
     """Garment-agnostic mask of a person photo for --type in --style (parsing + keypoints -> rules)."""
     from leffa.atomic import save_image
     from leffa.preprocess.conditions import person_conditions
+    from leffa.images import mask_array
     from leffa.preprocess.masks import overlay as grey_overlay
     from leffa.preprocess.openpose import read_keypoints
     from leffa.preprocess.parsing import read_label_image
@@ -97,7 +91,7 @@ def mask(
     picture = result.mask_image()
     save_image(picture, output)
     if overlay is not None:
-        save_image(grey_overlay(photo, np.asarray(picture) > 127), overlay)
+        save_image(grey_overlay(photo, mask_array(picture)), overlay)
     console.print(f"wrote {output} ({garment_type}, {style}; {result.mask.mean():.1%} of the photo masked)")
 
 
@@ -163,7 +157,7 @@ def garment(
 
     if width <= 0 or height <= 0 or not 0 <= margin < 0.5:
         raise LeffaError("--width/--height must be positive and --margin in [0, 0.5)")
-    canvas, cut = clean_garment(_open(image, mode=""), (width, height), margin)
+    canvas, cut = clean_garment(_open(image, keep_alpha=True), (width, height), margin)
     save_image(canvas, output)
     how = {
         "alpha": "from the alpha channel",

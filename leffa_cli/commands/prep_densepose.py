@@ -42,17 +42,9 @@ def densepose(
     from leffa.atomic import save_image
     from leffa.densepose import densepose_image
     from leffa.densepose.config import config_from_yaml
-    from leffa.errors import LeffaError
+    from leffa.images import read_rgb
 
-    from PIL import Image, UnidentifiedImageError
-
-    if not person.is_file():
-        raise LeffaError(f"{person}: person image not found")
-    try:
-        image = Image.open(person)
-        image.load()
-    except (UnidentifiedImageError, OSError) as error:
-        raise LeffaError(f"{person}: not a readable image ({error})") from None
+    image = read_rgb(person, "person image")
     result = densepose_image(
         image, kind.value, weights=weights, device=device, offline=offline, all_people=all_people,
         allow_empty=allow_empty, config=config_from_yaml(config) if config is not None else None,

@@ -20,9 +20,10 @@ def synth(
     split: str = typer.Option("train", "--split", help="train or test (different samples for the same seed)."),
 ) -> None:
     """Draw synthetic people wearing detailed garments, with all conditions and the ground-truth correspondence."""
-    from leffa.synth.dataset import generate_dataset, parse_size
+    from leffa.images import parse_size
+    from leffa.synth.dataset import generate_dataset
 
-    height, width = parse_size(size)
+    height, width = parse_size(size, min_side=32)
     with Progress(transient=True) as progress:
         bar = progress.add_task(f"{task} {split}", total=n)
         names = generate_dataset(task, out, n, (height, width), seed=seed, split=split,
@@ -38,10 +39,10 @@ def synth_base(
     seed: int = typer.Option(0, "--seed", help="Seed of the autoencoder and of the initial UNet weights."),
 ) -> None:
     """Write a tiny from-scratch base model: train its autoencoder on the synthetic images, random UNet weights."""
-    from leffa.synth.dataset import parse_size
+    from leffa.images import parse_size
     from leffa.synth.base import make_base_folder
 
-    height, width = parse_size(size)
+    height, width = parse_size(size, min_side=32)
     with Progress(transient=True) as progress:
         bar = progress.add_task("autoencoder", total=steps)
         stats = make_base_folder(out, data, (height, width), steps=steps, seed=seed,

@@ -71,7 +71,8 @@ def tryon(
     backend: str = BACKEND,
 ) -> None:
     """Dress PERSON in GARMENT and write the result to OUT (a PNG at the photo's size)."""
-    from leffa.pipeline import output_path, parse_size, viton_hd_items
+    from leffa.images import parse_size
+    from leffa.pipeline import output_path, viton_hd_items
     from leffa.pipelines import TryOnPipeline, prepare_tryon
 
     options = sampler_options(steps, guidance, guidance_mode, scheduler, eta, reference_once)

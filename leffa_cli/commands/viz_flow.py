@@ -59,10 +59,10 @@ def viz_flow(
         load_image,
         load_mask,
         parse_points,
-        parse_size,
         probe_flows,
         resolve_layers,
     )
+    from leffa.images import parse_size
     from leffa.runtime import resolve_device, resolve_dtype
     from leffa.viz.render import compose_grid, default_tile_height, flow_page, flow_rows
     from leffa.weights import open_model
@@ -90,7 +90,7 @@ def viz_flow(
     person_image = load_image(person, image_size, "PERSON")
     garment_image = load_image(garment, image_size, "GARMENT")
     mask_image = load_mask(mask, image_size) if mask else None
-    densepose_image = load_densepose(densepose, image_size) if densepose else None
+    densepose_image = load_densepose(densepose, image_size, "iuv" if task == "pose" else "rgb") if densepose else None
     target_image = load_image(target, image_size, "--target") if target else None
     gt = load_gt_flow(gt_flow, image_size) if gt_flow else None
 
