@@ -95,7 +95,7 @@ def test_upstream_checkpoint_with_base_folder(inputs, tmp_path, capsys):
         (["--points", "5,5", "--size", "64x48", "--points", "50,10"], "--points '50,10': outside the 64x48 image"),
         (["--layers", "up1.a0.b0,nope"], "--layers 'nope': no such self-attention layer; this model has: down0.a0.b0"),
         (["--t", "1000"], "--t 1000: the timestep must be in 0..999"),
-        (["--size", "100x96"], "--size: 100x96 must be at least 32 px and a multiple of 8"),
+        (["--size", "100x96"], "--size 100x96: height and width must be multiples of 8"),
         (["--gt-flow", "missing.npy"], "--gt-flow missing.npy: file not found"),
         (["--html", "page.htm"], "--html page.htm: must end in .html"),
         (["--device", "gpu7"], "--device: unknown device 'gpu7'"),
