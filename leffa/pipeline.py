@@ -204,7 +204,8 @@ def tryon_job(
     reference = load_rgb(garment, "garment image", notes)
     mask_image = _condition(mask, "mask", "garment mask", photo, "L", garment_type, offline)
     if images.is_empty_mask(mask_image):
-        notes.append(f"{mask or 'the automatic mask'}: garment mask is all black, nothing to regenerate; "
+        where = mask if isinstance(mask, (str, Path)) else ("the automatic mask" if mask is None else "the mask")
+        notes.append(f"{where}: garment mask is all black, nothing to regenerate; "
                      "the result is the person photo")
     densepose_image = _condition(densepose, "densepose", "DensePose", photo, "RGB", "rgb", offline)
     return Job(photo, reference, mask_image, densepose_image, "rgb", _output(output), notes)
