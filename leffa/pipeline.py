@@ -204,7 +204,8 @@ def tryon_job(
     reference = load_rgb(garment, "garment image", notes)
     mask_image = _condition(mask, "mask", "garment mask", photo, "L", garment_type, offline)
     if images.is_empty_mask(mask_image):
-        notes.append(f"{mask or 'the automatic mask'}: garment mask is all black, nothing to regenerate; "
+        where = mask if isinstance(mask, (str, Path)) else ("the automatic mask" if mask is None else "the mask")
+        notes.append(f"{where}: garment mask is all black, nothing to regenerate; "
                      "the result is the person photo")
     densepose_image = _condition(densepose, "densepose", "DensePose", photo, "RGB", "rgb", offline)
     return Job(photo, reference, mask_image, densepose_image, "rgb", _output(output), notes)
@@ -326,6 +327,15 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     return pairs
 
 
+def output_stem(person: str | Path, garment: str | Path) -> str:
+    """The name of a try-on result: the person's stem when the garment is their own (a paired test, so
+    ``leffa eval --pred OUT --gt DATA/test/image`` matches it with the photo), else ``PERSON__GARMENT`` (unpaired:
+    one person may wear several garments, and FID/KID compare the folders as sets). ``leffa eval --run`` uses the
+    same rule."""
+    person, garment = Path(person).stem, Path(garment).stem
+    return person if person == garment else f"{person}__{garment}"
+
+
 @dataclass(frozen=True)
 class DatasetItem:
     person: Path
@@ -339,20 +349,24 @@ def viton_hd_items(root: str | Path, pairs_file: str | Path, out_dir: str | Path
     """The pairs still to do in a VITON-HD-layout folder, and how many were skipped as already done.
 
     Layout: ``image/NAME.jpg``, ``cloth/NAME.jpg``, ``agnostic-mask/NAME_mask.png``, ``image-densepose/NAME.jpg``;
-    the output of a pair is ``OUT/PERSON_CLOTH.png``. Every input file must exist before anything runs.
+    the output of a pair is ``OUT/PERSON.png`` for a person's own garment, else ``OUT/PERSON__CLOTH.png``
+    (``output_stem``). Every input file must exist before anything runs.
     """
     root, out_dir = Path(root), Path(out_dir)
     if not root.is_dir():
         raise LeffaError(f"--batch {root}: folder not found")
-    items, skipped = [], 0
+    items, skipped, names = [], 0, set()
     for person, cloth in read_pairs(pairs_file):
         stem = Path(person).stem
+        if output_stem(person, cloth) in names:
+            raise LeffaError(f"{pairs_file}: the pair {person} {cloth} is listed twice")
+        names.add(output_stem(person, cloth))
         item = DatasetItem(
             person=root / "image" / person,
             garment=root / "cloth" / cloth,
             mask=root / "agnostic-mask" / f"{stem}_mask.png",
             densepose=root / "image-densepose" / person,
-            output=out_dir / f"{stem}_{Path(cloth).stem}.png",
+            output=out_dir / f"{output_stem(person, cloth)}.png",
         )
         for path in (item.person, item.garment, item.mask, item.densepose):
             if not path.is_file():

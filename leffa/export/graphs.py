@@ -267,11 +267,14 @@ class GraphSpec:
 def graph_specs(model: LeffaModel, options: ExportOptions, batch: int = 1) -> list[GraphSpec]:
     """The four graphs, traced at the fixed export size (or at the declared maximum's aspect when dynamic)."""
     down = model.latent_downscale
-    multiple = down * 2 ** (len(model.generative_unet.down_blocks) - 1)
     if options.height is not None:
         height, width = options.height, options.width
     else:
-        height, width = 2 * multiple, 2 * multiple
+        # Traced where the latent does not divide by the UNet's total downscale: the UNet then upsamples each level
+        # to its skip connection's size (diffusers' forward_upsample_size), which the graph keeps as a shape op, so
+        # the dynamic graphs serve every multiple of the VAE's downscale (64x48 too), aligned or not.
+        unet_multiple = 2 ** (len(model.generative_unet.down_blocks) - 1)
+        height, width = down * (2 * unet_multiple + 1), down * (2 * unet_multiple + 1)
     lh, lw = height // down, width // down
     dynamic_size = options.height is None
     lat = {0: "batch", 2: "latent_height", 3: "latent_width"} if dynamic_size else {0: "batch"}
@@ -427,8 +430,8 @@ def export_onnx(
         "attention_chunks": chunks,
         "scaling_factor": export_model.scaling_factor,
         "latent_downscale": export_model.latent_downscale,
-        # Dynamic graphs are traced with every skip connection lining up, so sizes must divide by the total downscale.
-        "size_multiple": export_model.latent_downscale * 2 ** (len(export_model.generative_unet.down_blocks) - 1),
+        # Dynamic graphs upsample to their skip connections' sizes (see graph_specs): any multiple of the VAE's scale.
+        "size_multiple": export_model.latent_downscale,
         "layer_names": list(export_model.layer_names),
         "layer_downscale": export_model.layer_downscale(),
         "graphs": exported,

@@ -87,13 +87,13 @@ def _entry_name(dataset, index: int) -> str:
     """A unique output stem per entry: the target's stem, plus the reference's when they differ (unpaired try-on);
     pose pairs are ``TARGET__SOURCE`` as ``leffa prep synth`` names their flows."""
     from leffa.data import DeepFashionPose
+    from leffa.pipeline import output_stem
 
     stems = [Path(part).stem for part in dataset.entries[index]]
     if isinstance(dataset, DeepFashionPose):
         source, target = stems
         return f"{target}__{source}"
-    person, garment = stems[-2], stems[-1]
-    return person if person == garment else f"{person}__{garment}"
+    return output_stem(stems[-2], stems[-1])
 
 
 def run_settings(model_source: str, size, options, seed: int, split: str, mode: str) -> dict:

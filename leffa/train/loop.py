@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from leffa.atomic import atomic_path, save_image
-from leffa.checkpoint import load_model, read_config, save_model
+from leffa.checkpoint import read_config, save_model
 from leffa.data import Augmentation, ResumableSampler, collate, open_dataset
 from leffa.errors import LeffaError
 from leffa.hub import fetch
@@ -35,9 +35,9 @@ from leffa.loss import LeffaLossSettings, diffusion_loss, diffusion_target, leff
 from leffa.model import LeffaConfig, LeffaModel
 from leffa.probe import capture_attention
 from leffa.train.config import TrainConfig
+from leffa.weights import BASE_FILES, resolve_model
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
-BASE_FILES = ("unet/config.json", "vae/config.json", "scheduler/scheduler_config.json")
 
 ValidationHook = Callable[[int, LeffaModel, dict, dict], None]
 """Called on the main process at each validation: ``(step, model, batch, captured {layer: (queries, keys)})``, the
@@ -99,12 +99,16 @@ def initialise_model(config: TrainConfig) -> LeffaModel:
     """The model a run starts from: base weights (conv_in widened/cut), a checkpoint, or random (tiny tests)."""
     init = config.init
     if init not in ("base", "random"):
-        checkpoint = Path(init)
-        if not checkpoint.is_file():
+        # Any --model spec (name, file, folder, hub id) through the one resolver; a foreign state dict uses the
+        # run's base model for its architecture.
+        checkpoint = Path(init).expanduser()
+        if checkpoint.suffix in (".safetensors", ".pth", ".bin", ".ckpt") and not checkpoint.is_file():
             hint = f" (stage {config.stage} starts from stage {config.stage - 1}'s model)" if config.stage > 1 else ""
             raise LeffaError(f"{checkpoint}: --init checkpoint not found{hint}; give --init FILE, base or random")
-        base = None if read_config(checkpoint) is not None else resolve_base(config.base_model, config.offline)
-        model = load_model(checkpoint, base=base, task=config.task)
+        base = None
+        if checkpoint.is_file() and read_config(checkpoint) is None:
+            base = resolve_base(config.base_model, config.offline)
+        model = resolve_model(init, task=config.task, offline=config.offline, base=base, option="--init").model
     else:
         folder = resolve_base(config.base_model, config.offline, weights=init == "base")
         model = LeffaModel(LeffaConfig.from_base_folder(folder, task=config.task))
