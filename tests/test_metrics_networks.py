@@ -9,12 +9,8 @@ import torch
 from leffa.errors import LeffaError
 from leffa.metrics.inception import FIDInceptionV3, load_fid_inception
 from leffa.metrics.lpips import LPIPSSqueeze, load_lpips
-from leffa.metrics.weights import (
-    INCEPTION_HUB_FILE,
-    LPIPS_LINEAR_HUB_FILE,
-    SQUEEZENET_HUB_FILE,
-    load_metric_networks,
-)
+from leffa.metrics.scores import load_metric_networks
+from leffa.metrics.weights import INCEPTION_HUB_FILE, LPIPS_LINEAR_HUB_FILE, SQUEEZENET_HUB_FILE
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -16,7 +16,7 @@ import torch
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from leffa.errors import LeffaError
-from leffa.export.graphs import read_manifest
+from leffa.export.manifest import read_manifest
 from leffa.model import LeffaConfig, LeffaModel
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")

@@ -36,10 +36,9 @@ from leffa.attention import (
     _split_heads,
 )
 from leffa.errors import LeffaError
+from leffa.export.manifest import MANIFEST_FORMAT, read_manifest, write_manifest
 from leffa.model import LeffaModel
 
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "leffa-onnx/1"
 TENSORRT_ELEMENT_LIMIT = 2**31
 GRAPHS = ("reference_unet", "generative_unet", "vae_encoder", "vae_decoder")
 ATTENTION_MODES = ("chunked", "fused")
@@ -435,28 +434,6 @@ def export_onnx(
         "leffa_config": json.loads(model.config.to_json()),
     }
     write_manifest(directory, manifest)
-    return manifest
-
-
-def write_manifest(directory: str | Path, manifest: dict) -> Path:
-    path = Path(directory) / MANIFEST
-    with atomic_path(path) as temp:
-        temp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def read_manifest(directory: str | Path) -> dict:
-    """The manifest of an export folder; a missing or foreign one is a one-line error."""
-    directory = Path(directory)
-    path = directory / MANIFEST
-    if not path.is_file():
-        raise LeffaError(f"{directory}: not an ONNX export folder (no {MANIFEST}); make one with `leffa export --onnx`")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise LeffaError(f"{path}: not valid JSON ({error.msg})") from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise LeffaError(f"{path}: unknown format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
     return manifest
 
 

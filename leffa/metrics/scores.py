@@ -245,6 +245,28 @@ class MetricNetworks:
     lpips: nn.Module | None = None
 
 
+def load_metric_networks(
+    metrics: Iterable[str],
+    inception: str | Path | None = None,
+    lpips: str | Path | None = None,
+    repo_id: str | None = None,
+    offline: bool = False,
+    device: str | torch.device = "cpu",
+) -> MetricNetworks:
+    """The networks ``metrics`` need, from local paths or the hub cache (``leffa.metrics.weights``)."""
+    from leffa.metrics.inception import load_fid_inception
+    from leffa.metrics.lpips import load_lpips
+    from leffa.metrics.weights import inception_weights, lpips_weights
+
+    metrics = tuple(metrics)
+    networks = MetricNetworks()
+    if any(metric in FEATURE_METRICS for metric in metrics):
+        networks.inception = load_fid_inception(inception_weights(inception, repo_id, offline)).to(device)
+    if "lpips" in metrics:
+        networks.lpips = load_lpips(*lpips_weights(lpips, repo_id, offline)).to(device)
+    return networks
+
+
 @dataclass
 class EvalResult:
     """Scores of one evaluation, with what was compared and how; ``per_image`` holds the paired per-pair scores."""
