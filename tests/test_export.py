@@ -20,8 +20,10 @@ from leffa.export.graphs import (
     chunked_attention,
     chunks_needed,
     convert_to_safetensors,
+    export_model_copy,
     export_onnx,
 )
+from leffa.attention import GenerativeSelfAttention, ReferenceSelfAttention, VaeSelfAttention
 from leffa.model import LeffaModel
 from leffa_cli.app import build_app
 
@@ -87,6 +89,31 @@ def test_chunked_attention_equals_sdpa_for_uneven_chunks():
     expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     for chunks in (1, 2, 5, 36):
         torch.testing.assert_close(chunked_attention(q, k, v, chunks), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_chunked_export_copy_keeps_the_model_processors_and_swaps_only_the_kernel(tiny_model):
+    options = ExportOptions(max_height=64, max_width=64, max_score_elements=4096)
+    copy, chunks = export_model_copy(tiny_model, options)
+    assert max(chunks.values()) > 1  # the budget forces real chunking
+    for unet, cls in ((copy.reference_unet, ReferenceSelfAttention), (copy.generative_unet, GenerativeSelfAttention)):
+        processors = list(unet.attn_processors.values())
+        assert processors and all(type(p) is cls and p.kernel.func is chunked_attention for p in processors)
+    assert all(type(p) is VaeSelfAttention for p in copy.vae.attn_processors.values())
+    assert all(p.kernel is torch.nn.functional.scaled_dot_product_attention
+               for p in tiny_model.generative_unet.attn_processors.values())  # the original is untouched
+    torch.manual_seed(0)
+    latent, sample, t = torch.randn(1, 4, 8, 8), torch.randn(1, 12, 8, 8), torch.tensor([500.0])
+    images = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        features = tiny_model.reference_features(latent, t)
+        chunked_features = copy.reference_features(latent, t)
+        for name in tiny_model.layer_names:
+            torch.testing.assert_close(chunked_features[name], features[name], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(copy.predict_noise(sample, t, features), tiny_model.predict_noise(sample, t, features),
+                                   atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(copy.decode(latent), tiny_model.decode(latent), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(copy.encode(images, sample=False), tiny_model.encode(images, sample=False),
+                                   atol=1e-5, rtol=1e-4)
 
 
 def test_chunk_count_keeps_each_chunk_under_budget():

@@ -113,3 +113,18 @@ def test_library_never_imports_the_cli():
         if edge.startswith("leffa_cli")
     )
     assert not offenders, "; ".join(offenders)
+
+
+def test_no_module_imports_another_modules_private_names():
+    """A name starting with ``_`` is its module's own business; reuse goes through public names."""
+    offenders = []
+    for folder in (ROOT / "leffa", ROOT / "leffa_cli"):
+        for path in sorted(folder.rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("leffa", "leffa_cli"):
+                    offenders += [
+                        f"{path.relative_to(ROOT)}: {node.module}.{alias.name}"
+                        for alias in node.names
+                        if alias.name.startswith("_") and not alias.name.startswith("__")
+                    ]
+    assert not offenders, "; ".join(offenders)

@@ -22,19 +22,14 @@ import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from leffa.atomic import atomic_path
-from leffa.attention import (
-    GenerativeSelfAttention,
-    ReferenceSelfAttention,
-    _merge_heads,
-    _project_out,
-    _split_heads,
-)
+from leffa.attention import install_processors, install_vae_attention
 from leffa.errors import LeffaError
 from leffa.export.manifest import MANIFEST_FORMAT, read_manifest, write_manifest
 from leffa.model import LeffaModel
@@ -122,50 +117,6 @@ def chunks_needed(batch: int, heads: int, queries: int, keys: int, budget: int) 
     return max(1, math.ceil(batch * heads * queries * keys / budget))
 
 
-class ChunkedReferenceSelfAttention(ReferenceSelfAttention):
-    """The reference processor, computing attention in query chunks."""
-
-    def __init__(self, name, context, chunks: int):
-        super().__init__(name, context)
-        self.chunks = chunks
-
-    def attend(self, q, k, v):
-        return chunked_attention(q, k, v, self.chunks)
-
-
-class ChunkedGenerativeSelfAttention(GenerativeSelfAttention):
-    """The generative processor (queries from own tokens, keys/values from ``[own; reference]``) in query chunks."""
-
-    def __init__(self, name, context, chunks: int):
-        super().__init__(name, context)
-        self.chunks = chunks
-
-    def attend(self, q, k, v):
-        return chunked_attention(q, k, v, self.chunks)
-
-
-class ChunkedVaeAttention:
-    """The VAE mid-block attention (group norm, one head, residual) with query chunks, as diffusers computes it."""
-
-    def __init__(self, chunks: int):
-        self.chunks = chunks
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        residual = hidden_states
-        batch, channels, height, width = hidden_states.shape
-        hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        q = _split_heads(attn.to_q(hidden_states), attn.heads)
-        k = _split_heads(attn.to_k(hidden_states), attn.heads)
-        v = _split_heads(attn.to_v(hidden_states), attn.heads)
-        hidden_states = _project_out(attn, _merge_heads(chunked_attention(q, k, v, self.chunks)))
-        hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channels, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
-
-
 def attention_chunks(model: LeffaModel, options: ExportOptions) -> dict[str, int]:
     """Query chunks per UNet self-attention layer (``reference:`` / ``generative:`` prefixed) and the VAE."""
     height, width = options.profile
@@ -182,19 +133,14 @@ def attention_chunks(model: LeffaModel, options: ExportOptions) -> dict[str, int
 
 
 def install_chunked_attention(model: LeffaModel, chunks: dict[str, int]) -> None:
-    """Swap every attention processor of ``model`` (a copy: it is changed in place) for its chunked variant."""
-    for role, unet, context, cls in (
-        ("reference", model.reference_unet, model.reference_context, ChunkedReferenceSelfAttention),
-        ("generative", model.generative_unet, model.generative_context, ChunkedGenerativeSelfAttention),
+    """Give every attention processor of ``model`` (a copy: it is changed in place) a query-chunked kernel."""
+    for role, unet, context in (
+        ("reference", model.reference_unet, model.reference_context),
+        ("generative", model.generative_unet, model.generative_context),
     ):
-        processors = {}
-        for key, processor in unet.attn_processors.items():
-            layer = key.removesuffix(".processor")
-            processors[key] = cls(layer, context, chunks[f"{role}:{layer}"]) if layer.endswith(".attn1") else processor
-        unet.set_attn_processor(processors)
-    vae_processors = {key: ChunkedVaeAttention(chunks["vae"]) for key in model.vae.attn_processors}
-    if vae_processors:
-        model.vae.set_attn_processor(vae_processors)
+        kernels = {layer: partial(chunked_attention, chunks=chunks[f"{role}:{layer}"]) for layer in model.layer_names}
+        install_processors(unet, context, role, kernels)
+    install_vae_attention(model.vae, partial(chunked_attention, chunks=chunks["vae"]))
 
 
 # -- graph wrappers -------------------------------------------------------------------------------------------------
