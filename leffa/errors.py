@@ -25,7 +25,10 @@ class LeffaError(Exception):
         return self.options[0] if self.options else None
 
     def worded(self, spell) -> str:
-        """The message with each option's name replaced by ``spell(name)`` (first whole-word occurrence of each).
+        """The message with each option's name, wherever it stands as a whole word, replaced by ``spell(name)``.
+
+        Messages therefore use an option's name only where they mean the option (``"data: not given"``, not
+        ``"no training data"``).
 
         ``spell`` returns the front end's name for an option (``lambda name: "--" + name.replace("_", "-")``), or
         ``None`` to keep the library's word.
@@ -35,5 +38,5 @@ class LeffaError(Exception):
             spelled = spell(name)
             if spelled:
                 word = rf"(?<![\w-]){re.escape(name)}(?![\w-])"
-                message = re.sub(word, lambda _, text=spelled: text, message, count=1)
+                message = re.sub(word, lambda _, text=spelled: text, message)
         return message

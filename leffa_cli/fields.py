@@ -18,9 +18,13 @@ import typer
 from pydantic import BaseModel
 
 
+# Library parameters whose CLI option has another name.
+RENAMED = {"allow_extra_gt": "--ignore-extra-gt", "results": "--compare", "config_file": "--config"}
+
+
 def flag(name: str) -> str:
-    """The CLI spelling of a setting or parameter name: ``max_batch`` -> ``--max-batch``."""
-    return "--" + name.replace("_", "-")
+    """The CLI spelling of a setting or parameter name: ``max_batch`` -> ``--max-batch`` (or its ``RENAMED`` flag)."""
+    return RENAMED.get(name) or "--" + name.replace("_", "-")
 
 
 def _option_type(annotation: Any) -> tuple[Any, dict]:

@@ -26,6 +26,7 @@ from leffa.export.graphs import (
 from leffa.attention import GenerativeSelfAttention, ReferenceSelfAttention, VaeSelfAttention
 from leffa.model import LeffaModel
 from leffa_cli.app import build_app
+from leffa_cli.fields import flag
 
 from conftest import PARITY, TINY_SD15
 
@@ -120,7 +121,7 @@ def test_chunk_count_keeps_each_chunk_under_budget():
     # 1/8 layer at 1024x768 with CFG: 2 x 8 x 12288 x 24576 = 4.8e9 elements unchunked.
     chunks = chunks_needed(2, 8, 12288, 24576, 2**30)
     assert 2 * 8 * -(-12288 // chunks) * 24576 <= 2**30 < 2 * 8 * -(-12288 // (chunks - 1)) * 24576
-    with pytest.raises(LeffaError, match="max-batch"):
+    with pytest.raises(LeffaError, match="lower max_batch"):
         chunks_needed(10**6, 8, 10, 10**6, 2**30)
 
 
@@ -135,10 +136,13 @@ def test_fixed_size_fp16_reference_graph(tmp_path, tiny_model):
 
 
 def test_bad_options_are_one_line_errors(tmp_path, tiny_model):
-    with pytest.raises(LeffaError, match="--height and --width"):
+    with pytest.raises(LeffaError, match="height and width: give both") as caught:
         export_onnx(tiny_model, tmp_path, ExportOptions(height=128))
-    with pytest.raises(LeffaError, match="--dtype"):
+    assert caught.value.options == ("height", "width")
+    assert caught.value.worded(flag) == "--height and --width: give both to fix the image size, or neither to keep it dynamic"
+    with pytest.raises(LeffaError, match="dtype 'int8'") as caught:
         export_onnx(tiny_model, tmp_path, ExportOptions(dtype="int8"))
+    assert caught.value.option == "dtype"
     with pytest.raises(LeffaError, match="multiple of 8"):
         export_onnx(tiny_model, tmp_path, ExportOptions(height=100, width=96))
     result = runner.invoke(build_app(), ["export", "--onnx", str(tmp_path)])

@@ -186,7 +186,7 @@ def test_lpips_loads_published_style_files_and_metric_networks_from_a_folder(tmp
         torch.testing.assert_close(loaded(x, y), source.eval()(x, y))
     networks = load_metric_networks(["lpips", "ssim"], lpips=tmp_path / "lpips")
     assert networks.inception is None and networks.lpips is not None
-    with pytest.raises(LeffaError, match="--lpips expects a folder"):
+    with pytest.raises(LeffaError, match="lpips .*: expected a folder"):
         load_metric_networks(["lpips"], lpips=tmp_path / "lpips" / "squeeze.pth")
 
 

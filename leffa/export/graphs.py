@@ -64,17 +64,22 @@ class ExportOptions:
 
     def validate(self, multiple: int) -> None:
         if self.dtype not in EXPORT_DTYPES:
-            raise LeffaError(f"--dtype {self.dtype!r}: choose one of {', '.join(EXPORT_DTYPES)}")
+            raise LeffaError(f"dtype {self.dtype!r}: choose one of {', '.join(EXPORT_DTYPES)}", option="dtype")
         if self.attention not in ATTENTION_MODES:
-            raise LeffaError(f"--attention {self.attention!r}: choose one of {', '.join(ATTENTION_MODES)}")
+            raise LeffaError(
+                f"attention {self.attention!r}: choose one of {', '.join(ATTENTION_MODES)}", option="attention"
+            )
         if (self.height is None) != (self.width is None):
-            raise LeffaError("--height and --width: give both to fix the image size, or neither to keep it dynamic")
+            raise LeffaError(
+                "height and width: give both to fix the image size, or neither to keep it dynamic",
+                option=("height", "width"),
+            )
         for name in ("height", "width", "max_height", "max_width"):
             value = getattr(self, name)
             if value is not None and (value <= 0 or value % multiple):
-                raise LeffaError(f"--{name.replace('_', '-')} {value}: must be a positive multiple of {multiple}")
+                raise LeffaError(f"{name} {value}: must be a positive multiple of {multiple}", option=name)
         if self.max_batch < 1:
-            raise LeffaError(f"--max-batch {self.max_batch}: must be at least 1")
+            raise LeffaError(f"max_batch {self.max_batch}: must be at least 1", option="max_batch")
         if not 0 < self.max_score_elements < TENSORRT_ELEMENT_LIMIT:
             raise LeffaError(f"max_score_elements {self.max_score_elements}: must be in (0, 2^31)")
 
@@ -112,7 +117,8 @@ def chunks_needed(batch: int, heads: int, queries: int, keys: int, budget: int) 
     if per_query > budget:
         raise LeffaError(
             f"attention over {keys} keys with batch {batch} and {heads} heads cannot stay under {budget} elements "
-            "even one query at a time; lower --max-batch or the maximum size"
+            "even one query at a time; lower max_batch or the maximum size",
+            option="max_batch",
         )
     return max(1, math.ceil(batch * heads * queries * keys / budget))
 
@@ -493,7 +499,7 @@ def convert_to_safetensors(
     from safetensors.torch import save_file
 
     if dtype not in DTYPES:
-        raise LeffaError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+        raise LeffaError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}", option="dtype")
     output = Path(output)
     if output.suffix != ".safetensors":
         raise LeffaError(f"{output}: the output must end in .safetensors")

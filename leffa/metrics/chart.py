@@ -46,7 +46,7 @@ def shared_metrics(results: Sequence[EvalResult]) -> list[str]:
 def compare_chart(results: Sequence[EvalResult], metrics: Sequence[str] | None = None) -> Image.Image:
     """A PIL image with one bar panel per metric and one bar per run, labelled with each run's name."""
     if not results:
-        raise LeffaError("--compare: give at least one result JSON")
+        raise LeffaError("results: give at least one result JSON", option="results")
     metrics = list(metrics or shared_metrics(results))
     columns = min(len(metrics), 4)
     rows = math.ceil(len(metrics) / columns)

@@ -50,7 +50,7 @@ def generate_split(
 
     options = options or SamplerOptions()
     if batch_size < 1:
-        raise LeffaError(f"--batch-size: must be at least 1, got {batch_size}")
+        raise LeffaError(f"batch_size: must be at least 1, got {batch_size}", option="batch_size")
     dataset = open_dataset(data, layout=layout, split=split, size=size, mode=mode)
     out_dir = Path(out_dir)
     pred_dir, gt_dir = out_dir / "pred", out_dir / "gt"

@@ -77,7 +77,8 @@ def match_pairs(pred_dir: str | Path, gt_dir: str | Path, allow_extra_gt: bool =
     if extra and not allow_extra_gt:
         more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
         raise LeffaError(
-            f"{gts[extra[0]]}: no prediction named {extra[0]!r} in {pred_dir}{more} (--ignore-extra-gt to score a subset)"
+            f"{gts[extra[0]]}: no prediction named {extra[0]!r} in {pred_dir}{more} (allow_extra_gt to score a subset)",
+            option="allow_extra_gt",
         )
     return [(preds[stem], gts[stem]) for stem in preds]
 
@@ -291,17 +292,19 @@ def check_metrics(metrics: Iterable[str], paired: bool) -> tuple[str, ...]:
     unknown = sorted(chosen - set(allowed))
     if unknown:
         mode = "paired" if paired else "unpaired"
-        raise LeffaError(f"--metrics: {unknown[0]!r} is not one of the {mode} metrics ({', '.join(allowed)})")
+        raise LeffaError(
+            f"metrics: {unknown[0]!r} is not one of the {mode} metrics ({', '.join(allowed)})", option="metrics"
+        )
     if not chosen:
-        raise LeffaError("--metrics: choose at least one metric")
+        raise LeffaError("metrics: choose at least one metric", option="metrics")
     return tuple(m for m in allowed if m in chosen)
 
 
 def _needs(metrics: Sequence[str], networks: MetricNetworks) -> None:
     if any(m in FEATURE_METRICS for m in metrics) and networks.inception is None:
-        raise LeffaError("FID/KID need the Inception network (--inception PATH or the hub weights)")
+        raise LeffaError("FID/KID need the Inception network (inception PATH or the hub weights)", option="inception")
     if "lpips" in metrics and networks.lpips is None:
-        raise LeffaError("LPIPS needs its network (--lpips FOLDER or the hub weights)")
+        raise LeffaError("LPIPS needs its network (lpips FOLDER or the hub weights)", option="lpips")
 
 
 Progress = Callable[[int, int], None]
@@ -413,7 +416,7 @@ def evaluate_folders(
 ) -> EvalResult:
     """``evaluate_paired`` on stem-matched pairs, or ``evaluate_unpaired`` on all images of both folders."""
     if batch_size < 1:
-        raise LeffaError(f"--batch-size: must be at least 1, got {batch_size}")
+        raise LeffaError(f"batch_size: must be at least 1, got {batch_size}", option="batch_size")
     if paired:
         pairs = match_pairs(pred_dir, gt_dir, allow_extra_gt=allow_extra_gt)
         return evaluate_paired(pairs, networks, metrics or PAIRED_METRICS, batch_size, progress, device)

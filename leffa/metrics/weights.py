@@ -41,7 +41,7 @@ def lpips_weights(
     if path is not None:
         folder = Path(path)
         if not folder.is_dir():
-            raise LeffaError(f"{folder}: --lpips expects a folder holding {SQUEEZENET_HUB_FILE} and squeeze.pth")
+            raise LeffaError(f"lpips {folder}: expected a folder holding {SQUEEZENET_HUB_FILE} and squeeze.pth", option="lpips")
         return folder / SQUEEZENET_HUB_FILE, folder / "squeeze.pth"
     repo = eval_weights_repo(repo_id)
     return fetch(SQUEEZENET_HUB_FILE, repo, offline=offline), fetch(LPIPS_LINEAR_HUB_FILE, repo, offline=offline)
