@@ -38,5 +38,5 @@ class LeffaError(Exception):
             spelled = spell(name)
             if spelled:
                 word = rf"(?<![\w-]){re.escape(name)}(?![\w-])"
-                message = re.sub(word, lambda _, text=spelled: text, message)
+                message = re.sub(word, spelled.replace("\\", r"\\"), message)  # a template: escape backslashes
         return message

@@ -29,3 +29,14 @@ def test_renamed_flags_and_a_library_error_through_the_cli_spelling():
         SamplerOptions(guidance_mode="fancy").check()
     assert caught.value.option == "guidance_mode"
     assert caught.value.worded(flag).startswith("--guidance-mode: unknown mode 'fancy'")
+
+
+def test_missing_metric_networks_name_the_option_before_any_work():
+    from leffa.metrics.scores import MetricNetworks, evaluate_paired, evaluate_unpaired
+
+    with pytest.raises(LeffaError, match=r"LPIPS needs its network \(lpips FOLDER") as caught:
+        evaluate_paired([], MetricNetworks(), ["ssim", "lpips"])
+    assert caught.value.worded(flag).startswith("LPIPS needs its network (--lpips FOLDER")
+    with pytest.raises(LeffaError, match=r"FID/KID need the Inception network \(inception PATH") as caught:
+        evaluate_unpaired([], [], MetricNetworks(), ["fid"])
+    assert caught.value.option == "inception"

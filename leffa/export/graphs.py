@@ -86,7 +86,9 @@ class ExportOptions:
     @property
     def profile(self) -> tuple[int, int]:
         """The largest image size the graphs serve: the fixed size, or the declared maximum."""
-        return (self.height, self.width) if self.height is not None else (self.max_height, self.max_width)
+        if self.height is not None and self.width is not None:
+            return self.height, self.width
+        return self.max_height, self.max_width
 
 
 # -- chunked attention ----------------------------------------------------------------------------------------------
@@ -219,7 +221,7 @@ def graph_specs(model: LeffaModel, options: ExportOptions, batch: int = 1) -> li
     """The four graphs, traced at the fixed export size (or at the declared maximum's aspect when dynamic)."""
     down = model.latent_downscale
     multiple = down * 2 ** (len(model.generative_unet.down_blocks) - 1)
-    if options.height is not None:
+    if options.height is not None and options.width is not None:
         height, width = options.height, options.width
     else:
         height, width = 2 * multiple, 2 * multiple
@@ -443,8 +445,8 @@ def check_export(
     manifest = read_manifest(directory)
     options = ExportOptions(**manifest["options"])
     multiple = model.latent_downscale * 2 ** (len(model.generative_unet.down_blocks) - 1)
-    if height is None:
-        height, width = (options.height, options.width) if options.height is not None else (2 * multiple, multiple)
+    if height is None or width is None:
+        height, width = options.profile if options.height is not None else (2 * multiple, multiple)
     onnx_model = OnnxLeffaModel(directory, providers=providers)
     reference = copy.deepcopy(model).eval().to_dtype(EXPORT_DTYPES[options.dtype])
     generator = torch.Generator().manual_seed(seed)
@@ -461,9 +463,9 @@ def check_export(
     with torch.no_grad():
         present = manifest["graphs"]
         if "reference_unet" in present:
-            expected = reference.reference_features(latent, timestep)
+            expected_features = reference.reference_features(latent, timestep)
             got = onnx_model.reference_features(latent, timestep)
-            diffs["reference_unet"] = max(diff(got[name], expected[name]) for name in reference.layer_names)
+            diffs["reference_unet"] = max(diff(got[name], expected_features[name]) for name in reference.layer_names)
         if "generative_unet" in present:
             features = reference.reference_features(latent, timestep)
             expected = reference.predict_noise(sample, timestep, features)

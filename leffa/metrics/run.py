@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from leffa.atomic import save_image
 from leffa.errors import LeffaError
+
+if TYPE_CHECKING:
+    from leffa.data import Mode, Split
 
 
 def _to_pil(image: torch.Tensor):
@@ -31,8 +35,8 @@ def generate_split(
     data: str | Path,
     out_dir: str | Path,
     size: tuple[int, int],
-    split: str = "test",
-    mode: str = "paired",
+    split: Split = "test",
+    mode: Mode = "paired",
     layout: str = "auto",
     options=None,
     seed: int = 42,
