@@ -12,7 +12,7 @@ Runtime sessions wrapped in an object with the same methods) can be plugged in w
 - ``predict_noise(model_input, t, features) -> noise``.
 - ``scaling_factor`` (float), ``config.scheduler`` (the diffusers scheduler config dict), ``device``, ``dtype``.
 
-Upstream semantics (LEFFA.md), all available exactly: the masked image is ``person * (mask < 0.5)``; the
+Upstream semantics (docs/method.md), all available exactly: the masked image is ``person * (mask < 0.5)``; the
 unconditional branch uses an all-zeros reference latent and is batched with the conditional one (uncond first);
 guidance is ``uncond + s (cond - uncond)`` followed by ``rescale_noise_cfg(..., guidance_rescale=s)``
 (``guidance_mode="upstream"``; ``"plain"`` stops after the first part); DDPM from the base folder with eta 1.0;

@@ -128,3 +128,15 @@ def test_no_module_imports_another_modules_private_names():
                         if alias.name.startswith("_") and not alias.name.startswith("__")
                     ]
     assert not offenders, "; ".join(offenders)
+
+
+def test_the_model_never_reaches_training_sampling_or_the_probe():
+    graph = import_graph()
+    reached, todo = set(), ["leffa.model"]
+    while todo:
+        for target in graph.get(todo.pop(), ()):
+            if target not in reached:
+                reached.add(target)
+                todo.append(target)
+    above = {name for name in reached if name.startswith(("leffa.train", "leffa.sampler", "leffa.probe"))}
+    assert not above, f"leffa.model imports (directly or not) {sorted(above)}"
