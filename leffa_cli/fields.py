@@ -17,7 +17,6 @@ from typing import Any, Literal
 import typer
 from pydantic import BaseModel
 
-
 # Library parameters whose CLI option has another name.
 RENAMED = {"allow_extra_gt": "--ignore-extra-gt", "results": "--compare", "config_file": "--config"}
 
