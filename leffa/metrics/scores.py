@@ -4,9 +4,9 @@ Formulas come from torchmetrics (FID, KID, SSIM, PSNR; imported only when a metr
 seconds); FID and KID run on the pytorch-fid Inception pool features (``leffa.metrics.inception``); LPIPS is v0.1
 with the SqueezeNet backbone on [-1, 1] inputs (``leffa.metrics.lpips``). Settings follow the authors' evaluation:
 SSIM and PSNR with data range 1 (Gaussian 11x11 window, sigma 1.5), KID with clean-fid's 100 subsets of at most 1000
-images, reported x 1000. Paired mode matches predictions to ground truth by file stem and resizes the ground truth (Lanczos) to the
-prediction's size when they differ; unpaired mode compares the two sets as distributions (FID, KID only). Images
-stream in batches, so memory does not grow with the set.
+images, reported x 1000. Paired mode matches predictions to ground truth by file stem and resizes the ground truth
+(Lanczos) to the prediction's size when they differ; unpaired mode compares the two sets as distributions (FID, KID
+only). Images stream in batches, so memory does not grow with the set.
 """
 
 from __future__ import annotations
