@@ -48,10 +48,11 @@ def fetch(
             )
         )
     except LocalEntryNotFoundError:
-        why = "--offline was given" if offline else "the hub is unreachable"
+        why = "offline is set" if offline else "the hub is unreachable"
         raise LeffaError(
             f"{repo_id}/{filename}: not in the local cache and {why}; download it from "
-            f"https://huggingface.co/{repo_id}/blob/main/{filename} and pass its local path instead"
+            f"https://huggingface.co/{repo_id}/blob/main/{filename} and pass its local path instead",
+            option="offline" if offline else None,
         ) from None
     except RepositoryNotFoundError:
         raise LeffaError(f"{repo_id}: no such hub repository (or it is private)") from None

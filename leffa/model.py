@@ -207,7 +207,6 @@ class LeffaModel(nn.Module):
         ``capture``, when given a dict, receives ``{layer: (queries, reference keys)}`` per head for the Leffa loss.
         """
         context = self.generative_context
-        context.features = features
         context.capture = capture
         context.capture_layers = None if capture_layers is None else frozenset(capture_layers)
         try:
@@ -220,7 +219,6 @@ class LeffaModel(nn.Module):
                 return_dict=False,
             )[0]
         finally:
-            context.features = None
             context.capture = None
             context.capture_layers = None
 

@@ -12,7 +12,7 @@ Runtime sessions wrapped in an object with the same methods) can be plugged in w
 - ``predict_noise(model_input, t, features) -> noise``.
 - ``scaling_factor`` (float), ``config.scheduler`` (the diffusers scheduler config dict), ``device``, ``dtype``.
 
-Upstream semantics (LEFFA.md), all available exactly: the masked image is ``person * (mask < 0.5)``; the
+Upstream semantics (docs/method.md), all available exactly: the masked image is ``person * (mask < 0.5)``; the
 unconditional branch uses an all-zeros reference latent and is batched with the conditional one (uncond first);
 guidance is ``uncond + s (cond - uncond)`` followed by ``rescale_noise_cfg(..., guidance_rescale=s)``
 (``guidance_mode="upstream"``; ``"plain"`` stops after the first part); DDPM from the base folder with eta 1.0;
@@ -90,13 +90,18 @@ class SamplerOptions:
 
     def check(self) -> "SamplerOptions":
         if self.scheduler not in SCHEDULERS:
-            raise LeffaError(f"--scheduler: unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+            raise LeffaError(
+                f"scheduler: unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}",
+                option="scheduler",
+            )
         if self.guidance_mode not in GUIDANCE_MODES:
-            raise LeffaError(f"--guidance-mode: unknown mode {self.guidance_mode!r}; choose upstream or plain")
+            raise LeffaError(
+                f"guidance_mode: unknown mode {self.guidance_mode!r}; choose upstream or plain", option="guidance_mode"
+            )
         if not 1 <= self.steps <= 1000:
-            raise LeffaError(f"--steps: {self.steps} is out of range (1 to 1000)")
+            raise LeffaError(f"steps: {self.steps} is out of range (1 to 1000)", option="steps")
         if not 0.0 <= self.guidance <= 30.0:
-            raise LeffaError(f"--guidance: {self.guidance} is out of range (0 to 30)")
+            raise LeffaError(f"guidance: {self.guidance} is out of range (0 to 30)", option="guidance")
         return self
 
     @property
@@ -111,7 +116,7 @@ class SamplerOptions:
 def make_scheduler(name: str, config: dict):
     """A fresh scheduler of kind ``name`` built from a base folder's scheduler config (unknown keys dropped)."""
     if name not in SCHEDULERS:
-        raise LeffaError(f"--scheduler: unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+        raise LeffaError(f"scheduler: unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}", option="scheduler")
     cls = SCHEDULERS[name]
     accepted = set(inspect.signature(cls.__init__).parameters)
     return cls.from_config({k: v for k, v in config.items() if k in accepted})

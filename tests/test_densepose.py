@@ -339,7 +339,7 @@ def test_seg_image_of_no_people_is_black():
     empty = torch.zeros(0, 1, 1, 1)
     result = DensePoseResult((5, 6), torch.zeros(0, 4), torch.zeros(0), ChartOutput(empty, empty, empty, empty))
     assert np.asarray(result.render("iuv")).shape == (5, 6, 3) and np.asarray(result.render("seg")).max() == 0
-    with pytest.raises(LeffaError, match="--kind"):
+    with pytest.raises(LeffaError, match="kind: unknown"):
         result.render("depth")
 
 

@@ -100,7 +100,7 @@ def test_no_person_is_an_error_unless_empty_is_allowed(person, result):
     with pytest.raises(LeffaError, match="no person found"):
         densepose_image(person, "seg", estimator=nobody)
     assert np.asarray(densepose_image(person, "iuv", estimator=nobody, allow_empty=True)).max() == 0
-    with pytest.raises(LeffaError, match="--kind"):
+    with pytest.raises(LeffaError, match="kind: unknown"):
         densepose_image(person, "uv", estimator=nobody)
 
 

@@ -9,12 +9,8 @@ import torch
 from leffa.errors import LeffaError
 from leffa.metrics.inception import FIDInceptionV3, load_fid_inception
 from leffa.metrics.lpips import LPIPSSqueeze, load_lpips
-from leffa.metrics.weights import (
-    INCEPTION_HUB_FILE,
-    LPIPS_LINEAR_HUB_FILE,
-    SQUEEZENET_HUB_FILE,
-    load_metric_networks,
-)
+from leffa.metrics.scores import load_metric_networks
+from leffa.metrics.weights import INCEPTION_HUB_FILE, LPIPS_LINEAR_HUB_FILE, SQUEEZENET_HUB_FILE
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -190,7 +186,7 @@ def test_lpips_loads_published_style_files_and_metric_networks_from_a_folder(tmp
         torch.testing.assert_close(loaded(x, y), source.eval()(x, y))
     networks = load_metric_networks(["lpips", "ssim"], lpips=tmp_path / "lpips")
     assert networks.inception is None and networks.lpips is not None
-    with pytest.raises(LeffaError, match="--lpips expects a folder"):
+    with pytest.raises(LeffaError, match="lpips .*: expected a folder"):
         load_metric_networks(["lpips"], lpips=tmp_path / "lpips" / "squeeze.pth")
 
 

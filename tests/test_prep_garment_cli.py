@@ -201,5 +201,5 @@ def test_offline_without_cached_models_names_the_file(person, tmp_path):
                "-o", str(tmp_path / "k.json"), "--offline"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     assert result.returncode == 2
-    assert "openpose/body_pose_model.pth: not in the local cache and --offline was given" in result.stderr
+    assert "openpose/body_pose_model.pth: not in the local cache and --offline is set" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

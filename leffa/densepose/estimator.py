@@ -67,7 +67,7 @@ class DensePoseResult:
         best-scoring person only, as upstream.
         """
         if kind not in KINDS:
-            raise LeffaError(f"--kind: unknown DensePose rendering '{kind}' (choose from {', '.join(KINDS)})")
+            raise LeffaError(f"kind: unknown DensePose rendering '{kind}' (choose from {', '.join(KINDS)})", option="kind")
         canvas_hw = self.image_size
         if len(self) == 0:
             return Image.fromarray(np.zeros((*canvas_hw, 3), dtype=np.uint8))
@@ -158,7 +158,7 @@ def densepose_image(
     :class:`LeffaError` unless ``allow_empty`` (then the image is black).
     """
     if kind not in KINDS:
-        raise LeffaError(f"--kind: unknown DensePose rendering '{kind}' (choose from {', '.join(KINDS)})")
+        raise LeffaError(f"kind: unknown DensePose rendering '{kind}' (choose from {', '.join(KINDS)})", option="kind")
     if estimator is None:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         estimator = _cached_estimator(str(weights) if weights is not None else None, str(device), offline, config)

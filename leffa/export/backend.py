@@ -16,7 +16,7 @@ import torch
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from leffa.errors import LeffaError
-from leffa.export.graphs import read_manifest
+from leffa.export.manifest import read_manifest
 from leffa.model import LeffaConfig, LeffaModel
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -107,13 +107,19 @@ class OnnxLeffaModel:
         if options.get("height") is not None:
             fixed = (int(options["height"]), int(options["width"]))
             if tuple(size) != fixed:
-                raise LeffaError(f"--size {size[0]}x{size[1]}: {self.directory} was exported for {fixed[0]}x{fixed[1]} "
-                                 "only; export again with other --height/--width, or without them (dynamic)")
+                raise LeffaError(
+                    f"size {size[0]}x{size[1]}: {self.directory} was exported for {fixed[0]}x{fixed[1]} only; "
+                    "export again with other height/width, or without them (dynamic)",
+                    option=("size", "height", "width"),
+                )
             return size
         multiple = int(self.manifest["size_multiple"])
         if size[0] % multiple or size[1] % multiple:
-            raise LeffaError(f"--size {size[0]}x{size[1]}: {self.directory} has dynamic-size graphs, which need "
-                             f"multiples of {multiple}; choose such a size or export with --height/--width")
+            raise LeffaError(
+                f"size {size[0]}x{size[1]}: {self.directory} has dynamic-size graphs, which need multiples of "
+                f"{multiple}; choose such a size or export with height/width",
+                option=("size", "height", "width"),
+            )
         return size
 
     def layer_downscale(self) -> dict[str, int]:
@@ -160,7 +166,7 @@ class OnnxLeffaModel:
     def predict_noise(self, model_input, timesteps, features, capture=None, capture_layers=None) -> torch.Tensor:
         """Generative graph on the 12-channel input with the given reference features."""
         if capture is not None:
-            raise LeffaError("the ONNX backend cannot capture attention (Leffa loss, flow maps); use --backend torch")
+            raise LeffaError("ONNX graphs cannot capture attention (Leffa loss, flow maps); use backend torch", option="backend")
         missing = [name for name in self.layer_names if name not in features]
         if missing:
             raise LeffaError(f"no reference features for layer {missing[0]}; compute them first")

@@ -22,24 +22,18 @@ import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from leffa.atomic import atomic_path
-from leffa.attention import (
-    GenerativeSelfAttention,
-    ReferenceSelfAttention,
-    _merge_heads,
-    _project_out,
-    _split_heads,
-)
+from leffa.attention import install_processors, install_vae_attention
 from leffa.errors import LeffaError
+from leffa.export.manifest import MANIFEST_FORMAT, read_manifest, write_manifest
 from leffa.model import LeffaModel
 
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "leffa-onnx/1"
 TENSORRT_ELEMENT_LIMIT = 2**31
 GRAPHS = ("reference_unet", "generative_unet", "vae_encoder", "vae_decoder")
 ATTENTION_MODES = ("chunked", "fused")
@@ -70,24 +64,31 @@ class ExportOptions:
 
     def validate(self, multiple: int) -> None:
         if self.dtype not in EXPORT_DTYPES:
-            raise LeffaError(f"--dtype {self.dtype!r}: choose one of {', '.join(EXPORT_DTYPES)}")
+            raise LeffaError(f"dtype {self.dtype!r}: choose one of {', '.join(EXPORT_DTYPES)}", option="dtype")
         if self.attention not in ATTENTION_MODES:
-            raise LeffaError(f"--attention {self.attention!r}: choose one of {', '.join(ATTENTION_MODES)}")
+            raise LeffaError(
+                f"attention {self.attention!r}: choose one of {', '.join(ATTENTION_MODES)}", option="attention"
+            )
         if (self.height is None) != (self.width is None):
-            raise LeffaError("--height and --width: give both to fix the image size, or neither to keep it dynamic")
+            raise LeffaError(
+                "height and width: give both to fix the image size, or neither to keep it dynamic",
+                option=("height", "width"),
+            )
         for name in ("height", "width", "max_height", "max_width"):
             value = getattr(self, name)
             if value is not None and (value <= 0 or value % multiple):
-                raise LeffaError(f"--{name.replace('_', '-')} {value}: must be a positive multiple of {multiple}")
+                raise LeffaError(f"{name} {value}: must be a positive multiple of {multiple}", option=name)
         if self.max_batch < 1:
-            raise LeffaError(f"--max-batch {self.max_batch}: must be at least 1")
+            raise LeffaError(f"max_batch {self.max_batch}: must be at least 1", option="max_batch")
         if not 0 < self.max_score_elements < TENSORRT_ELEMENT_LIMIT:
             raise LeffaError(f"max_score_elements {self.max_score_elements}: must be in (0, 2^31)")
 
     @property
     def profile(self) -> tuple[int, int]:
         """The largest image size the graphs serve: the fixed size, or the declared maximum."""
-        return (self.height, self.width) if self.height is not None else (self.max_height, self.max_width)
+        if self.height is not None and self.width is not None:
+            return self.height, self.width
+        return self.max_height, self.max_width
 
 
 # -- chunked attention ----------------------------------------------------------------------------------------------
@@ -118,53 +119,10 @@ def chunks_needed(batch: int, heads: int, queries: int, keys: int, budget: int) 
     if per_query > budget:
         raise LeffaError(
             f"attention over {keys} keys with batch {batch} and {heads} heads cannot stay under {budget} elements "
-            "even one query at a time; lower --max-batch or the maximum size"
+            "even one query at a time; lower max_batch or the maximum size",
+            option="max_batch",
         )
     return max(1, math.ceil(batch * heads * queries * keys / budget))
-
-
-class ChunkedReferenceSelfAttention(ReferenceSelfAttention):
-    """The reference processor, computing attention in query chunks."""
-
-    def __init__(self, name, context, chunks: int):
-        super().__init__(name, context)
-        self.chunks = chunks
-
-    def attend(self, q, k, v):
-        return chunked_attention(q, k, v, self.chunks)
-
-
-class ChunkedGenerativeSelfAttention(GenerativeSelfAttention):
-    """The generative processor (queries from own tokens, keys/values from ``[own; reference]``) in query chunks."""
-
-    def __init__(self, name, context, chunks: int):
-        super().__init__(name, context)
-        self.chunks = chunks
-
-    def attend(self, q, k, v):
-        return chunked_attention(q, k, v, self.chunks)
-
-
-class ChunkedVaeAttention:
-    """The VAE mid-block attention (group norm, one head, residual) with query chunks, as diffusers computes it."""
-
-    def __init__(self, chunks: int):
-        self.chunks = chunks
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        residual = hidden_states
-        batch, channels, height, width = hidden_states.shape
-        hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        q = _split_heads(attn.to_q(hidden_states), attn.heads)
-        k = _split_heads(attn.to_k(hidden_states), attn.heads)
-        v = _split_heads(attn.to_v(hidden_states), attn.heads)
-        hidden_states = _project_out(attn, _merge_heads(chunked_attention(q, k, v, self.chunks)))
-        hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channels, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
 
 
 def attention_chunks(model: LeffaModel, options: ExportOptions) -> dict[str, int]:
@@ -183,19 +141,14 @@ def attention_chunks(model: LeffaModel, options: ExportOptions) -> dict[str, int
 
 
 def install_chunked_attention(model: LeffaModel, chunks: dict[str, int]) -> None:
-    """Swap every attention processor of ``model`` (a copy: it is changed in place) for its chunked variant."""
-    for role, unet, context, cls in (
-        ("reference", model.reference_unet, model.reference_context, ChunkedReferenceSelfAttention),
-        ("generative", model.generative_unet, model.generative_context, ChunkedGenerativeSelfAttention),
+    """Give every attention processor of ``model`` (a copy: it is changed in place) a query-chunked kernel."""
+    for role, unet, context in (
+        ("reference", model.reference_unet, model.reference_context),
+        ("generative", model.generative_unet, model.generative_context),
     ):
-        processors = {}
-        for key, processor in unet.attn_processors.items():
-            layer = key.removesuffix(".processor")
-            processors[key] = cls(layer, context, chunks[f"{role}:{layer}"]) if layer.endswith(".attn1") else processor
-        unet.set_attn_processor(processors)
-    vae_processors = {key: ChunkedVaeAttention(chunks["vae"]) for key in model.vae.attn_processors}
-    if vae_processors:
-        model.vae.set_attn_processor(vae_processors)
+        kernels = {layer: partial(chunked_attention, chunks=chunks[f"{role}:{layer}"]) for layer in model.layer_names}
+        install_processors(unet, context, role, kernels)
+    install_vae_attention(model.vae, partial(chunked_attention, chunks=chunks["vae"]))
 
 
 # -- graph wrappers -------------------------------------------------------------------------------------------------
@@ -267,7 +220,7 @@ class GraphSpec:
 def graph_specs(model: LeffaModel, options: ExportOptions, batch: int = 1) -> list[GraphSpec]:
     """The four graphs, traced at the fixed export size (or at the declared maximum's aspect when dynamic)."""
     down = model.latent_downscale
-    if options.height is not None:
+    if options.height is not None and options.width is not None:
         height, width = options.height, options.width
     else:
         # Traced where the latent does not divide by the UNet's total downscale: the UNet then upsamples each level
@@ -441,28 +394,6 @@ def export_onnx(
     return manifest
 
 
-def write_manifest(directory: str | Path, manifest: dict) -> Path:
-    path = Path(directory) / MANIFEST
-    with atomic_path(path) as temp:
-        temp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def read_manifest(directory: str | Path) -> dict:
-    """The manifest of an export folder; a missing or foreign one is a one-line error."""
-    directory = Path(directory)
-    path = directory / MANIFEST
-    if not path.is_file():
-        raise LeffaError(f"{directory}: not an ONNX export folder (no {MANIFEST}); make one with `leffa export --onnx`")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise LeffaError(f"{path}: not valid JSON ({error.msg})") from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise LeffaError(f"{path}: unknown format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
-    return manifest
-
-
 # -- sizes ----------------------------------------------------------------------------------------------------------
 
 
@@ -517,8 +448,8 @@ def check_export(
     manifest = read_manifest(directory)
     options = ExportOptions(**manifest["options"])
     multiple = model.latent_downscale * 2 ** (len(model.generative_unet.down_blocks) - 1)
-    if height is None:
-        height, width = (options.height, options.width) if options.height is not None else (2 * multiple, multiple)
+    if height is None or width is None:
+        height, width = options.profile if options.height is not None else (2 * multiple, multiple)
     onnx_model = OnnxLeffaModel(directory, providers=providers)
     reference = copy.deepcopy(model).eval().to_dtype(EXPORT_DTYPES[options.dtype])
     generator = torch.Generator().manual_seed(seed)
@@ -535,9 +466,9 @@ def check_export(
     with torch.no_grad():
         present = manifest["graphs"]
         if "reference_unet" in present:
-            expected = reference.reference_features(latent, timestep)
+            expected_features = reference.reference_features(latent, timestep)
             got = onnx_model.reference_features(latent, timestep)
-            diffs["reference_unet"] = max(diff(got[name], expected[name]) for name in reference.layer_names)
+            diffs["reference_unet"] = max(diff(got[name], expected_features[name]) for name in reference.layer_names)
         if "generative_unet" in present:
             features = reference.reference_features(latent, timestep)
             expected = reference.predict_noise(sample, timestep, features)
@@ -573,7 +504,7 @@ def convert_to_safetensors(
     from safetensors.torch import save_file
 
     if dtype not in DTYPES:
-        raise LeffaError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+        raise LeffaError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}", option="dtype")
     output = Path(output)
     if output.suffix != ".safetensors":
         raise LeffaError(f"{output}: the output must end in .safetensors")

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from leffa.atomic import save_image
 from leffa.errors import LeffaError
+
+if TYPE_CHECKING:
+    from leffa.data import Mode, Split
 
 
 def _to_pil(image: torch.Tensor):
@@ -31,8 +35,8 @@ def generate_split(
     data: str | Path,
     out_dir: str | Path,
     size: tuple[int, int],
-    split: str = "test",
-    mode: str = "paired",
+    split: Split = "test",
+    mode: Mode = "paired",
     layout: str = "auto",
     options=None,
     seed: int = 42,
@@ -50,7 +54,7 @@ def generate_split(
 
     options = options or SamplerOptions()
     if batch_size < 1:
-        raise LeffaError(f"--batch-size: must be at least 1, got {batch_size}")
+        raise LeffaError(f"batch_size: must be at least 1, got {batch_size}", option="batch_size")
     dataset = open_dataset(data, layout=layout, split=split, size=size, mode=mode)
     out_dir = Path(out_dir)
     pred_dir, gt_dir = out_dir / "pred", out_dir / "gt"

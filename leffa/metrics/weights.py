@@ -41,7 +41,7 @@ def lpips_weights(
     if path is not None:
         folder = Path(path)
         if not folder.is_dir():
-            raise LeffaError(f"{folder}: --lpips expects a folder holding {SQUEEZENET_HUB_FILE} and squeeze.pth")
+            raise LeffaError(f"lpips {folder}: expected a folder holding {SQUEEZENET_HUB_FILE} and squeeze.pth", option="lpips")
         return folder / SQUEEZENET_HUB_FILE, folder / "squeeze.pth"
     repo = eval_weights_repo(repo_id)
     return fetch(SQUEEZENET_HUB_FILE, repo, offline=offline), fetch(LPIPS_LINEAR_HUB_FILE, repo, offline=offline)
@@ -76,23 +76,3 @@ def load_state_dict_file(module: nn.Module, path: str | Path, what: str, ignore_
             raise LeffaError(f"{path}: {key} has shape {tuple(tensor.shape)}, {what} expects {tuple(expected[key].shape)}")
     module.load_state_dict(state, strict=False)
 
-
-def load_metric_networks(
-    metrics,
-    inception: str | Path | None = None,
-    lpips: str | Path | None = None,
-    repo_id: str | None = None,
-    offline: bool = False,
-    device: str | torch.device = "cpu",
-):
-    """The networks ``metrics`` need (``leffa.metrics.MetricNetworks``), from local paths or the hub cache."""
-    from leffa.metrics.inception import load_fid_inception
-    from leffa.metrics.lpips import load_lpips
-    from leffa.metrics.scores import FEATURE_METRICS, MetricNetworks
-
-    networks = MetricNetworks()
-    if any(metric in FEATURE_METRICS for metric in metrics):
-        networks.inception = load_fid_inception(inception_weights(inception, repo_id, offline)).to(device)
-    if "lpips" in metrics:
-        networks.lpips = load_lpips(*lpips_weights(lpips, repo_id, offline)).to(device)
-    return networks

@@ -326,9 +326,9 @@ def write_pose(sample: Sample, split_dir: Path) -> None:
 
 def make_sample(task: str, seed: int, split: str, index: int, height: int, width: int) -> Sample:
     if task not in TASKS:
-        raise LeffaError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
+        raise LeffaError(f"task {task!r}: choose one of {', '.join(TASKS)}", option="task")
     if split not in SPLITS:
-        raise LeffaError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
+        raise LeffaError(f"split {split!r}: choose one of {', '.join(SPLITS)}", option="split")
     return (vton_sample if task == "vton" else pose_sample)(seed, split, index, height, width)
 
 
@@ -339,7 +339,7 @@ def generate_dataset(task: str, out: str | Path, n: int, size: tuple[int, int], 
     ``progress``, when given, is called once per finished sample (for a CLI progress bar).
     """
     if n < 1:
-        raise LeffaError(f"--n {n}: need at least one sample")
+        raise LeffaError(f"n {n}: need at least one sample", option="n")
     height, width = size
     out = Path(out)
     if out.exists() and not out.is_dir():

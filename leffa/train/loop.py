@@ -66,8 +66,9 @@ def read_base_weights(folder: Path, part: str) -> dict[str, torch.Tensor]:
         if path.is_file():
             return load_file(str(path))
     raise LeffaError(
-        f"{folder / part}: no {WEIGHT_FILES[0]}; give a base folder with weights, a checkpoint (--init FILE) "
-        f"or --init random"
+        f"{folder / part}: no {WEIGHT_FILES[0]}; give a base folder with weights, a checkpoint (init FILE) "
+        f"or init random",
+        option="init",
     )
 
 
@@ -104,7 +105,7 @@ def initialise_model(config: TrainConfig) -> LeffaModel:
         checkpoint = Path(init).expanduser()
         if checkpoint.suffix in (".safetensors", ".pth", ".bin", ".ckpt") and not checkpoint.is_file():
             hint = f" (stage {config.stage} starts from stage {config.stage - 1}'s model)" if config.stage > 1 else ""
-            raise LeffaError(f"{checkpoint}: --init checkpoint not found{hint}; give --init FILE, base or random")
+            raise LeffaError(f"{checkpoint}: init checkpoint not found{hint}; give init FILE, base or random", option="init")
         base = None
         if checkpoint.is_file() and read_config(checkpoint) is None:
             base = resolve_base(config.base_model, config.offline)
@@ -366,7 +367,7 @@ class Trainer:
         from diffusers import DDPMScheduler
 
         if config.data is None:
-            raise LeffaError("no training data: give --data DIR")
+            raise LeffaError("data: no dataset folder given (data DIR)", option="data")
         self.config = config
         self.on_step = on_step
         self.validation_hook = validation_hook
@@ -521,7 +522,7 @@ class Trainer:
         self.generator.set_state(load_file(str(generator_file))["state"])
         if self.ema is not None:
             if not (folder / "ema.safetensors").is_file():
-                raise LeffaError(f"{folder}: holds no EMA weights; resume without --ema or from a run that had it")
+                raise LeffaError(f"{folder}: holds no EMA weights; resume without ema or from a run that had it", option="ema")
             self.ema.load_state_dict(load_file(str(folder / "ema.safetensors"), device=str(accelerator.device)))
         self.step, self.epoch, self.batch_in_epoch = position["step"], position["epoch"], position["batch_in_epoch"]
 

@@ -214,10 +214,10 @@ def eval_command(
         evaluate_paired,
         evaluate_unpaired,
         list_images,
+        load_metric_networks,
         match_pairs,
         write_result,
     )
-    from leffa.metrics.weights import load_metric_networks
 
     if run and (pred is not None or gt is not None):
         raise LeffaError("--run writes its own predictions; give --data (and --out-dir), not --pred/--gt")
