@@ -60,7 +60,7 @@ def read_config(path: str | Path) -> LeffaConfig | None:
         raise LeffaError(f"{path}: not a readable safetensors file ({error})") from None
     if metadata.get("format") != FORMAT or "leffa_config" not in metadata:
         return None
-    return LeffaConfig.from_json(metadata["leffa_config"])
+    return LeffaConfig.from_json(metadata["leffa_config"], path)
 
 
 def from_upstream(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -65,7 +65,7 @@ class OnnxLeffaModel:
     def __init__(self, directory: str | Path, providers: list[str] | None = None, threads: int | None = None):
         self.directory = Path(directory)
         self.manifest = read_manifest(self.directory)
-        self.config = LeffaConfig(**self.manifest["leffa_config"])
+        self.config = LeffaConfig.from_dict(self.manifest["leffa_config"], self.directory / "manifest.json")
         self.providers = list(providers) if providers else default_providers()
         self.layer_names = list(self.manifest["layer_names"])
         self._layer_downscale = dict(self.manifest["layer_downscale"])

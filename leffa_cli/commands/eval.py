@@ -75,7 +75,7 @@ def _default_output(pred: Path, mode: str) -> Path:
 
 
 def _compare(results_files: list[Path], output: Optional[Path]) -> None:
-    from leffa.atomic import save_image
+    from leffa.atomic import ensure_writable_destination, save_image
     from leffa.errors import LeffaError
     from leffa.metrics.scores import read_result
     from leffa.metrics.chart import compare_chart
@@ -84,6 +84,8 @@ def _compare(results_files: list[Path], output: Optional[Path]) -> None:
         raise LeffaError("--compare: give the result JSON files to compare, e.g. leffa eval --compare a.json b.json -o chart.png")
     if output is not None and output.suffix.lower() != ".png":
         raise LeffaError(f"-o {output}: the comparison chart must be a .png")
+    if output is not None:
+        ensure_writable_destination(output, "file", "-o")
     results = [read_result(path) for path in results_files]
     console.print(_results_table(results, "comparison"))
     if output is not None:
@@ -111,6 +113,7 @@ def _model_name(spec: str) -> str:
 def _flow(model_spec, base, offline, data, split, layout, timestep, temperature, seed, layers, limit, device, output):
     import torch
 
+    from leffa.atomic import ensure_writable_destination
     from leffa.environment import best_device
     from leffa.errors import LeffaError
     from leffa.metrics.scores import write_result
@@ -118,6 +121,8 @@ def _flow(model_spec, base, offline, data, split, layout, timestep, temperature,
 
     if model_spec is None or data is None:
         raise LeffaError("--flow needs --model CHECKPOINT and --data DATASET_FOLDER")
+    output = output or Path(data) / f"flow-epe.{split}.t{timestep}.{_model_name(model_spec)}.json"
+    ensure_writable_destination(output, "file", "-o")
     model = _resolve(model_spec, base, offline, data, layout).model.to(device or best_device()).eval()
     chosen = resolve_layers(layers, model.layer_names)
     bar, progress = _progress("flow")
@@ -125,7 +130,6 @@ def _flow(model_spec, base, offline, data, split, layout, timestep, temperature,
         result = evaluate_flow(model, data, timestep, temperature, seed, chosen, limit, progress, split, layout)
     result.name = _model_name(model_spec)
     console.print(_flow_table(result))
-    output = output or Path(data) / f"flow-epe.{split}.t{timestep}.{result.name}.json"
     write_result(result, output)
     console.print(f"results: {output}")
 
@@ -133,6 +137,7 @@ def _flow(model_spec, base, offline, data, split, layout, timestep, temperature,
 def _run(model_spec, base, offline, data, split, layout, paired, size, sampler, seed, dtype, device, batch_size,
          limit, out_dir):
     """Generate the split (resuming), and return (pred dir, gt dir, run settings) for scoring."""
+    from leffa.atomic import ensure_writable_destination
     from leffa.errors import LeffaError
     from leffa.metrics.run import generate_split, run_settings
     from leffa.pipeline import check_size, parse_size
@@ -141,13 +146,14 @@ def _run(model_spec, base, offline, data, split, layout, paired, size, sampler, 
 
     if model_spec is None or data is None:
         raise LeffaError("--run needs --model and --data DATASET_FOLDER")
+    mode = "paired" if paired else "unpaired"
+    out_dir = out_dir or Path("eval-runs") / f"{_model_name(model_spec)}.{split}.{mode}"
+    ensure_writable_destination(out_dir, "folder", "--out-dir")
     resolved = _resolve(model_spec, base, offline, data, layout)
     working = parse_size(size) if size else (resolved.image_size or UPSTREAM_SIZE)
     check_size(working, resolved.model.latent_downscale)
     torch_device = resolve_device(device or "auto")
     model = place_model(resolved.model, torch_device, resolve_dtype(dtype, torch_device))
-    mode = "paired" if paired else "unpaired"
-    out_dir = out_dir or Path("eval-runs") / f"{_model_name(model_spec)}.{split}.{mode}"
     bar, progress = _progress(f"generating {working[0]}x{working[1]}, {sampler.steps} steps")
     with bar:
         pred_dir, gt_dir, made = generate_split(model, data, out_dir, working, split, mode, layout, sampler, seed,
@@ -199,6 +205,7 @@ def eval_command(
     """Score predicted images against ground truth (FID, KID, SSIM, LPIPS, PSNR as the try-on papers report them);
     generate a dataset split and score it (--run); measure attention-flow end-point error on synthetic data
     (--flow); or compare result files (--compare)."""
+    from leffa.atomic import ensure_writable_destination
     from leffa.environment import best_device
     from leffa.errors import LeffaError
 
@@ -236,6 +243,10 @@ def eval_command(
     )
     device = device or best_device()
     settings = {}
+    if output is not None:
+        ensure_writable_destination(output, "file", "-o")  # before the metric weights and any sampling
+    elif not run:
+        ensure_writable_destination(_default_output(pred, "paired" if paired else "unpaired"), "file", "-o")
     if run:
         from leffa_cli.commands.tryon import sampler_options
 
