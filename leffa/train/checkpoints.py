@@ -18,7 +18,6 @@ files), ``checkpoints/step-N/``, ``checkpoints/latest``, ``validation/`` and ``t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from leffa.atomic import atomic_path, ensure_writable_destination
 from leffa.errors import LeffaError
+from leffa.integrity import describe_files, file_problem
 from leffa.locks import FolderLock
 
 MANIFEST = "manifest.json"
@@ -38,7 +38,6 @@ LATEST = "latest"
 RUN_FILES = ("config.json", "model.safetensors", "checkpoints", "validation", "tensorboard")
 RUN_GLOBS = ("model-step-*.safetensors",)
 RNG_STATE = "random_states_{index}.pkl"  # accelerate's name for a process's Python/NumPy/torch RNG state
-CHUNK = 8 * 1024 * 1024
 
 
 def checkpoint_root(output: Path) -> Path:
@@ -103,20 +102,11 @@ def claim_run_folder(output: Path, resume: str | None, overwrite: bool) -> Folde
 # -- manifests ------------------------------------------------------------------------------------------------------
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_manifest(folder: Path, step: int, run_id: str, processes: int) -> Path:
     """Record every file in ``folder`` (size, SHA-256); written last and atomically, it marks the folder complete."""
     folder = Path(folder)
-    files = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
-        files[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": file_digest(path)}
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    files = describe_files(folder, names)
     manifest = {"format": MANIFEST_FORMAT, "step": step, "run": run_id, "processes": processes, "files": files}
     with atomic_path(folder / MANIFEST) as temp:
         temp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
@@ -157,14 +147,9 @@ def checkpoint_problem(folder: Path, process_index: int | None = None) -> str | 
     if manifest is None:
         return f"no valid {MANIFEST} (written last, so the save did not finish)"
     for name, expected in manifest["files"].items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        size = path.stat().st_size
-        if size != expected["size"]:
-            return f"{name} is {size} bytes, the manifest says {expected['size']} (truncated?)"
-        if file_digest(path) != expected["sha256"]:
-            return f"{name} does not match its SHA-256 in the manifest (damaged)"
+        problem = file_problem(folder, name, expected)
+        if problem:
+            return problem
     for index in range(int(manifest.get("processes", 1))):
         if RNG_STATE.format(index=index) not in manifest["files"]:
             return f"{RNG_STATE.format(index=index)} (the RNG state) is missing"

@@ -56,7 +56,13 @@ def export(
 ) -> None:
     """Export ONNX graphs (TensorRT-ready) or convert an upstream checkpoint to safetensors."""
     from leffa.atomic import ensure_writable_destination
-    from leffa.export.graphs import ExportOptions, check_export, convert_to_safetensors, export_onnx
+    from leffa.export.graphs import (
+        ExportOptions,
+        check_export,
+        check_export_destination,
+        convert_to_safetensors,
+        export_onnx,
+    )
 
     console = Console()
     if (onnx is None) == (safetensors is None):
@@ -71,7 +77,7 @@ def export(
         path = convert_to_safetensors(safetensors, base, output, dtype=target, task=task)
         console.print(f"wrote {path} ({target}, {path.stat().st_size / 1e6:.1f} MB)")
         return
-    ensure_writable_destination(onnx, "whole-folder", "--onnx")  # before minutes of loading and tracing
+    check_export_destination(onnx)  # before minutes of loading and tracing
     loaded = _load(model, base, task, random_init, seed)
     dtype = dtype or "fp32"
     options = ExportOptions(
