@@ -105,10 +105,19 @@ def check_matches(state: dict[str, torch.Tensor], expected: dict[str, tuple], so
         raise LeffaError(f"{source}: checkpoint does not match the model config: {'; '.join(problems)}")
 
 
+def check_finite_weights(state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Refuse weights holding NaN/Inf: they would sample an all-black or all-white image without any error."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise LeffaError(f"{source}: weight {key} holds NaN/Inf values; the checkpoint is broken "
+                             "(a diverged training run, or a damaged file)")
+
+
 def load_weights(model: LeffaModel, state: dict[str, torch.Tensor], source: str | Path) -> None:
     """Copy ``state`` into ``model`` (any float dtype), refusing any key or shape mismatch with a named example."""
     state = to_our_names(state)
     check_matches(state, {key: tuple(value.shape) for key, value in model.state_dict().items()}, source)
+    check_finite_weights(state, source)
     model.load_state_dict(state, strict=True, assign=False)
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from leffa.errors import LeffaError
-from leffa.flow import attention_flow, token_grid, upsample_flow
+from leffa.flow import attention_flow, check_temperature, token_grid, upsample_flow
+from leffa.sampler import check_seed
 
 
 def _as_tensor(flow) -> torch.Tensor:
@@ -240,6 +241,8 @@ def evaluate_flow(
 
     from leffa.metrics.scores import EvalResult
 
+    check_temperature(temperature)
+    check_seed(seed)
     scheduler = DDPMScheduler.from_config(model.config.scheduler)
     dataset = FlowDataset(data, split, layout, limit)
     per_layer: dict[str, list[float]] = {}

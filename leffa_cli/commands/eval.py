@@ -117,10 +117,14 @@ def _flow(model_spec, base, offline, data, split, layout, timestep, temperature,
     from leffa.environment import best_device
     from leffa.errors import LeffaError
     from leffa.metrics.scores import write_result
+    from leffa.flow import check_temperature
     from leffa.metrics.flow import evaluate_flow, resolve_layers
+    from leffa.sampler import check_seed
 
     if model_spec is None or data is None:
         raise LeffaError("--flow needs --model CHECKPOINT and --data DATASET_FOLDER")
+    check_temperature(temperature)
+    check_seed(seed)
     output = output or Path(data) / f"flow-epe.{split}.t{timestep}.{_model_name(model_spec)}.json"
     ensure_writable_destination(output, "file", "-o")
     model = _resolve(model_spec, base, offline, data, layout).model.to(device or best_device()).eval()
@@ -141,11 +145,12 @@ def _run(model_spec, base, offline, data, split, layout, paired, size, sampler, 
     from leffa.errors import LeffaError
     from leffa.metrics.run import generate_split, run_settings
     from leffa.pipeline import check_size, parse_size
-    from leffa.sampler import place_model, resolve_device, resolve_dtype
+    from leffa.sampler import check_seed, place_model, resolve_device, resolve_dtype
     from leffa.weights import UPSTREAM_SIZE
 
     if model_spec is None or data is None:
         raise LeffaError("--run needs --model and --data DATASET_FOLDER")
+    check_seed(seed)
     mode = "paired" if paired else "unpaired"
     out_dir = out_dir or Path("eval-runs") / f"{_model_name(model_spec)}.{split}.{mode}"
     ensure_writable_destination(out_dir, "folder", "--out-dir")
