@@ -86,12 +86,16 @@ def claim_run_folder(output: Path, resume: str | None, overwrite: bool) -> Folde
                 f"{output}: already holds a training run ({', '.join(p.name for p in previous[:3])}); continue it "
                 "with --resume latest, replace it with --overwrite, or choose another --output"
             )
+        for stale in output.glob(".*.deleting"):  # left by a kill during an earlier --overwrite
+            _remove(stale)
         if overwrite:
-            for path in previous:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            for path in previous:  # hidden first, so a kill midway leaves no half-deleted checkpoint in sight
+                hidden = path.with_name(f".{path.name}.deleting")
+                os.replace(path, hidden)
+                _remove(hidden)
         root = checkpoint_root(output)
         if root.is_dir():
-            for stale in root.glob(".step-*.partial"):  # a killed run's unfinished checkpoint; nobody else writes here
+            for stale in root.glob(".step-*"):  # a killed run's unfinished or half-deleted checkpoint; ours alone now
                 shutil.rmtree(stale, ignore_errors=True)
     except BaseException:
         lock.release()
@@ -130,7 +134,7 @@ def check_rng_state(path: Path) -> str | None:
 
     try:
         states = load(path)
-    except Exception as error:  # noqa: BLE001 - any failure to unpickle means the exact resume cannot hold
+    except Exception as error:
         return f"{path.name} is unreadable ({type(error).__name__})"
     if not isinstance(states, dict) or "torch_manual_seed" not in states:
         return f"{path.name} holds no RNG state"
@@ -241,7 +245,7 @@ def publish(partial: Path, step: int, run_id: str, processes: int, keep: int) ->
     final = root / step_name(step)
     write_manifest(partial, step, run_id, processes)
     if final.exists():  # only possible for this run's own earlier save of the same step
-        shutil.rmtree(final)
+        _discard(final)
     os.replace(partial, final)
     with atomic_path(root / LATEST) as temp:
         temp.write_text(final.name + "\n")
@@ -256,6 +260,21 @@ def prune(root: Path, run_id: str, keep: int, protect: Path) -> list[Path]:
     removed = []
     for old in ours[: max(0, len(ours) - max(1, keep))]:
         if old != protect:
-            shutil.rmtree(old, ignore_errors=True)
+            _discard(old)
             removed.append(old)
     return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        path.unlink()
+
+
+def _discard(folder: Path) -> None:
+    """Delete a checkpoint so that a kill midway never leaves a half-deleted ``step-N``: hide it first, then delete."""
+    hidden = folder.with_name(f".{folder.name}.deleting")
+    _remove(hidden)
+    os.replace(folder, hidden)
+    _remove(hidden)

@@ -138,10 +138,18 @@ def _flow(model_spec, base, offline, data, split, layout, timestep, temperature,
     console.print(f"results: {output}")
 
 
+def _run_out_dir(out_dir, model_spec, split, paired) -> Path:
+    """--run's output folder (default eval-runs/MODEL.SPLIT.PAIRING), checked writable before any loading."""
+    from leffa.atomic import ensure_writable_destination
+
+    mode = "paired" if paired else "unpaired"
+    out_dir = out_dir or Path("eval-runs") / f"{_model_name(model_spec)}.{split}.{mode}"
+    return ensure_writable_destination(out_dir, "folder", "--out-dir")
+
+
 def _run(model_spec, base, offline, data, split, layout, paired, size, sampler, seed, dtype, device, batch_size,
          limit, out_dir):
     """Generate the split (resuming), and return (pred dir, gt dir, run settings) for scoring."""
-    from leffa.atomic import ensure_writable_destination
     from leffa.errors import LeffaError
     from leffa.metrics.run import generate_split, run_settings
     from leffa.pipeline import check_size, parse_size
@@ -152,8 +160,7 @@ def _run(model_spec, base, offline, data, split, layout, paired, size, sampler, 
         raise LeffaError("--run needs --model and --data DATASET_FOLDER")
     check_seed(seed)
     mode = "paired" if paired else "unpaired"
-    out_dir = out_dir or Path("eval-runs") / f"{_model_name(model_spec)}.{split}.{mode}"
-    ensure_writable_destination(out_dir, "folder", "--out-dir")
+    out_dir = _run_out_dir(out_dir, model_spec, split, paired)
     resolved = _resolve(model_spec, base, offline, data, layout)
     working = parse_size(size) if size else (resolved.image_size or UPSTREAM_SIZE)
     check_size(working, resolved.model.latent_downscale)
@@ -248,8 +255,10 @@ def eval_command(
     )
     device = device or best_device()
     settings = {}
+    if run and model is not None:
+        _run_out_dir(out_dir, model, split, paired)  # before the metric weights and any sampling
     if output is not None:
-        ensure_writable_destination(output, "file", "-o")  # before the metric weights and any sampling
+        ensure_writable_destination(output, "file", "-o")
     elif not run:
         ensure_writable_destination(_default_output(pred, "paired" if paired else "unpaired"), "file", "-o")
     if run:
