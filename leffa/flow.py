@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from leffa.errors import LeffaError
+
 
 def coordinate_grid(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """(height * width, 2) token-centre coordinates in [-1, 1], (x, y) order as ``grid_sample`` reads them.
@@ -27,8 +29,17 @@ def coordinate_grid(height: int, width: int, device=None, dtype=torch.float32) -
     return torch.stack([grid_x, grid_y], dim=-1).reshape(height * width, 2)
 
 
+def check_temperature(temperature: float) -> float:
+    """The softmax temperature tau must be a positive finite number (0, NaN or inf give NaN flows)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+        math.isfinite(temperature) and temperature > 0
+    ):
+        raise LeffaError(f"--temperature: {temperature!r} must be a positive finite number")
+    return float(temperature)
+
+
 def _scale(head_dim: int, temperature: float) -> float:
-    return 1.0 / (temperature * math.sqrt(head_dim))
+    return 1.0 / (check_temperature(temperature) * math.sqrt(head_dim))
 
 
 def attention_flow(

@@ -43,8 +43,25 @@ class LeffaConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "LeffaConfig":
-        return cls(**json.loads(text))
+    def from_json(cls, text: str, source: str | Path = "model config") -> "LeffaConfig":
+        """Parse ``to_json``'s text; damaged or foreign text is a one-line ``LeffaError`` naming ``source``."""
+        try:
+            values = json.loads(text)
+        except ValueError as error:
+            raise LeffaError(f"{source}: the embedded model config is not valid JSON ({error}); the file is "
+                             "damaged or was not written by leffa") from None
+        return cls.from_dict(values, source)
+
+    @classmethod
+    def from_dict(cls, values, source: str | Path = "model config") -> "LeffaConfig":
+        """A config from its ``asdict`` form; wrong keys or types are a one-line ``LeffaError`` naming ``source``."""
+        if not isinstance(values, dict) or not all(isinstance(values.get(k), dict) for k in ("unet", "vae", "scheduler")):
+            raise LeffaError(f"{source}: the embedded model config lacks its unet/vae/scheduler sections; the file "
+                             "is damaged or was not written by leffa")
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise LeffaError(f"{source}: the embedded model config does not fit this leffa ({error})") from None
 
     @classmethod
     def from_base_folder(cls, base: str | Path, task: str = "vton") -> "LeffaConfig":

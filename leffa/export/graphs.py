@@ -3,8 +3,12 @@
 The graphs are the reference UNet (latent, timestep -> its per-layer features, one named output per layer), the
 generative UNet (12-channel sample, timestep, those features as named inputs -> noise), the VAE encoder (image ->
 posterior mean and logvar, so the sampler samples with its own generator) and the VAE decoder (unscaled latent ->
-image). ``manifest.json`` records names, shapes, dtypes and the ``LeffaConfig``, so ``leffa.export.backend`` needs
-nothing else.
+image). ``manifest.json`` records names, shapes, dtypes, every file's size and SHA-256 and the ``LeffaConfig``, so
+``leffa.export.backend`` needs nothing else and can tell a damaged or mixed folder from a good one.
+
+The export folder is replaced as a whole: the graphs and the manifest are written into a hidden sibling folder,
+which is swapped in only when complete (``leffa.atomic.replace_folder``), under a lock beside it so two exports of
+one folder cannot interleave. A killed re-export therefore leaves the previous complete folder untouched.
 
 TensorRT refuses tensors of 2^31 elements or more. An explicit attention score tensor at 1024x768 with CFG is
 ``2 x 8 x 12288 x 24576`` elements, so attention exports either as ONNX's fused ``Attention`` op (opset 23, parsed
@@ -19,6 +23,7 @@ import gc
 import json
 import math
 import os
+import shutil
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -28,10 +33,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from leffa.atomic import atomic_path
+from leffa.atomic import atomic_path, ensure_writable_destination, replace_folder
 from leffa.attention import install_processors, install_vae_attention
 from leffa.errors import LeffaError
-from leffa.export.manifest import MANIFEST_FORMAT, read_manifest, write_manifest
+from leffa.export.manifest import MANIFEST, MANIFEST_FORMAT, read_manifest, write_manifest
+from leffa.integrity import describe_files
+from leffa.locks import FolderLock
 from leffa.model import LeffaModel
 
 TENSORRT_ELEMENT_LIMIT = 2**31
@@ -366,13 +373,45 @@ def export_onnx(
     unknown = [name for name in graphs if name not in GRAPHS]
     if unknown:
         raise LeffaError(f"unknown graph {unknown[0]!r}; choose from {', '.join(GRAPHS)}")
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise LeffaError(f"{directory}: exists and is not a folder")
+    directory = check_export_destination(directory)
+    with FolderLock(directory.parent / f".{directory.name}.lock", str(directory), hint="; another export is writing it"):
+        for stale in directory.parent.glob(f".{directory.name}.partial-*"):  # left by a killed export
+            shutil.rmtree(stale, ignore_errors=True)
+        with replace_folder(directory) as staging:
+            manifest = _export_into(model, staging, options, graphs)
+    return manifest
+
+
+def export_folder_entries(directory: Path) -> list[str]:
+    """Entries of an existing folder that an export did not write (empty: safe to replace as a whole)."""
+    if not directory.is_dir():
+        return []
+    ours = (MANIFEST,)
+    return sorted(
+        entry.name for entry in directory.iterdir()
+        if entry.name not in ours and not entry.name.endswith((".onnx", ".onnx.data")) and not entry.name.startswith(".")
+    )
+
+
+def check_export_destination(directory: str | Path) -> Path:
+    """Refuse, before loading anything, an export folder that cannot be written or holds other files.
+
+    The folder is replaced as a whole, so a folder holding anything but a previous export's files is refused
+    rather than emptied."""
+    directory = ensure_writable_destination(directory, "whole-folder", "--onnx")
+    foreign = export_folder_entries(directory)
+    if foreign:
+        raise LeffaError(f"--onnx {directory}: holds files that are not an export ({', '.join(foreign[:3])}); an export "
+                         "replaces its folder as a whole, so give a new or empty folder")
+    return directory
+
+
+def _export_into(model: LeffaModel, directory: Path, options: ExportOptions, graphs: tuple[str, ...]) -> dict:
     export_model, chunks = export_model_copy(model, options)
     opset = OPSET[options.attention]
     specs = {spec.name: spec for spec in graph_specs(export_model, options)}
     exported = {name: export_graph(specs[name], directory / f"{name}.onnx", opset) for name in graphs}
+    files = [file for info in exported.values() for file in info["files"]]
     manifest = {
         "format": MANIFEST_FORMAT,
         "dtype": options.dtype,
@@ -388,9 +427,10 @@ def export_onnx(
         "layer_names": list(export_model.layer_names),
         "layer_downscale": export_model.layer_downscale(),
         "graphs": exported,
+        "checksums": describe_files(directory, files),
         "leffa_config": json.loads(model.config.to_json()),
     }
-    write_manifest(directory, manifest)
+    write_manifest(directory, manifest)  # last: its presence marks the folder complete
     return manifest
 
 

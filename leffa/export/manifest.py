@@ -12,7 +12,7 @@ from leffa.atomic import atomic_path
 from leffa.errors import LeffaError
 
 MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "leffa-onnx/1"
+MANIFEST_FORMAT = "leffa-onnx/2"  # /2 adds each file's size and SHA-256 ("checksums")
 
 
 def write_manifest(directory: str | Path, manifest: dict) -> Path:
@@ -33,6 +33,10 @@ def read_manifest(directory: str | Path) -> dict:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise LeffaError(f"{path}: not valid JSON ({error.msg})") from None
+    if not isinstance(manifest, dict):
+        raise LeffaError(f"{path}: not an export manifest (expected a JSON object)")
+    if manifest.get("format") == "leffa-onnx/1":
+        raise LeffaError(f"{path}: written by an older leffa without file checksums; export the model again")
     if manifest.get("format") != MANIFEST_FORMAT:
         raise LeffaError(f"{path}: unknown format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
     return manifest

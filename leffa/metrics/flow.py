@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from leffa.errors import LeffaError
-from leffa.flow import flow_epe, upsample_flow
+from leffa.flow import check_temperature, flow_epe, upsample_flow
 from leffa.probe import probe_flows, short_layer_name
+from leffa.sampler import check_seed
 
 
 @dataclass
@@ -157,6 +158,8 @@ def evaluate_flow(
     """
     from leffa.metrics.scores import EvalResult
 
+    check_temperature(temperature)
+    check_seed(seed)
     dataset = FlowDataset(data, split, layout, limit)
     per_layer: dict[str, list[float]] = {}
     per_image: dict[str, dict[str, float]] = {}

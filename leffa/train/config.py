@@ -12,6 +12,7 @@ reads the file and ``os.environ`` and calls it. The stage preset is applied whil
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -171,12 +172,38 @@ class TrainConfig(BaseModel):
             raise ValueError(f"{info.field_name} must be positive")
         return value
 
+    @field_validator("*")
+    @classmethod
+    def _finite(cls, value, info):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{info.field_name} must be a finite number, not {value}")
+        return value
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, value):
+        if not 0 <= value < 2**32:  # numpy's and accelerate's set_seed take 32-bit seeds
+            raise ValueError(f"seed {value} is out of range (0 to 2^32 - 1)")
+        return value
+
     @model_validator(mode="after")
     def _ranges(self):
         if not 0 <= self.reference_dropout < 1:
             raise ValueError("reference_dropout must be in [0, 1)")
         if self.micro_batch_size is not None and self.micro_batch_size <= 0:
             raise ValueError("micro_batch_size must be positive")
+        for name in ("flip_probability", "ema_decay", "adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1]")
+        for name in ("weight_decay", "grad_clip", "affine_strength", "leffa_weight", "warmup_steps", "save_every",
+                     "validate_every", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        for name in ("keep_checkpoints", "validation_steps", "leffa_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if not 0 <= self.leffa_timestep_threshold <= 1000:
+            raise ValueError("leffa_timestep_threshold must be in [0, 1000] (diffusion timesteps)")
         return self
 
     # -- derived ------------------------------------------------------------------------------------------------

@@ -7,15 +7,13 @@ the reference UNet sees the clean reference latent at that same timestep; the ge
 The Leffa loss reads the queries and reference keys the generative UNet's attention layers captured.
 
 Checkpoints (``OUTPUT/checkpoints/step-N``) hold model, optimizer, LR scheduler, every process's RNG, the noise
-generator, EMA and the data position, and are written to a hidden folder first and renamed when complete, so a
-killed run never leaves half a checkpoint; ``resume="latest"`` continues bit-for-bit where it stopped.
+generator, EMA and the data position; ``resume="latest"`` continues bit-for-bit where it stopped. Run-folder
+ownership, checkpoint manifests, verification, resume fallback and pruning live in ``leffa.train.checkpoints``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from leffa.hub import fetch
 from leffa.loss import LeffaLossSettings, diffusion_loss, diffusion_target, leffa_loss, select_layers
 from leffa.model import LeffaConfig, LeffaModel
 from leffa.probe import capture_attention
+from leffa.train import checkpoints
 from leffa.train.config import TrainConfig
 from leffa.weights import BASE_FILES, resolve_model
 
@@ -286,25 +285,6 @@ def preview_grid(batch: dict, generated: torch.Tensor) -> np.ndarray:
     return ((rows.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
 
 
-# -- checkpoints ---------------------------------------------------------------------------------------------------
-
-
-def checkpoint_root(output: Path) -> Path:
-    return output / "checkpoints"
-
-
-def find_checkpoint(output: Path, resume: str) -> Path | None:
-    """``latest`` -> the newest complete checkpoint in ``output`` (None if none); anything else is a folder."""
-    if resume != "latest":
-        path = Path(resume)
-        if not (path / "trainer_state.json").is_file():
-            raise LeffaError(f"{path}: not a training checkpoint folder (no trainer_state.json)")
-        return path
-    root = checkpoint_root(output)
-    candidates = sorted(p for p in root.glob("step-*") if (p / "trainer_state.json").is_file()) if root.is_dir() else []
-    return candidates[-1] if candidates else None
-
-
 class _WeightsView:
     """What ``save_model`` needs (``config`` and ``state_dict()``) for weights gathered outside the model object."""
 
@@ -338,6 +318,7 @@ class TrainResult:
     steps: int
     history: list[dict] = field(default_factory=list)
     resumed_from: Path | None = None
+    notes: list[str] = field(default_factory=list)
     processes: int = 1
     micro_batch_size: int = 1
     accumulation: int = 1
@@ -361,19 +342,36 @@ class Trainer:
         config: TrainConfig,
         on_step: Callable[[StepReport], None] | None = None,
         validation_hook: ValidationHook | None = None,
+        overwrite: bool = False,
     ):
-        from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs, set_seed
-        from diffusers import DDPMScheduler
-
+        """Claim the run folder (``overwrite``: delete the run it holds), then build everything; see ``run``."""
         if config.data is None:
             raise LeffaError("data: no dataset folder given (data DIR)", option="data")
         self.config = config
         self.on_step = on_step
         self.validation_hook = validation_hook
         self.output = Path(config.output)
-        processes = process_state().num_processes
-        self.micro_batch, self.accumulation = config.accumulation(processes)
+        self.micro_batch, self.accumulation = config.accumulation(process_state().num_processes)
+        # Before any heavy work: a used, locked or unwritable folder fails at once. The lock lives as long as the run.
+        self.lock = checkpoints.claim_run_folder(self.output, config.resume, overwrite) \
+            if process_state().is_main_process else None
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run folder (also done by the kernel if the process dies)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def _build(self) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs, set_seed
+        from diffusers import DDPMScheduler
+
+        config = self.config
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
             gradient_accumulation_steps=self.accumulation,
@@ -385,9 +383,10 @@ class Trainer:
         accelerator = self.accelerator
         set_seed(config.seed, device_specific=True)
 
-        self.resume_from = find_checkpoint(self.output, config.resume) if config.resume else None
+        point = self._resume_point()
+        self.resume_from, self.notes, self.run_id = point.folder, point.notes, point.run_id or checkpoints.new_run_id()
         if self.resume_from is not None:
-            model = LeffaModel(LeffaConfig.from_json((self.resume_from / "leffa_config.json").read_text()))
+            model = LeffaModel(checkpoints.checkpoint_config(self.resume_from))
         else:
             model = initialise_model(config)
         self.frozen = freeze_unreachable_reference_parameters(model)
@@ -440,6 +439,19 @@ class Trainer:
 
     # -- helpers --------------------------------------------------------------------------------------------------
 
+    def _resume_point(self) -> checkpoints.ResumePoint:
+        """The checkpoint to resume, chosen (and verified) by the main process and shared with the others."""
+        from accelerate.utils import broadcast_object_list
+
+        if not self.config.resume:
+            return checkpoints.ResumePoint(None)
+        found = [None]
+        if self.accelerator.is_main_process:
+            found = [checkpoints.find_resume_point(self.output, self.config.resume)]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(found)
+        return found[0]
+
     def _trainable(self):
         parameters = dict(self.model.named_parameters())
         return [(name, parameters[name]) for name in self.trainable_names]
@@ -481,10 +493,11 @@ class Trainer:
         return save_model(_WeightsView(config, state), path, dtype=self.config.save_dtype)
 
     def _save_checkpoint(self) -> None:
+        """Every process writes its part into a hidden folder; the main process seals and publishes it."""
+        import shutil
+
         accelerator = self.accelerator
-        root = checkpoint_root(self.output)
-        final = root / f"step-{self.step:08d}"
-        partial = root / f".step-{self.step:08d}.partial"
+        partial = checkpoints.partial_folder(self.output, self.step)
         if accelerator.is_main_process:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
@@ -500,13 +513,7 @@ class Trainer:
             (partial / "trainer_state.json").write_text(json.dumps(position))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(partial, final)
-            with atomic_path(root / "latest") as temp:
-                temp.write_text(final.name + "\n")
-            complete = sorted(p for p in root.glob("step-*") if (p / "trainer_state.json").is_file())
-            for old in complete[: max(0, len(complete) - self.config.keep_checkpoints)]:
-                shutil.rmtree(old, ignore_errors=True)
+            checkpoints.publish(partial, self.step, self.run_id, accelerator.num_processes, self.config.keep_checkpoints)
         accelerator.wait_for_everyone()
 
     def _load_checkpoint(self, folder: Path) -> None:
@@ -560,6 +567,13 @@ class Trainer:
     # -- run ------------------------------------------------------------------------------------------------------
 
     def run(self, max_steps: int | None = None) -> TrainResult:
+        """Train to ``max_steps``; the run folder stays locked until this returns or raises."""
+        try:
+            return self._run(max_steps)
+        finally:
+            self.close()
+
+    def _run(self, max_steps: int | None) -> TrainResult:
         config, accelerator = self.config, self.accelerator
         max_steps = max_steps or config.max_steps
         if accelerator.is_main_process:
@@ -568,7 +582,7 @@ class Trainer:
                 temp.write_text(json.dumps(config.resolved(), indent=2))
         hparams = {k: v for k, v in config.resolved().items() if isinstance(v, (int, float, str, bool))}
         accelerator.init_trackers("tensorboard", config=hparams)
-        result = TrainResult(self.output, None, self.step, resumed_from=self.resume_from,
+        result = TrainResult(self.output, None, self.step, resumed_from=self.resume_from, notes=list(self.notes),
                              processes=accelerator.num_processes, micro_batch_size=self.micro_batch,
                              accumulation=self.accumulation, frozen_parameters=len(self.frozen))
         self.forward.train()
@@ -622,6 +636,10 @@ def train(
     config: TrainConfig,
     on_step: Callable[[StepReport], None] | None = None,
     validation_hook: ValidationHook | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Run (or resume) training as configured; returns the final model path and the per-step loss history."""
-    return Trainer(config, on_step=on_step, validation_hook=validation_hook).run()
+    """Run (or resume) training as configured; returns the final model path and the per-step loss history.
+
+    ``overwrite`` deletes the run the output folder holds; without it (or ``config.resume``) such a folder is refused.
+    """
+    return Trainer(config, on_step=on_step, validation_hook=validation_hook, overwrite=overwrite).run()

@@ -75,7 +75,7 @@ def _default_output(pred: Path, mode: str) -> Path:
 
 
 def _compare(results_files: list[Path], output: Optional[Path]) -> None:
-    from leffa.atomic import save_image
+    from leffa.atomic import ensure_writable_destination, save_image
     from leffa.errors import LeffaError
     from leffa.metrics.scores import read_result
     from leffa.metrics.chart import compare_chart
@@ -84,6 +84,8 @@ def _compare(results_files: list[Path], output: Optional[Path]) -> None:
         raise LeffaError("--compare: give the result JSON files to compare, e.g. leffa eval --compare a.json b.json -o chart.png")
     if output is not None and output.suffix.lower() != ".png":
         raise LeffaError(f"-o {output}: the comparison chart must be a .png")
+    if output is not None:
+        ensure_writable_destination(output, "file", "-o")
     results = [read_result(path) for path in results_files]
     console.print(_results_table(results, "comparison"))
     if output is not None:
@@ -112,13 +114,20 @@ def _model_name(spec: str) -> str:
 def _flow(model_spec, base, offline, data, split, layout, timestep, temperature, seed, layers, limit, device, output):
     import torch
 
+    from leffa.atomic import ensure_writable_destination
     from leffa.errors import LeffaError
-    from leffa.metrics.scores import write_result
+    from leffa.flow import check_temperature
     from leffa.metrics.flow import evaluate_flow
+    from leffa.metrics.scores import write_result
     from leffa.probe import resolve_layers
+    from leffa.sampler import check_seed
 
     if model_spec is None or data is None:
         raise LeffaError("--flow needs --model CHECKPOINT and --data DATASET_FOLDER")
+    check_temperature(temperature)
+    check_seed(seed)
+    output = output or Path(data) / f"flow-epe.{split}.t{timestep}.{_model_name(model_spec)}.json"
+    ensure_writable_destination(output, "file", "-o")
     model = _open(model_spec, base, offline, data, layout, device, "fp32").model  # flows are measured in fp32
     chosen = resolve_layers(layers, model.layer_names)
     bar, progress = _progress("flow")
@@ -126,9 +135,17 @@ def _flow(model_spec, base, offline, data, split, layout, timestep, temperature,
         result = evaluate_flow(model, data, timestep, temperature, seed, chosen, limit, progress, split, layout)
     result.name = _model_name(model_spec)
     console.print(_flow_table(result))
-    output = output or Path(data) / f"flow-epe.{split}.t{timestep}.{result.name}.json"
     write_result(result, output)
     console.print(f"results: {output}")
+
+
+def _run_out_dir(out_dir, model_spec, split, paired) -> Path:
+    """--run's output folder (default eval-runs/MODEL.SPLIT.PAIRING), checked writable before any loading."""
+    from leffa.atomic import ensure_writable_destination
+
+    mode = "paired" if paired else "unpaired"
+    out_dir = out_dir or Path("eval-runs") / f"{_model_name(model_spec)}.{split}.{mode}"
+    return ensure_writable_destination(out_dir, "folder", "--out-dir")
 
 
 def _run(model_spec, base, offline, data, split, layout, paired, size, sampler, seed, dtype, device, batch_size,
@@ -136,13 +153,15 @@ def _run(model_spec, base, offline, data, split, layout, paired, size, sampler, 
     """Generate the split (resuming), and return (pred dir, gt dir, run settings) for scoring."""
     from leffa.errors import LeffaError
     from leffa.metrics.run import generate_split, run_settings
+    from leffa.sampler import check_seed
 
     if model_spec is None or data is None:
         raise LeffaError("--run needs --model and --data DATASET_FOLDER")
+    check_seed(seed)
+    mode = "paired" if paired else "unpaired"
+    out_dir = _run_out_dir(out_dir, model_spec, split, paired)
     resolved = _open(model_spec, base, offline, data, layout, device, dtype, size)
     model, working = resolved.model, resolved.image_size
-    mode = "paired" if paired else "unpaired"
-    out_dir = out_dir or Path("eval-runs") / f"{_model_name(model_spec)}.{split}.{mode}"
     bar, progress = _progress(f"generating {working[0]}x{working[1]}, {sampler.steps} steps")
     with bar:
         pred_dir, gt_dir, made = generate_split(model, data, out_dir, working, split, mode, layout, sampler, seed,
@@ -194,6 +213,7 @@ def eval_command(
     """Score predicted images against ground truth (FID, KID, SSIM, LPIPS, PSNR as the try-on papers report them);
     generate a dataset split and score it (--run); measure attention-flow end-point error on synthetic data
     (--flow); or compare result files (--compare)."""
+    from leffa.atomic import ensure_writable_destination
     from leffa.environment import best_device
     from leffa.errors import LeffaError
 
@@ -231,6 +251,12 @@ def eval_command(
     )
     device = device or best_device()
     settings = {}
+    if run and model is not None:
+        _run_out_dir(out_dir, model, split, paired)  # before the metric weights and any sampling
+    if output is not None:
+        ensure_writable_destination(output, "file", "-o")
+    elif not run:
+        ensure_writable_destination(_default_output(pred, "paired" if paired else "unpaired"), "file", "-o")
     if run:
         from leffa_cli.options import sampler_options
 

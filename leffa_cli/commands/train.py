@@ -13,6 +13,9 @@ from leffa_cli.fields import with_model_options
 @with_model_options(TrainConfig)
 def train(
     config_file: Path | None = typer.Option(None, "--config", help="TOML or YAML file of training settings."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Delete the run --output holds (checkpoints, model, logs) and start over."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and exit."),
     **settings,
 ) -> None:
@@ -22,8 +25,7 @@ def train(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from leffa.train.config import load_config
-    from leffa.train.loop import process_state
-    from leffa.train.loop import train as run_training
+    from leffa.train.loop import Trainer, process_state
 
     # Every TrainConfig field is an option (``--lr``, ``--ema/--no-ema``, ...); options not given are None.
     config = load_config(config_file, **settings)
@@ -32,6 +34,12 @@ def train(
         typer.echo(yaml.safe_dump(config.resolved(), sort_keys=False).rstrip())
         return
     is_main = process_state().is_main_process
+    trainer = Trainer(config, overwrite=overwrite)  # claims and locks --output before any heavy work
+    if is_main:
+        for note in trainer.notes:
+            console.print(f"leffa: note: {note}", markup=False, highlight=False)
+        if trainer.resume_from is not None:
+            console.print(f"resumed from step {trainer.step} ({trainer.resume_from})", markup=False, highlight=False)
     columns = (
         TextColumn("[bold]step {task.completed}/{task.total}"),
         BarColumn(),
@@ -39,7 +47,7 @@ def train(
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, disable=not is_main) as progress:
-        bar = progress.add_task("train", total=config.max_steps, stats="")
+        bar = progress.add_task("train", total=config.max_steps, completed=trainer.step, stats="")
 
         def on_step(report) -> None:
             stats = f"loss {report.loss:.4f}  diffusion {report.diffusion:.4f}"
@@ -47,10 +55,9 @@ def train(
                 stats += f"  leffa {report.leffa:.4f}"
             progress.update(bar, completed=report.step, stats=stats + f"  {report.steps_per_second:.2f} steps/s")
 
-        result = run_training(config, on_step=on_step)
+        trainer.on_step = on_step
+        result = trainer.run()
     if is_main:
-        if config.resume and result.resumed_from is None:
-            console.print(f"no checkpoint in {config.output}; started from step 0")
         console.print(
             f"trained {result.steps} steps on {result.processes} process(es), micro-batch {result.micro_batch_size} "
             f"x accumulation {result.accumulation}; model: {result.model_path}"
