@@ -21,11 +21,14 @@ def _prep_tools(offline: bool):
     return PrepTools.load(offline=offline)
 
 
-def garment_mask(person: Image.Image, garment_type: str, offline: bool = False) -> Image.Image:
-    """VITON-HD-style garment-agnostic mask (L, photo size, 255 = regenerate) for ``garment_type``."""
+def garment_mask(
+    person: Image.Image, garment_type: str, offline: bool = False, mask_style: str = "upstream"
+) -> Image.Image:
+    """VITON-HD-model garment-agnostic mask (L, photo size, 255 = regenerate) for ``garment_type``; ``mask_style``
+    ``upstream`` (the authors' rules, default) or ``tight``."""
     from leffa.preprocess.conditions import automatic_conditions
 
-    return automatic_conditions(person, garment_type, style="hd", tools=_prep_tools(offline))
+    return automatic_conditions(person, garment_type, style="hd", tools=_prep_tools(offline), mask_style=mask_style)
 
 
 def densepose(person: Image.Image, kind: str, offline: bool = False) -> Image.Image:

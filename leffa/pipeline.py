@@ -17,7 +17,8 @@ Repaint (upstream's, optional): outside a feathered mask (Gaussian blur with rad
 result takes the original pixels. We apply it at the photo's own resolution, so those pixels stay exact.
 
 Conditions come from ``--mask`` / ``--densepose`` files, or from plugins registered under the entry-point group
-``leffa.conditions`` (names ``mask``: ``f(person: PIL.Image, garment_type: str, offline: bool) -> PIL.Image`` and
+``leffa.conditions`` (names ``mask``: ``f(person: PIL.Image, garment_type: str, offline: bool, mask_style: str)
+-> PIL.Image``, ``mask_style`` being ``upstream`` (the authors' mask rules) or ``tight``, and
 ``densepose``: ``f(person: PIL.Image, kind: "rgb" | "iuv", offline: bool) -> PIL.Image``); leffa's own are in
 ``leffa.automatic`` (human parsing + OpenPose masks, DensePose without detectron2).
 """
@@ -220,7 +221,9 @@ def condition_plugin(name: str) -> Callable | None:
     return None
 
 
-def _condition(path, name: str, role: str, photo: Image.Image, mode: str, arg: str, offline: bool) -> Image.Image:
+def _condition(
+    path, name: str, role: str, photo: Image.Image, mode: str, arg: str, offline: bool, **options
+) -> Image.Image:
     if path is not None:
         return load_condition(path, role, photo.size, mode)
     maker = condition_plugin(name)
@@ -230,22 +233,33 @@ def _condition(path, name: str, role: str, photo: Image.Image, mode: str, arg: s
             "(give both --mask FILE and --densepose FILE)" if name == "mask" else
             f"--{name} FILE is required: automatic {role} is not available in this install"
         )
-    image = maker(photo, arg, offline=offline)
+    image = maker(photo, arg, offline=offline, **options)
     if image.size != photo.size:
         raise LeffaError(f"{role} plugin returned {image.size}, the photo is {photo.size}")
     return image.convert(mode)
 
 
 def tryon_job(
-    person, garment, output, mask=None, densepose=None, garment_type: str = "upper_body", offline: bool = False
+    person,
+    garment,
+    output,
+    mask=None,
+    densepose=None,
+    garment_type: str = "upper_body",
+    offline: bool = False,
+    mask_style: str = "upstream",
 ) -> Job:
-    """Read and check the inputs of one try-on (nothing is written)."""
+    """Read and check the inputs of one try-on (nothing is written); ``mask_style`` goes to the automatic mask."""
     if garment_type not in GARMENT_TYPES:
         raise LeffaError(f"--garment-type: unknown type {garment_type!r}; choose one of {', '.join(GARMENT_TYPES)}")
+    if mask is None:
+        from leffa.preprocess.masks import check_mask_options
+
+        check_mask_options(garment_type, "hd", mask_style)
     notes: list[str] = []
     photo = load_rgb(person, "person photo", notes)
     reference = load_rgb(garment, "garment image", notes)
-    mask_image = _condition(mask, "mask", "garment mask", photo, "L", garment_type, offline)
+    mask_image = _condition(mask, "mask", "garment mask", photo, "L", garment_type, offline, mask_style=mask_style)
     densepose_image = _condition(densepose, "densepose", "DensePose", photo, "RGB", "rgb", offline)
     return Job(photo, reference, mask_image, densepose_image, "rgb", Path(output), notes)
 

@@ -15,8 +15,8 @@ def test_leffa_publishes_its_own_condition_plugins():
 def test_missing_conditions_come_from_plugins(tmp_path, monkeypatch):
     calls = []
 
-    def fake_mask(person, garment_type, offline=False):
-        calls.append(("mask", garment_type, offline))
+    def fake_mask(person, garment_type, offline=False, mask_style="upstream"):
+        calls.append(("mask", garment_type, offline, mask_style))
         return Image.new("L", person.size, 255)
 
     def fake_densepose(person, kind, offline=False):
@@ -27,8 +27,8 @@ def test_missing_conditions_come_from_plugins(tmp_path, monkeypatch):
     Image.new("RGB", (96, 128), "white").save(tmp_path / "person.png")
     Image.new("RGB", (96, 128), "red").save(tmp_path / "garment.png")
     job = pipeline.tryon_job(tmp_path / "person.png", tmp_path / "garment.png", tmp_path / "out.png",
-                             garment_type="lower_body", offline=True)
-    assert calls == [("mask", "lower_body", True), ("densepose", "rgb", True)]
+                             garment_type="lower_body", offline=True, mask_style="tight")
+    assert calls == [("mask", "lower_body", True, "tight"), ("densepose", "rgb", True)]
     assert job.mask.getpixel((0, 0)) == 255 and job.densepose.getpixel((5, 5)) == (10, 20, 30)
 
     calls.clear()

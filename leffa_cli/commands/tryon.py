@@ -108,6 +108,8 @@ def tryon(
                                         "region to regenerate)."),
     densepose: Optional[Path] = typer.Option(None, "--densepose", help="DensePose rendering, same size as the photo."),
     garment_type: str = typer.Option("upper_body", "--garment-type", help="upper_body, lower_body or dresses."),
+    mask_style: str = typer.Option("upstream", "--mask-style", help="Automatic mask (no --mask): upstream (the "
+                                   "authors' rules, default) or tight (hugs the garment)."),
     repaint: bool = typer.Option(False, "--repaint", help="Keep the original pixels outside a feathered mask."),
     batch: Optional[Path] = typer.Option(None, "--batch", help="Run a VITON-HD-layout folder (needs --pairs)."),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="Pairs file: lines 'person.jpg cloth.jpg'."),
@@ -145,13 +147,14 @@ def tryon(
         if batch_size < 1:
             raise LeffaError(f"--batch-size: {batch_size} must be at least 1")
         items, skipped = viton_hd_items(batch, pairs, output)
-        run_batch(items, skipped, garment_type, repaint, batch_size, options, seed, crop, every,
+        run_batch(items, skipped, garment_type, mask_style, repaint, batch_size, options, seed, crop, every,
                   (model, base, offline, "vton", device, dtype, size, channels_last, compile, backend))
         return
     if person is None or garment is None:
         raise LeffaError("give PERSON and GARMENT images (or --batch DIR --pairs FILE)")
     out = output_path(output)
-    job = tryon_job(person, garment, out, mask=mask, densepose=densepose, garment_type=garment_type, offline=offline)
+    job = tryon_job(person, garment, out, mask=mask, densepose=densepose, garment_type=garment_type, offline=offline,
+                    mask_style=mask_style)
     run_single(job, options, seed, crop, repaint, every,
                (model, base, offline, "vton", device, dtype, size, channels_last, compile, backend))
 
@@ -167,7 +170,9 @@ def run_single(job, options, seed, crop, use_repaint, every, model_args) -> None
     typer.echo(str(job.output))
 
 
-def run_batch(items, skipped, garment_type, use_repaint, batch_size, options, seed, crop, every, model_args) -> None:
+def run_batch(
+    items, skipped, garment_type, mask_style, use_repaint, batch_size, options, seed, crop, every, model_args
+) -> None:
     from leffa.pipeline import batches, run_jobs, tryon_job
     from leffa.sampler import UncondFeatureCache
 
@@ -183,7 +188,8 @@ def run_batch(items, skipped, garment_type, use_repaint, batch_size, options, se
         task = progress.add_task("try-on", total=len(items))
         offline = model_args[2]  # model_args = (model, base, offline, task, ...)
         for group in batches(items, batch_size):
-            jobs = [tryon_job(i.person, i.garment, i.output, i.mask, i.densepose, garment_type, offline) for i in group]
+            jobs = [tryon_job(i.person, i.garment, i.output, i.mask, i.densepose, garment_type, offline, mask_style)
+                    for i in group]  # fmt: skip
             for job in jobs:
                 print_notes(job.notes)
             run_jobs(model, jobs, working, options, seed=seed, crop=crop, use_repaint=use_repaint, cache=cache,
