@@ -32,8 +32,9 @@ scales with the image height (arm-band width, the neck offset) are scaled by ``h
   outside it and minus kept, holes filled; every region stays.
 
 Dilation and erosion follow OpenCV's ``cv2.dilate``/``cv2.erode`` with a ``k x k`` ones kernel exactly: the anchor is
-the kernel centre ``(k // 2, k // 2)``, so an even kernel reaches ``k // 2`` pixels up/left and ``k // 2 - 1``
-down/right; outside the image never dilates and never erodes. Hole filling is OpenCV's flood fill from the corner
+the kernel centre ``(k // 2, k // 2)``, so one pass of an even kernel grows a region by ``k // 2 - 1`` pixels
+up/left and ``k // 2`` down/right (10 x 10 five times: 20 up/left, 25 down/right); outside the image never dilates
+and never erodes. Hole filling is OpenCV's flood fill from the corner
 after clearing the one-pixel border (4-connected background).
 
 Where the published rules are demonstrably wrong we depart (``fixes=True``, the default; each departure is listed
