@@ -40,8 +40,10 @@ after clearing the one-pixel border (4-connected background).
 Where the published rules are demonstrably wrong we depart (``fixes=True``, the default; each departure is listed
 with a picture in docs/preprocessing.md):
 
-1. kept parts enclosed by the mask (a bag held in front, hands on the belly, trousers between the arm bands) are cut
-   out again after hole filling, which otherwise swallows them;
+1. kept parts enclosed by the mask are cut out again after hole filling, which otherwise swallows them: a bag held
+   in front, hands on the belly, and (``hd``) every kept part that does not touch the image border, because the
+   5 x 5 erosion leaves a 2-px masked rim around it that closes it off (full-length trousers on a full-body photo);
+   the rim itself stays, as published;
 2. ``dc`` bottoms include the skirt (as ``hd`` does), so a skirt is replaced by new trousers instead of kept;
 3. a joint OpenPose did not find is not drawn at the image corner: upstream reads a missing joint as the pixel
    (0, 0); here an arm band needs its shoulder, elbow and wrist (``hd``: else the parsed arm, upstream's own
@@ -175,6 +177,7 @@ def hd_mask(labels: np.ndarray, keypoints: np.ndarray, garment_type: str, fixes:
             band = _hd_arm(labels, joints, side, fixes)
             arms |= band
             kept |= ~band & (np.isin(labels, ids(f"{side}-arm")) | glove)  # the hand: arm pixels off the band
+    kept_whole = kept | head
     kept = erode(kept, 5) | head
     mask = dilate(garment, 10, 5)
     if garment_type in ("upper_body", "dresses"):
@@ -182,8 +185,8 @@ def hd_mask(labels: np.ndarray, keypoints: np.ndarray, garment_type: str, fixes:
         mask |= dilate(arms, 5, 4)
     keep = (changeable & ~mask) | kept
     filled = fill_holes(~keep)
-    if fixes:
-        filled &= ~kept
+    if fixes:  # what hole filling added of the kept parts goes again (the 2-px eroded rim stays, as published)
+        filled &= ~(kept_whole & keep)
     return largest_region(filled)
 
 
