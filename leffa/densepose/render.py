@@ -2,10 +2,10 @@
 
 Leffa's app (``leffa_utils/densepose_predictor.py`` and ``app.py``) builds them from detectron2's chart results:
 
-* ``seg`` (virtual try-on, VITON-HD model): the fine segmentation drawn by Leffa's copy of detectron2's
-  ``DensePoseResultsFineSegmentationVisualizer`` on a black canvas: part index I (0..24) scaled by 255/24 and
-  truncated to 8 bits, coloured with OpenCV's ``COLORMAP_PARULA`` at **full strength** where I > 0, black elsewhere;
-  then converted from OpenCV's BGR to RGB. Stock detectron2 instead blends the colours at alpha 0.7 over the image
+* ``seg`` (virtual try-on, VITON-HD model): the fine segmentation drawn by the app's vendored (IDM-VTON-derived)
+  ``DensePoseResultsFineSegmentationVisualizer`` (``inplace=False, alpha=1``: the canvas is zeroed before each
+  person): part index I (0..24) scaled by 255/24 and truncated to 8 bits, coloured with OpenCV's
+  ``COLORMAP_PARULA`` at **full strength** where I > 0, black elsewhere; then converted from OpenCV's BGR to RGB. Stock detectron2 instead blends the colours at alpha 0.7 over the image
   (``seg_style="detectron2"`` here).
 * ``index`` (virtual try-on, DressCode model): I (0..24) in all three channels.
 * ``iuv`` (pose transfer): R = U, G = V, B = I, with U and V min-max normalised over the person's box (background
