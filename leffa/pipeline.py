@@ -17,10 +17,12 @@ Repaint (upstream's, optional): outside a feathered mask (Gaussian blur with rad
 result takes the original pixels. We apply it at the photo's own resolution, so those pixels stay exact.
 
 Conditions come from ``--mask`` / ``--densepose`` files, or from plugins registered under the entry-point group
-``leffa.conditions`` (names ``mask``: ``f(person: PIL.Image, garment_type: str, offline: bool, mask_style: str)
--> PIL.Image``, ``mask_style`` being ``upstream`` (the authors' mask rules) or ``tight``, and
-``densepose``: ``f(person: PIL.Image, kind: "rgb" | "iuv", offline: bool) -> PIL.Image``); leffa's own are in
-``leffa.automatic`` (human parsing + OpenPose masks, DensePose without detectron2).
+``leffa.conditions`` (names ``mask``: ``f(person: PIL.Image, garment_type: str, offline: bool, mask_style: str,
+style: str) -> PIL.Image``, ``mask_style`` being ``upstream`` (the authors' mask rules) or ``tight`` and ``style``
+the model's ``hd`` (VITON-HD) or ``dc`` (DressCode); ``densepose``: ``f(person: PIL.Image, kind: "rgb" | "index" |
+"iuv", offline: bool) -> PIL.Image``, ``rgb`` being the VITON-HD model's part rendering, ``index`` the DressCode
+model's part indices); leffa's own are in ``leffa.automatic`` (human parsing + OpenPose masks, DensePose without
+detectron2).
 """
 
 from __future__ import annotations
@@ -248,19 +250,27 @@ def tryon_job(
     garment_type: str = "upper_body",
     offline: bool = False,
     mask_style: str = "upstream",
+    style: str = "hd",
 ) -> Job:
-    """Read and check the inputs of one try-on (nothing is written); ``mask_style`` goes to the automatic mask."""
+    """Read and check the inputs of one try-on (nothing is written).
+
+    Automatic conditions follow the model's ``style`` as the authors' app makes them: ``hd`` (VITON-HD model) the
+    ``hd`` mask and the part rendering, ``dc`` (DressCode model) the ``dc`` mask and the part indices;
+    ``mask_style`` picks the mask rules.
+    """
     if garment_type not in GARMENT_TYPES:
         raise LeffaError(f"--garment-type: unknown type {garment_type!r}; choose one of {', '.join(GARMENT_TYPES)}")
     if mask is None:
         from leffa.preprocess.masks import check_mask_options
 
-        check_mask_options(garment_type, "hd", mask_style)
+        check_mask_options(garment_type, style, mask_style)
     notes: list[str] = []
     photo = load_rgb(person, "person photo", notes)
     reference = load_rgb(garment, "garment image", notes)
-    mask_image = _condition(mask, "mask", "garment mask", photo, "L", garment_type, offline, mask_style=mask_style)
-    densepose_image = _condition(densepose, "densepose", "DensePose", photo, "RGB", "rgb", offline)
+    mask_image = _condition(mask, "mask", "garment mask", photo, "L", garment_type, offline, mask_style=mask_style,
+                            style=style)  # fmt: skip
+    kind = "index" if style == "dc" else "rgb"
+    densepose_image = _condition(densepose, "densepose", "DensePose", photo, "RGB", kind, offline)
     return Job(photo, reference, mask_image, densepose_image, "rgb", Path(output), notes)
 
 

@@ -154,9 +154,14 @@ def tryon(
         raise LeffaError("give PERSON and GARMENT images (or --batch DIR --pairs FILE)")
     out = output_path(output)
     job = tryon_job(person, garment, out, mask=mask, densepose=densepose, garment_type=garment_type, offline=offline,
-                    mask_style=mask_style)
+                    mask_style=mask_style, style=conditions_style(model))
     run_single(job, options, seed, crop, repaint, every,
                (model, base, offline, "vton", device, dtype, size, channels_last, compile, backend))
+
+
+def conditions_style(model) -> str:
+    """Which released model the automatic conditions are made for: ``dc`` for ``--model dress_code``, else ``hd``."""
+    return "dc" if model == "dress_code" else "hd"
 
 
 def run_single(job, options, seed, crop, use_repaint, every, model_args) -> None:
@@ -188,8 +193,9 @@ def run_batch(
         task = progress.add_task("try-on", total=len(items))
         offline = model_args[2]  # model_args = (model, base, offline, task, ...)
         for group in batches(items, batch_size):
-            jobs = [tryon_job(i.person, i.garment, i.output, i.mask, i.densepose, garment_type, offline, mask_style)
-                    for i in group]  # fmt: skip
+            style = conditions_style(model_args[0])
+            jobs = [tryon_job(i.person, i.garment, i.output, i.mask, i.densepose, garment_type, offline, mask_style,
+                              style) for i in group]  # fmt: skip
             for job in jobs:
                 print_notes(job.notes)
             run_jobs(model, jobs, working, options, seed=seed, crop=crop, use_repaint=use_repaint, cache=cache,
