@@ -136,12 +136,16 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
     return np.array([[a11, a12, b1], [a21, a22, b2]])
 
 
-def sample_positions(matrix: np.ndarray, out_hw: tuple[int, int]) -> tuple[np.ndarray, ...]:
+def sample_positions(
+    matrix: np.ndarray, out_hw: tuple[int, int], rows: tuple[int, int] | None = None
+) -> tuple[np.ndarray, ...]:
     """Source pixel ``(ix, iy)`` (int64, (H, W)) and 1/32-pixel fractions ``(fx, fy)`` that ``cv2.warpAffine``
-    samples for each output pixel, ``matrix`` being the forward (source -> output) map it is given."""
+    samples for each output pixel (of output ``rows`` [start, stop) only, when given), ``matrix`` being the forward
+    (source -> output) map it is given."""
     inv = invert_affine(matrix)
     height, width = out_hw
-    xs, ys = np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
+    start, stop = rows if rows is not None else (0, height)
+    xs, ys = np.arange(width, dtype=np.float64), np.arange(start, stop, dtype=np.float64)
     round_delta = AB_SCALE // INTER_TAB // 2
     adelta = np.rint(inv[0, 0] * xs * AB_SCALE).astype(np.int64)
     bdelta = np.rint(inv[1, 0] * xs * AB_SCALE).astype(np.int64)
@@ -178,16 +182,22 @@ def warp_affine_u8(image: np.ndarray, matrix: np.ndarray, out_hw: tuple[int, int
     return ((total + (1 << (COEF_BITS - 1))) >> COEF_BITS).clip(0, 255).astype(np.uint8)
 
 
-def warp_affine_f32(image: np.ndarray, matrix: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+def warp_affine_f32(image: np.ndarray, matrix: np.ndarray, out_hw: tuple[int, int], block: int = 64) -> np.ndarray:
     """``cv2.warpAffine`` (INTER_LINEAR, zero border) of a float32 ``(h, w, C)`` array: the same 1/32-pixel sample
-    positions, float32 weights ``(1 - fy/32)(1 - fx/32)`` etc., summed in that order."""
-    ix, iy, fx, fy = sample_positions(matrix, out_hw)
-    ax = (fx.astype(np.float32) / INTER_TAB)[..., None]
-    ay = (fy.astype(np.float32) / INTER_TAB)[..., None]
+    positions, float32 weights ``(1 - fy/32)(1 - fx/32)`` etc., summed in that order. Computed ``block`` output rows
+    at a time, so the temporaries stay small for many-channel logits."""
+    image = image.astype(np.float32, copy=False)
+    out = np.empty((*out_hw, image.shape[2]), dtype=np.float32)
     one = np.float32(1)
-    weights = ((one - ay) * (one - ax), (one - ay) * ax, ay * (one - ax), ay * ax)
-    c = _corners(image.astype(np.float32, copy=False), ix, iy)
-    return c[0] * weights[0] + c[1] * weights[1] + c[2] * weights[2] + c[3] * weights[3]
+    for start in range(0, out_hw[0], block):
+        stop = min(start + block, out_hw[0])
+        ix, iy, fx, fy = sample_positions(matrix, out_hw, (start, stop))
+        ax = (fx.astype(np.float32) / INTER_TAB)[..., None]
+        ay = (fy.astype(np.float32) / INTER_TAB)[..., None]
+        weights = ((one - ay) * (one - ax), (one - ay) * ax, ay * (one - ax), ay * ax)
+        c = _corners(image, ix, iy)
+        out[start:stop] = c[0] * weights[0] + c[1] * weights[1] + c[2] * weights[2] + c[3] * weights[3]
+    return out
 
 
 def model_input(image: Image.Image, size: int) -> np.ndarray:
