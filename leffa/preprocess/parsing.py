@@ -157,17 +157,27 @@ def sample_positions(
     return x >> INTER_BITS, y >> INTER_BITS, x & (INTER_TAB - 1), y & (INTER_TAB - 1)
 
 
-def _corners(source: np.ndarray, ix: np.ndarray, iy: np.ndarray) -> list[np.ndarray]:
-    """The 2x2 neighbours ``(y, x), (y, x+1), (y+1, x), (y+1, x+1)`` of each position in ``source`` (H, W, ...),
-    zero outside it (OpenCV's BORDER_CONSTANT with value 0)."""
-    height, width = source.shape[:2]
+def _padded(source: np.ndarray) -> np.ndarray:
+    """``source`` (h, w, ...) with one row/column of zeros on every side: out-of-image samples read it."""
+    pad = [(1, 1), (1, 1)] + [(0, 0)] * (source.ndim - 2)
+    return np.pad(source, pad)
+
+
+def _corners(padded: np.ndarray, ix: np.ndarray, iy: np.ndarray) -> list[np.ndarray]:
+    """The 2x2 neighbours ``(y, x), (y, x+1), (y+1, x), (y+1, x+1)`` of each position, read from a :func:`_padded`
+    source, zero outside the image (OpenCV's BORDER_CONSTANT with value 0): indices are clamped onto the zero pad.
+    When every row samples the same columns and every column the same rows (no rotation or shear), the reads are
+    two 1-d gathers instead of one 2-d gather."""
+    height, width = padded.shape[0] - 2, padded.shape[1] - 2
+    separable = (ix == ix[:1]).all() and (iy == iy[:, :1]).all()
     out = []
     for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
-        yy, xx = iy + dy, ix + dx
-        inside = (yy >= 0) & (yy < height) & (xx >= 0) & (xx < width)
-        values = source[np.clip(yy, 0, height - 1), np.clip(xx, 0, width - 1)]
-        inside = inside.reshape(inside.shape + (1,) * (values.ndim - inside.ndim))
-        out.append(np.where(inside, values, 0))
+        yy = np.clip(iy + dy + 1, 0, height + 1)
+        xx = np.clip(ix + dx + 1, 0, width + 1)
+        if separable:
+            out.append(np.take(np.take(padded, yy[:, 0], axis=0), xx[0], axis=1))
+        else:
+            out.append(padded[yy, xx])
     return out
 
 
@@ -178,7 +188,7 @@ def warp_affine_u8(image: np.ndarray, matrix: np.ndarray, out_hw: tuple[int, int
     fx, fy = fx[..., None], fy[..., None]
     scale = (1 << COEF_BITS) // (INTER_TAB * INTER_TAB)
     weights = ((INTER_TAB - fy) * (INTER_TAB - fx), (INTER_TAB - fy) * fx, fy * (INTER_TAB - fx), fy * fx)
-    total = sum(w * scale * c.astype(np.int64) for w, c in zip(weights, _corners(image, ix, iy)))
+    total = sum(w * scale * c.astype(np.int64) for w, c in zip(weights, _corners(_padded(image), ix, iy)))
     return ((total + (1 << (COEF_BITS - 1))) >> COEF_BITS).clip(0, 255).astype(np.uint8)
 
 
@@ -186,7 +196,7 @@ def warp_affine_f32(image: np.ndarray, matrix: np.ndarray, out_hw: tuple[int, in
     """``cv2.warpAffine`` (INTER_LINEAR, zero border) of a float32 ``(h, w, C)`` array: the same 1/32-pixel sample
     positions, float32 weights ``(1 - fy/32)(1 - fx/32)`` etc., summed in that order. Computed ``block`` output rows
     at a time, so the temporaries stay small for many-channel logits."""
-    image = image.astype(np.float32, copy=False)
+    padded = _padded(image.astype(np.float32, copy=False))
     out = np.empty((*out_hw, image.shape[2]), dtype=np.float32)
     one = np.float32(1)
     for start in range(0, out_hw[0], block):
@@ -195,7 +205,7 @@ def warp_affine_f32(image: np.ndarray, matrix: np.ndarray, out_hw: tuple[int, in
         ax = (fx.astype(np.float32) / INTER_TAB)[..., None]
         ay = (fy.astype(np.float32) / INTER_TAB)[..., None]
         weights = ((one - ay) * (one - ax), (one - ay) * ax, ay * (one - ax), ay * ax)
-        c = _corners(image, ix, iy)
+        c = _corners(padded, ix, iy)
         out[start:stop] = c[0] * weights[0] + c[1] * weights[1] + c[2] * weights[2] + c[3] * weights[3]
     return out
 

@@ -15,8 +15,8 @@ scales with the image height (arm-band width, the neck offset) are scaled by ``h
   band are hands and are kept.
 * kept is eroded by a 5 x 5 square (so the mask overlaps its edges), then the head is added.
 * mask = garment dilated by a 10 x 10 square five times, plus (tops, dresses) the neck dilated by 5 x 5 minus the
-  head, plus the arm bands dilated by 5 x 5 four times; minus the changeable pixels outside it and minus kept; holes
-  filled; only the largest connected region stays.
+  head, plus the arm bands dilated by 5 x 5 four times; minus kept; holes filled; only the largest connected region
+  stays.
 
 ``dc`` (DressCode model):
 
@@ -28,14 +28,14 @@ scales with the image height (arm-band width, the neck offset) are scaled by ``h
   dilated by 5 x 5 five times (frames over 256 px high; 10 x 10 five times over 512); it joins the garment, and arm
   pixels outside it are hands, kept. The head above the shoulder line lifted by ``20 * H / 512`` px is kept; the
   head below it (neck, hair on the shoulders) joins the garment.
-* mask = garment dilated by 10 x 10 five times (5 x 5 at <= 256 px, 20 x 20 over 512), minus changeable pixels
-  outside it and minus kept, holes filled; every region stays.
+* mask = garment dilated by 10 x 10 five times (5 x 5 at <= 256 px, 20 x 20 over 512), minus kept, holes filled;
+  every region stays.
 
 Dilation and erosion follow OpenCV's ``cv2.dilate``/``cv2.erode`` with a ``k x k`` ones kernel exactly: the anchor is
 the kernel centre ``(k // 2, k // 2)``, so one pass of an even kernel grows a region by ``k // 2 - 1`` pixels
 up/left and ``k // 2`` down/right (10 x 10 five times: 20 up/left, 25 down/right); outside the image never dilates
-and never erodes. Hole filling is OpenCV's flood fill from the corner
-after clearing the one-pixel border (4-connected background).
+and never erodes. Hole filling is OpenCV's flood fill from the corner after clearing the one-pixel border
+(4-connected background).
 
 Where the published rules are demonstrably wrong we depart (``fixes=True``, the default; each departure is listed
 with a picture in docs/preprocessing.md):
@@ -53,8 +53,8 @@ with a picture in docs/preprocessing.md):
    it to ~65 000 and draws the band across the image; the ``dc`` neck row index wraps to the bottom rows).
 
 The remaining known difference: upstream keeps the largest region (``hd``) as the polygon of its contour simplified
-by OpenCV's Teh-Chin (TC89 L1) approximation; we keep the region's own pixels, which can differ by a pixel along
-slanted edges.
+by OpenCV's Teh-Chin (TC89 L1) approximation; we keep the region's own pixels, which differ along slanted edges by
+up to a few pixels (0.2-0.7 % of the mask on the drawn person of docs/preprocessing.md).
 """
 
 from __future__ import annotations
@@ -67,7 +67,6 @@ from leffa.preprocess.openpose import KEYPOINT_NAMES
 from leffa.preprocess.parsing import PERSON_LABELS
 
 REFERENCE_HEIGHT = 512.0
-MODELS = ("hd", "dc")
 K = {name: index for index, name in enumerate(KEYPOINT_NAMES)}
 
 
