@@ -11,7 +11,7 @@ from functools import lru_cache
 from PIL import Image
 
 # What each pipeline kind means in the DensePose renderings the released models were trained with.
-DENSEPOSE_KIND = {"rgb": "seg", "iuv": "iuv"}
+DENSEPOSE_KIND = {"rgb": "seg", "index": "index", "iuv": "iuv"}
 
 
 @lru_cache(maxsize=2)
@@ -21,15 +21,19 @@ def _prep_tools(offline: bool):
     return PrepTools.load(offline=offline)
 
 
-def garment_mask(person: Image.Image, garment_type: str, offline: bool = False) -> Image.Image:
-    """VITON-HD-style garment-agnostic mask (L, photo size, 255 = regenerate) for ``garment_type``."""
+def garment_mask(
+    person: Image.Image, garment_type: str, offline: bool = False, mask_style: str = "upstream", style: str = "hd"
+) -> Image.Image:
+    """Garment-agnostic mask (L, photo size, 255 = regenerate) for ``garment_type`` and the ``style`` model (``hd``
+    VITON-HD, ``dc`` DressCode); ``mask_style`` ``upstream`` (the authors' rules, default) or ``tight``."""
     from leffa.preprocess.conditions import automatic_conditions
 
-    return automatic_conditions(person, garment_type, style="hd", tools=_prep_tools(offline))
+    return automatic_conditions(person, garment_type, style=style, tools=_prep_tools(offline), mask_style=mask_style)
 
 
 def densepose(person: Image.Image, kind: str, offline: bool = False) -> Image.Image:
-    """DensePose condition: the part-segmentation rendering for try-on (``rgb``), the IUV image for pose."""
+    """DensePose condition: the part rendering (``rgb``, VITON-HD try-on), the part indices (``index``, DressCode
+    try-on) or the IUV image (``iuv``, pose transfer)."""
     from leffa.densepose import densepose_image
 
     return densepose_image(person, DENSEPOSE_KIND[kind], offline=offline)

@@ -92,7 +92,18 @@ def test_prep_mask_from_given_parsing_and_keypoints_matches_the_library(person, 
                     "-o", tmp_path / "mask.png", "--overlay", tmp_path / "grey.png")  # fmt: skip
     assert result.exit_code == 0, result.output
     written = np.asarray(Image.open(tmp_path / "mask.png")) > 127
-    assert (written == agnostic_mask(labels, keypoints, "lower_body", "dc")).all()
+    assert (written == agnostic_mask(labels, keypoints, "lower_body", "dc")).all()  # default: upstream rules
+    result = invoke("prep", "mask", folder / "person.png", "--parse", folder / "parse.png", "--keypoints",
+                    folder / "keypoints.json", "--type", "upper_body", "--mask-style", "tight", "--work-height", 256,
+                    "-o", tmp_path / "tight.png")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    tight = np.asarray(Image.open(tmp_path / "tight.png")) > 127
+    assert (tight == agnostic_mask(labels, keypoints, "upper_body", "hd", "tight")).all()
+    assert (tight != agnostic_mask(labels, keypoints, "upper_body", "hd", "upstream")).any()
+    result = invoke("prep", "mask", folder / "person.png", "--parse", folder / "parse.png", "--mask-style", "loose",
+                    "-o", tmp_path / "never.png")  # fmt: skip
+    assert result.exit_code != 0 and "--mask-style loose" in str(result.exception)
+    assert not (tmp_path / "never.png").exists()
     assert Image.open(tmp_path / "grey.png").size == (192, 256)
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from leffa import images
 from leffa.errors import LeffaError
-from leffa.preprocess.masks import agnostic_mask, mask_image
+from leffa.preprocess.masks import agnostic_mask, check_mask_options, mask_image
 from leffa.preprocess.openpose import PoseEstimator
 from leffa.preprocess.parsing import MODELS, HumanParser, parse_person
 
@@ -133,6 +133,7 @@ def person_conditions(
     keypoints: np.ndarray | None = None,
     work_height: int = WORK_HEIGHT,
     source: str = "person image",
+    mask_style: str = "upstream",
     **load_options,
 ) -> PersonConditions:
     """Parsing, keypoints and mask of one photo.
@@ -140,6 +141,7 @@ def person_conditions(
     ``labels`` (a person label map of any size) and ``keypoints`` (18 x 3, in the photo's pixels) replace what the
     models would find; ``load_options`` go to ``PrepTools.load`` for the models still needed when ``tools`` is None.
     """
+    check_mask_options(garment_type, style, mask_style)
     work = working_copy(person_image, work_height)
     if tools is None and (labels is None or keypoints is None):
         tools = PrepTools.load(parsing=labels is None, keypoints=keypoints is None, **load_options)
@@ -154,7 +156,7 @@ def person_conditions(
     else:
         keypoints = np.array(keypoints, dtype=np.float32)
         keypoints[:, :2] *= work.height / person_image.height
-    return PersonConditions(labels, keypoints, agnostic_mask(labels, keypoints, garment_type, style),
+    return PersonConditions(labels, keypoints, agnostic_mask(labels, keypoints, garment_type, style, mask_style),
                             (person_image.height, person_image.width))
 
 
@@ -163,7 +165,9 @@ def automatic_conditions(
     garment_type: str = "upper_body",
     style: str = "hd",
     tools: PrepTools | None = None,
+    mask_style: str = "upstream",
     **load_options,
 ) -> Image.Image:
     """The garment-agnostic mask (``L`` image at the photo's size, 255 = repaint) of a plain person photo."""
-    return person_conditions(person_image, garment_type, style, tools, **load_options).mask_image()
+    conditions = person_conditions(person_image, garment_type, style, tools, mask_style=mask_style, **load_options)
+    return conditions.mask_image()

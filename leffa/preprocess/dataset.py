@@ -77,7 +77,12 @@ def plan_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS) -> DatasetP
 
 
 def fill_item(
-    item: ItemPaths, tools: PrepTools, garment_type: str = "upper_body", style: str = "hd", work_height: int = 512
+    item: ItemPaths,
+    tools: PrepTools,
+    garment_type: str = "upper_body",
+    style: str = "hd",
+    work_height: int = 512,
+    mask_style: str = "upstream",
 ) -> list[str]:
     """Write the missing outputs of one photo; returns what it wrote."""
     missing = item.missing()
@@ -96,7 +101,7 @@ def fill_item(
     written = []
     if "mask" in missing:
         labels = combine_parsings(tools.atr(work), lip_labels)
-        mask = agnostic_mask(labels, keypoints, garment_type, style)
+        mask = agnostic_mask(labels, keypoints, garment_type, style, mask_style)
         save_image(images.resize_labels(mask_image(mask), (photo.height, photo.width)), item.mask)
         written.append("mask")
     if "parse" in missing:

@@ -29,7 +29,10 @@ SCALES = typer.Option(
     "1.0", "--scales", help="OpenPose scales, comma-separated (1.0 = 368 px high; upstream uses 0.5)."
 )
 TYPE = typer.Option("upper_body", "--type", help="upper_body, lower_body or dresses.")
-STYLE = typer.Option("hd", "--style", help="hd (VITON-HD-like) or dc (DressCode-like).")
+STYLE = typer.Option("hd", "--style", help="hd (VITON-HD model) or dc (DressCode model).")
+MASK_STYLE = typer.Option(
+    "upstream", "--mask-style", help="upstream (the authors' mask rules, with documented fixes) or tight (ours)."
+)
 WORK_HEIGHT = typer.Option(512, "--work-height", help="Height the models and mask rules work at.")
 
 
@@ -58,6 +61,7 @@ def mask(
     output: Path = typer.Option(..., "-o", "--output", help="Mask PNG to write (255 = repaint)."),
     garment_type: str = TYPE,
     style: str = STYLE,
+    mask_style: str = MASK_STYLE,
     parse: Path = typer.Option(
         None, "--parse", help="Use this person-label parsing PNG instead of running the parsers."
     ),
@@ -85,14 +89,17 @@ def mask(
         photo, garment_type, style,
         labels=read_label_image(parse) if parse is not None else None,
         keypoints=read_keypoints(keypoints) if keypoints is not None else None,
-        work_height=work_height, source=str(person), parsing_model=parsing_model, lip_model=lip_model,
+        work_height=work_height, source=str(person), mask_style=mask_style, parsing_model=parsing_model,
+        lip_model=lip_model,
         pose_model=pose_model, neck=neck, offline=offline, device=device, scales=_scales(scales),
     )  # fmt: skip
     picture = result.mask_image()
     save_image(picture, output)
     if overlay is not None:
         save_image(grey_overlay(photo, mask_array(picture)), overlay)
-    console.print(f"wrote {output} ({garment_type}, {style}; {result.mask.mean():.1%} of the photo masked)")
+    console.print(
+        f"wrote {output} ({garment_type}, {style}, {mask_style}; {result.mask.mean():.1%} of the photo masked)"
+    )
 
 
 def parse(
@@ -171,6 +178,7 @@ def dataset(
     root: Path = typer.Argument(..., help="VITON-HD-layout dataset folder (DIR/{train,test}/image/*.jpg)."),
     garment_type: str = TYPE,
     style: str = STYLE,
+    mask_style: str = MASK_STYLE,
     splits: str = typer.Option("train,test", "--splits"),
     limit: int = typer.Option(0, "--limit", help="Process at most this many photos (0 = all)."),
     parsing_model: Path = PARSING_MODEL,
@@ -219,7 +227,7 @@ def dataset(
         for item in items:
             progress.update(task, name=item.image.name)
             try:
-                results.append(fill_item(item, tools, garment_type, style, work_height))
+                results.append(fill_item(item, tools, garment_type, style, work_height, mask_style))
             except LeffaError as error:
                 failures.append(str(error))
             progress.advance(task)
