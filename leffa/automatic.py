@@ -23,13 +23,23 @@ def _prep_tools(offline: bool):
 
 def garment_mask(person: Image.Image, garment_type: str, offline: bool = False) -> Image.Image:
     """VITON-HD-style garment-agnostic mask (L, photo size, 255 = regenerate) for ``garment_type``."""
+    from leffa.hub import MissingWeights
     from leffa.preprocess.conditions import automatic_conditions
 
-    return automatic_conditions(person, garment_type, style="hd", tools=_prep_tools(offline))
+    try:
+        tools = _prep_tools(offline)
+    except MissingWeights as error:
+        raise error.or_else("give the mask yourself with --mask FILE (`leffa prep mask` makes one)") from None
+    return automatic_conditions(person, garment_type, style="hd", tools=tools)
 
 
 def densepose(person: Image.Image, kind: str, offline: bool = False) -> Image.Image:
     """DensePose condition: the part-segmentation rendering for try-on (``rgb``), the IUV image for pose."""
     from leffa.densepose import densepose_image
+    from leffa.hub import MissingWeights
 
-    return densepose_image(person, DENSEPOSE_KIND[kind], offline=offline)
+    try:
+        return densepose_image(person, DENSEPOSE_KIND[kind], offline=offline)
+    except MissingWeights as error:
+        made_by = f"`leffa prep densepose --kind {DENSEPOSE_KIND[kind]}`"
+        raise error.or_else(f"give it yourself with --densepose FILE ({made_by} makes one)") from None

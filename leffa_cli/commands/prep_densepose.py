@@ -43,6 +43,7 @@ def densepose(
     from leffa.densepose import densepose_image
     from leffa.densepose.config import config_from_yaml
     from leffa.errors import LeffaError
+    from leffa.hub import MissingWeights
 
     from PIL import Image, UnidentifiedImageError
 
@@ -53,10 +54,13 @@ def densepose(
         image.load()
     except (UnidentifiedImageError, OSError) as error:
         raise LeffaError(f"{person}: not a readable image ({error})") from None
-    result = densepose_image(
-        image, kind.value, weights=weights, device=device, offline=offline, all_people=all_people,
-        allow_empty=allow_empty, config=config_from_yaml(config) if config is not None else None,
-    )
+    try:
+        result = densepose_image(
+            image, kind.value, weights=weights, device=device, offline=offline, all_people=all_people,
+            allow_empty=allow_empty, config=config_from_yaml(config) if config is not None else None,
+        )
+    except MissingWeights as error:
+        raise error.or_else("pass --weights FILE") from None
     save_image(result, output)
     typer.echo(f"wrote {output} ({kind.value}, {result.width}x{result.height})")
 
