@@ -277,9 +277,9 @@ def check_metrics(metrics: Iterable[str], paired: bool) -> tuple[str, ...]:
 
 def _needs(metrics: Sequence[str], networks: MetricNetworks) -> None:
     if any(m in FEATURE_METRICS for m in metrics) and networks.inception is None:
-        raise LeffaError("FID/KID need the Inception network (--inception PATH or the hub weights)")
+        raise LeffaError("FID/KID need the Inception network (--inception FILE, or the downloaded pytorch-fid weights)")
     if "lpips" in metrics and networks.lpips is None:
-        raise LeffaError("LPIPS needs its network (--lpips FOLDER or the hub weights)")
+        raise LeffaError("LPIPS needs its network (--lpips FILE, or the downloaded torchvision SqueezeNet weights)")
 
 
 Progress = Callable[[int, int], None]
