@@ -22,14 +22,6 @@ from leffa.metrics.inception import FIDInceptionV3, load_fid_inception
 from leffa.metrics.weights import SQUEEZENET_FILE, load_metric_networks, packaged_lpips_linear
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class _TorchvisionFire(nn.Module):
     """torchvision.models.squeezenet.Fire, as published."""
 
