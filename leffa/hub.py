@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import urllib.request
-from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -56,7 +56,7 @@ def offline_reason(offline: bool = False) -> str | None:
 
 def unreachable_reason(url: str) -> str | None:
     """``None`` when one TCP connection to ``url``'s host (or to the proxy that would carry it) opens within
-    ``CONNECT_TIMEOUT`` seconds, else why not. Checked once per host and port in a process."""
+    ``CONNECT_TIMEOUT`` seconds, else why not. The answer is reused for ``RECHECK_AFTER`` seconds."""
     parts = urlsplit(url)
     proxy = urllib.request.getproxies().get(parts.scheme)
     if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
@@ -67,14 +67,22 @@ def unreachable_reason(url: str) -> str | None:
     return _connect(host or "", port, label)
 
 
-@lru_cache(maxsize=32)
+_checked: dict[tuple[str, int], tuple[float, str | None]] = {}
+RECHECK_AFTER = 60.0  # seconds: one check serves all the files of a command, a long-lived process checks again
+
+
 def _connect(host: str, port: int, label: str) -> str | None:
+    seen = _checked.get((host, port))
+    if seen is not None and time.monotonic() - seen[0] < RECHECK_AFTER:
+        return seen[1]
     try:
         with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT):
-            return None
+            reason = None
     except OSError as error:
         detail = "timed out" if isinstance(error, TimeoutError) else (error.strerror or type(error).__name__)
-        return f"{label} is unreachable ({detail})"
+        reason = f"{label} is unreachable ({detail})"
+    _checked[(host, port)] = (time.monotonic(), reason)
+    return reason
 
 
 class MissingWeights(LeffaError):

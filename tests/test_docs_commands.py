@@ -12,7 +12,7 @@ What is skipped, and only when the docs say so, with a marker the reader sees to
   covers the whole block) or just above one command (then it covers that command). Several: ``# needs: gpu, dataset``.
 
 How the rest run: one workspace per page (a temporary folder), commands in page order, each with
-``bash -euo pipefail`` and the ``export`` lines seen before it on the page; a leading ``pip install ... &&`` is
+``bash -euo pipefail`` and the ``export`` and ``cd`` lines seen before it on the page; a leading ``pip install ... &&`` is
 dropped (the package is installed already). The workspace holds what the pages name as inputs: ``examples/``,
 ``person.jpg``, ``garment.jpg``, ``mask.png``, ``densepose.jpg``/``.png``, ``target.jpg`` + ``target_iuv.png``
 (pose), ``data/synth`` and ``data/viton_hd`` (tiny ``leffa prep synth`` folders), ``data/test/image`` with
@@ -102,7 +102,10 @@ def commands(page: Path, root: Path = ROOT) -> list[DocCommand]:
                     block_needs |= marked
                 index += 1
                 continue
-            if stripped.startswith("$ "):  # console-style prompt
+            if language == "console":  # a transcript: only the "$ " lines are commands, the rest is output
+                if not stripped.startswith("$ "):
+                    index += 1
+                    continue
                 line = line.replace("$ ", "", 1)
             start = index
             text = [line]
@@ -235,5 +238,88 @@ def test_documented_commands_run_as_written(page, kit, tmp_path):
             f"{command.where}: `{text.splitlines()[0]}` exited {result.returncode}:\n{output[-2000:]}\n"
             "(fix the command or the code; if it cannot run offline, mark it '# needs: weights|gpu|dataset|slow')"
         )
-        if re.match(r"^\s*export\s", text):
+        if re.match(r"^\s*(export|cd)\s", text):  # state later commands of the page run in
             exports.append(text)
+
+
+# -- options of every documented leffa command, marked or not ----------------------------------------------------
+
+SEPARATORS = {"&&", "||", "|", ";"}
+REDIRECTIONS = re.compile(r"^\d*[<>]{1,2}&?\d*$")
+
+
+def leffa_invocations(command: DocCommand) -> list[list[str]]:
+    """The argument lists of the ``leffa`` calls in one command (also ``accelerate launch -m leffa_cli.app`` and
+    ``python -m leffa_cli.app``), without environment assignments and redirections."""
+    import shlex
+
+    first = command.text.split("\n", 1)[0] if HEREDOC.search(command.text) else command.text
+    words = shlex.split(first.replace("\\\n", " "), comments=True)
+    calls, segment = [], []
+    for word in [*words, ";"]:
+        if word in SEPARATORS:
+            while segment and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", segment[0]):
+                segment.pop(0)
+            for prefix in (["leffa"], ["accelerate", "launch", "-m", "leffa_cli.app"], ["python", "-m", "leffa_cli.app"]):
+                if segment[: len(prefix)] == prefix:
+                    calls.append(segment[len(prefix):])
+            segment = []
+        else:
+            segment.append(word)
+    cleaned = []
+    for call in calls:
+        args, skip = [], False
+        for word in call:
+            if skip:
+                skip = False
+            elif REDIRECTIONS.match(word):
+                skip = True  # the file name follows
+            else:
+                args.append(word)
+        cleaned.append(args)
+    return cleaned
+
+
+def option_problems(found: list[DocCommand]) -> tuple[list[str], int]:
+    """Unknown subcommands or options in the ``leffa`` calls of ``found``, and how many calls were checked."""
+    import typer
+
+    from leffa_cli.app import build_app
+
+    root = typer.main.get_command(build_app())  # Typer's own (vendored) click classes: checked by duck typing
+    problems, checked = [], 0
+    for command in found:
+        for args in leffa_invocations(command):
+            node, rest = root, list(args)
+            while hasattr(node, "commands") and rest and rest[0] in node.commands:
+                node = node.commands[rest.pop(0)]
+            if hasattr(node, "commands"):
+                problems.append(f"{command.where}: `leffa {' '.join(args)}`: no such command")
+                continue
+            try:
+                node.make_context("leffa", rest)  # parses and converts the arguments; runs nothing
+                checked += 1
+            except Exception as error:  # click's UsageError family: unknown option, bad value, missing argument
+                if not hasattr(error, "format_message"):
+                    raise
+                problems.append(f"{command.where}: `leffa {' '.join(args)}`: {error.format_message()}")
+    return problems, checked
+
+
+def test_documented_leffa_commands_use_existing_commands_and_options():
+    """Also the commands marked as needing weights, a GPU or a dataset: their subcommands and options exist."""
+    problems, checked = option_problems([c for page in PAGES for c in commands(page)])
+    assert checked > 20
+    assert not problems, "\n".join(problems)
+
+
+def test_option_check_finds_unknown_options_and_commands():
+    made_up = [
+        DocCommand("p.md", 1, "OMP_NUM_THREADS=1 leffa prep synth -o d --n 2 > log.txt && leffa eval --bogus 1"),
+        DocCommand("p.md", 2, "accelerate launch -m leffa_cli.app train --no-such-flag  # needs: gpu"),
+        DocCommand("p.md", 3, "leffa prep nothing x"),
+    ]
+    problems, checked = option_problems(made_up)
+    assert checked == 1
+    assert [p.split(":")[1] for p in problems] == ["1", "2", "3"]
+    assert "--bogus" in problems[0] and "--no-such-flag" in problems[1] and "no such command" in problems[2]
