@@ -53,21 +53,36 @@ def check_size(model: LeffaModel, size: tuple[int, int]) -> None:
     images.check_size(size, "--size", multiple=model.latent_downscale)
 
 
+_COORDINATE = r"(-?\d+(?:\.\d+)?%|-?\d+)"
+
+
+def _coordinate(text: str, extent: int) -> int:
+    """``"40"`` -> 40 (a whole pixel); ``"50%"`` -> that share of the way from the first pixel to the last."""
+    if not text.endswith("%"):
+        return int(text)
+    share = float(text[:-1]) / 100
+    return round(share * (extent - 1)) if 0 <= share <= 1 else -1
+
+
 def parse_points(texts: list[str], size: tuple[int, int]) -> list[tuple[int, int]]:
-    """``["40,60", "10,20 30,5"]`` -> [(40, 60), (10, 20), (30, 5)]: target pixels (x, y) inside a ``size`` image."""
+    """``["40,60", "10,20 50%,25%"]`` -> [(40, 60), (10, 20), (x, y)]: target pixels (x, y) inside a ``size`` image.
+
+    A coordinate is a whole pixel or a percentage of the width (x) / height (y), so a command can name the same
+    place at any working size (``50%,50%`` is the centre).
+    """
     points = []
     for text in texts:
         for item in re.split(r"[\s;]+", text.strip()):
             if not item:
                 continue
-            match = re.fullmatch(r"(-?\d+),(-?\d+)", item)
+            match = re.fullmatch(_COORDINATE + "," + _COORDINATE, item)
             if match is None:
-                raise LeffaError(f"--points {item!r}: expected x,y in whole pixels, e.g. 40,60")
-            x, y = int(match.group(1)), int(match.group(2))
+                raise LeffaError(f"--points {item!r}: expected x,y in whole pixels (40,60) or percent (50%,40%)")
+            x, y = _coordinate(match.group(1), size[1]), _coordinate(match.group(2), size[0])
             if not (0 <= x < size[1] and 0 <= y < size[0]):
                 raise LeffaError(
                     f"--points {item!r}: outside the {size[0]}x{size[1]} image (x in 0..{size[1] - 1}, "
-                    f"y in 0..{size[0] - 1})"
+                    f"y in 0..{size[0] - 1}, or 0%..100%)"
                 )
             points.append((x, y))
     return points

@@ -19,7 +19,7 @@ import torch
 
 from leffa.checkpoint import load_model
 from leffa.errors import LeffaError
-from leffa.hub import UPSTREAM_REPO, fetch
+from leffa.hub import UPSTREAM_REPO, MissingWeights, fetch, weights_folder
 from leffa.model import LeffaModel
 
 SD15_BASE = "stable-diffusion-inpainting"
@@ -70,7 +70,7 @@ def _placement_hint(spec: UpstreamModel, repo_id: str) -> str:
     files = ", ".join(f"{spec.base}/{name}" for name in BASE_FILES)
     return (
         f"or place {spec.checkpoint} and {files} from https://huggingface.co/{repo_id} in one folder "
-        f"and pass --model FOLDER"
+        f"and pass --model FOLDER (or in {weights_folder() / repo_id}/, which is searched first)"
     )
 
 
@@ -80,12 +80,11 @@ def _fetch_upstream(spec: UpstreamModel, repo_id: str, offline: bool, cache_dir,
         configs = [fetch(f"{spec.base}/{name}", repo_id, offline, cache_dir=cache_dir, endpoint=endpoint)
                    for name in BASE_FILES]
         checkpoint = fetch(spec.checkpoint, repo_id, offline, cache_dir=cache_dir, endpoint=endpoint)
+    except MissingWeights as error:
+        raise LeffaError(f"{repo_id}: {spec.checkpoint} and its base-model configs are not on this machine and "
+                         f"{error.reason}; {_placement_hint(spec, repo_id).removeprefix('or ')}") from None
     except LeffaError as error:
-        if "not in the local cache" not in str(error):
-            raise LeffaError(f"{error}; {_placement_hint(spec, repo_id)}") from None
-        why = "--offline was given" if offline else "the hub is unreachable"
-        raise LeffaError(f"{repo_id}: {spec.checkpoint} and its base-model configs are not in the local cache and "
-                         f"{why}; {_placement_hint(spec, repo_id).removeprefix('or ')}") from None
+        raise LeffaError(f"{error}; {_placement_hint(spec, repo_id)}") from None
     return checkpoint, configs[0].parents[1]
 
 

@@ -207,10 +207,34 @@ def test_offline_without_cached_models_names_the_file(person, tmp_path):
     import sys
 
     folder, _, _ = person
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
+           "LEFFA_WEIGHTS": str(tmp_path / "weights")}
     command = [sys.executable, "-m", "leffa_cli.app", "prep", "pose", str(folder / "person.png"),
                "-o", str(tmp_path / "k.json"), "--offline"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     assert result.returncode == 2
-    assert "openpose/body_pose_model.pth: not in the local cache and --offline is set" in result.stderr
+    assert "body_pose_model.pth (OpenPose body model) is not on this machine and --offline was given" in result.stderr
+    assert "--pose-model FILE" in result.stderr and str(tmp_path / "weights" / "franciszzj" / "Leffa") in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_dataset_from_prep_synth_is_complete_and_skeletons_need_no_model(tmp_path):
+    """A `leffa prep synth` folder has masks, parsing, BODY_25 keypoints and skeletons: nothing to fill. A missing
+    skeleton is drawn from the keypoints on disk without loading any model; a missing mask needs the parsers only."""
+    from leffa.preprocess.conditions import PrepTools
+    from leffa.preprocess.dataset import models_needed
+    from leffa.synth.dataset import generate_dataset
+
+    generate_dataset("vton", tmp_path / "synth", 2, (64, 48), seed=0, split="test")
+    plan = plan_dataset(tmp_path / "synth")
+    assert plan.complete == 2 and plan.items == []
+    item = ItemPaths.for_image(tmp_path / "synth" / "test" / "image" / "000000.jpg")
+    item.skeleton.unlink()
+    plan = plan_dataset(tmp_path / "synth")
+    assert plan.complete == 1 and plan.missing_counts()["skeleton"] == 1 and models_needed(plan.items) == set()
+    assert fill_item(item, PrepTools(), work_height=64) == ["skeleton"]  # no parser, no OpenPose
+    assert item.skeleton.is_file() and Image.open(item.skeleton).size == (48, 64)
+    item.mask.unlink()
+    assert models_needed(plan_dataset(tmp_path / "synth").items) == {"parsing"}
+    item.keypoints.unlink()
+    assert models_needed(plan_dataset(tmp_path / "synth").items) == {"parsing", "pose"}

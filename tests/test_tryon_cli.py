@@ -156,7 +156,7 @@ def _bad_cases(files, tmp_path):
         "wrong checkpoint": (base() + conditions + ["--model", tmp_path / "broken.safetensors"],
                              "not a readable safetensors file"),
         "no mask, offline, models not cached": (base() + ["--densepose", files / "densepose.png", "--offline"] + model,
-                                                "humanparsing/parsing_atr.onnx: not in the local cache"),
+                                                "parsing_atr.onnx (ATR human parsing model) is not on this machine"),
         "bad scheduler": (base() + conditions + model + ["--scheduler", "magic"], "unknown scheduler"),
         "bad size": (base() + conditions + model + ["--size", "100x77"], "multiples of 8"),
         "not png": (base() + conditions + model, "give a name ending in .png"),
@@ -167,6 +167,7 @@ def test_bad_inputs_exit_nonzero_with_one_line_and_write_nothing(files, tmp_path
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # automatic-mask models absent
+    monkeypatch.setenv("LEFFA_WEIGHTS", str(tmp_path / "empty-weights"))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     for name, (args, expected) in _bad_cases(files, tmp_path).items():

@@ -262,6 +262,8 @@ def test_layer_selection_by_full_or_short_name_and_unknown_names():
         ("24,3", "outside the 16x24 image"),
         ("3,16", "outside the 16x24 image"),
         ("-1,3", "outside the 16x24 image"),
+        ("101%,3", "outside the 16x24 image"),
+        ("50%", "expected x,y"),
     ],
 )
 def test_bad_points_are_one_line_errors(text, message):
@@ -272,6 +274,13 @@ def test_bad_points_are_one_line_errors(text, message):
 
 def test_points_parse_repeated_and_quoted():
     assert parse_points(["1,2", "3,4 5,6;7,8"], (H, W)) == [(1, 2), (3, 4), (5, 6), (7, 8)]
+
+
+def test_points_in_percent_fit_any_size():
+    """Percentages name the same place at every working size: 0% the first pixel, 100% the last."""
+    assert parse_points(["0%,0% 100%,100%", "50%,25%"], (H, W)) == [(0, 0), (W - 1, H - 1), (12, 4)]
+    assert parse_points(["50%,40%"], (64, 48)) == [(24, 25)]
+    assert parse_points(["2,50%"], (H, W)) == [(2, 8)]
 
 
 def test_default_tile_height_keeps_pictures_readable():

@@ -116,7 +116,7 @@ class DensePoseEstimator:
             if weights is None:
                 from leffa.hub import fetch
 
-                weights = fetch(WEIGHTS_FILE, offline=offline)
+                weights = fetch(WEIGHTS_FILE, offline=offline, what="DensePose R-CNN weights")
             model = load_detectron2_weights(DensePoseRCNN(self.config), weights)
         self.model = model.to(self.device).eval()
 

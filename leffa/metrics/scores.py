@@ -238,11 +238,10 @@ def load_metric_networks(
     metrics: Iterable[str],
     inception: str | Path | None = None,
     lpips: str | Path | None = None,
-    repo_id: str | None = None,
     offline: bool = False,
     device: str | torch.device = "cpu",
 ) -> MetricNetworks:
-    """The networks ``metrics`` need, from local paths or the hub cache (``leffa.metrics.weights``)."""
+    """The networks ``metrics`` need, from local paths or their published sources (``leffa.metrics.weights``)."""
     from leffa.metrics.inception import load_fid_inception
     from leffa.metrics.lpips import load_lpips
     from leffa.metrics.weights import inception_weights, lpips_weights
@@ -250,9 +249,9 @@ def load_metric_networks(
     metrics = tuple(metrics)
     networks = MetricNetworks()
     if any(metric in FEATURE_METRICS for metric in metrics):
-        networks.inception = load_fid_inception(inception_weights(inception, repo_id, offline)).to(device)
+        networks.inception = load_fid_inception(inception_weights(inception, offline)).to(device)
     if "lpips" in metrics:
-        networks.lpips = load_lpips(*lpips_weights(lpips, repo_id, offline)).to(device)
+        networks.lpips = load_lpips(*lpips_weights(lpips, offline)).to(device)
     return networks
 
 
@@ -293,8 +292,8 @@ def _needs(metrics: Sequence[str], networks: MetricNetworks, name: str) -> nn.Mo
     network = getattr(networks, name)
     if network is None:
         what = "FID/KID need the Inception network" if name == "inception" else "LPIPS needs its network"
-        where = f"{name} {'PATH' if name == 'inception' else 'FOLDER'}"
-        raise LeffaError(f"{what} ({where} or the hub weights)", option=name)
+        source = "the downloaded pytorch-fid weights" if name == "inception" else "the downloaded SqueezeNet weights"
+        raise LeffaError(f"{what} ({name} FILE, or {source})", option=name)
     return network
 
 

@@ -25,15 +25,22 @@ POSE_HUB_FILE = "openpose/body_pose_model.pth"
 WORK_HEIGHT = 512
 
 
+WHAT = {
+    "humanparsing/parsing_atr.onnx": "ATR human parsing model",
+    "humanparsing/parsing_lip.onnx": "LIP human parsing model",
+    POSE_HUB_FILE: "OpenPose body model",
+}
+
+
 def model_path(path: str | Path | None, hub_file: str, offline: bool = False) -> Path:
-    """The local file given, or the upstream hub file (downloaded into the cache when needed)."""
+    """The local file given, or the upstream hub file (weights folder, hub cache, else downloaded)."""
     if path is not None:
         if not Path(path).is_file():
             raise LeffaError(f"{path}: model file not found (for {hub_file})")
         return Path(path)
     from leffa.hub import fetch
 
-    return fetch(hub_file, offline=offline)
+    return fetch(hub_file, offline=offline, what=WHAT.get(hub_file, ""))
 
 
 def load_parser(

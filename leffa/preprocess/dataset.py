@@ -52,12 +52,27 @@ class ItemPaths:
     def missing(self) -> list[str]:
         return [kind for kind in ("mask", "parse", "keypoints", "skeleton") if not getattr(self, kind).exists()]
 
+    def models_needed(self) -> set[str]:
+        """``parsing`` for a missing mask or parse, ``pose`` for keypoints that are not on disk yet."""
+        missing = set(self.missing())
+        needed = {"parsing"} if missing & {"mask", "parse"} else set()
+        if missing & {"mask", "keypoints", "skeleton"} and not self.keypoints.exists():
+            needed.add("pose")
+        return needed
+
 
 @dataclass
 class DatasetPlan:
     items: list[ItemPaths]
     complete: int  # photos with every output present already
     splits: list[str] = field(default_factory=list)
+
+    def missing_counts(self) -> dict[str, int]:
+        counts = {kind: 0 for kind in ("mask", "parse", "keypoints", "skeleton")}
+        for item in self.items:
+            for kind in item.missing():
+                counts[kind] += 1
+        return counts
 
 
 def plan_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS) -> DatasetPlan:
@@ -74,6 +89,11 @@ def plan_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS) -> DatasetP
     items = [ItemPaths.for_image(p) for p in images]
     todo = [item for item in items if item.missing()]
     return DatasetPlan(todo, len(items) - len(todo), found)
+
+
+def models_needed(items: list[ItemPaths]) -> set[str]:
+    """What filling ``items`` runs: ``parsing`` (ATR + LIP), ``pose`` (OpenPose); drawing a skeleton needs neither."""
+    return set().union(*(item.models_needed() for item in items))
 
 
 def fill_item(

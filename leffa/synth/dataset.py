@@ -28,6 +28,7 @@ from PIL import Image, ImageFilter
 
 from leffa.atomic import atomic_path
 from leffa.errors import LeffaError
+from leffa.preprocess.openpose import coco_18, draw_skeleton
 from leffa.synth.body import (
     DENSEPOSE,
     PARSE_LABELS,
@@ -307,6 +308,9 @@ def write_vton(sample: Sample, split_dir: Path) -> None:
                                              "face_keypoints_2d": [], "hand_left_keypoints_2d": [],
                                              "hand_right_keypoints_2d": []}]}
     _write_bytes(json.dumps(keypoints).encode(), split_dir / "openpose_json" / f"{name}_keypoints.json")
+    height, width = sample.target.shape[:2]
+    skeleton = draw_skeleton(coco_18(np.reshape(sample.keypoints, (25, 3))), (width, height))
+    _write_png(skeleton, split_dir / "openpose_img" / f"{name}_rendered.png")
     _write_npy(sample.flow, split_dir / "gt-flow" / f"{name}.npy")
 
 

@@ -28,7 +28,7 @@ from leffa.atomic import atomic_path, save_image
 from leffa.checkpoint import read_config, save_model
 from leffa.data import Augmentation, ResumableSampler, collate, open_dataset
 from leffa.errors import LeffaError
-from leffa.hub import fetch
+from leffa.hub import MissingWeights, fetch
 from leffa.loss import LeffaLossSettings, diffusion_loss, diffusion_target, leffa_loss, select_layers
 from leffa.model import LeffaConfig, LeffaModel
 from leffa.probe import capture_attention
@@ -54,7 +54,10 @@ def resolve_base(base: str, offline: bool = False, weights: bool = False) -> Pat
     if path.is_absolute() or base.startswith((".", "~")) or base.count("/") != 1:
         raise LeffaError(f"{base}: base-model folder not found (nor a hub id like owner/name)")
     files = BASE_FILES + (("unet/" + WEIGHT_FILES[0], "vae/" + WEIGHT_FILES[0]) if weights else ())
-    fetched = [fetch(name, repo_id=base, offline=offline) for name in files]
+    try:
+        fetched = [fetch(name, repo_id=base, offline=offline) for name in files]
+    except MissingWeights as error:
+        raise error.or_else("pass --base FOLDER (a local diffusers base-model folder)") from None
     return fetched[0].parents[1]
 
 

@@ -178,10 +178,9 @@ def eval_command(
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated subset, e.g. ssim,psnr (default: all for the mode)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Result JSON (default beside --pred), or the chart PNG with --compare."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name stored in the JSON and shown in comparisons."),
-    inception: Optional[Path] = typer.Option(None, "--inception", help="Local pt_inception-2015-12-05-6726825d.pth (default: hub)."),
-    lpips: Optional[Path] = typer.Option(None, "--lpips", help="Local folder with squeezenet1_1-b8a52dc0.pth and squeeze.pth (default: hub)."),
-    weights_repo: Optional[str] = typer.Option(None, "--weights-repo", help="Hub repo of the metric weights (default: $LEFFA_EVAL_WEIGHTS_REPO or leffa-project/eval-weights)."),
-    offline: bool = typer.Option(False, "--offline", help="Use only the local hub cache for metric weights."),
+    inception: Optional[Path] = typer.Option(None, "--inception", help="Local pt_inception-2015-12-05-6726825d.pth (default: pytorch-fid's release, cached in $TORCH_HOME/hub/checkpoints)."),
+    lpips: Optional[Path] = typer.Option(None, "--lpips", help="Local squeezenet1_1-b8a52dc0.pth, or a folder with it (and optionally squeeze.pth); default: torchvision's file, cached like --inception, and torchmetrics' packaged linear layers."),
+    offline: bool = typer.Option(False, "--offline", help="Never download: metric weights from the caches or local files, models from the hub cache."),
     ignore_extra_gt: bool = typer.Option(False, "--ignore-extra-gt", help="Paired: allow ground truth without a prediction (score a subset)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per batch."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, mps (default: the best available)."),
@@ -261,7 +260,7 @@ def eval_command(
         from leffa_cli.options import sampler_options
 
         # Metric weights first: a missing file should fail before minutes of sampling.
-        networks = load_metric_networks(chosen, inception, lpips, weights_repo, offline, device)
+        networks = load_metric_networks(chosen, inception, lpips, offline, device)
         sampler = sampler_options(steps, guidance, "upstream", scheduler, 1.0, False)
         pred, gt, settings = _run(model, base, offline, data, split, layout, paired, size, sampler,
                                   42 if seed is None else seed, dtype, device, batch_size, limit, out_dir)
@@ -274,7 +273,7 @@ def eval_command(
         preds = list(list_images(pred, "prediction folder").values())
         reals = list(list_images(gt, "ground-truth folder").values())
     if not run:
-        networks = load_metric_networks(chosen, inception, lpips, weights_repo, offline, device)
+        networks = load_metric_networks(chosen, inception, lpips, offline, device)
     bar, progress = _progress("scoring")
     with bar:
         if paired:

@@ -55,13 +55,18 @@ def densepose(
     from leffa.atomic import save_image
     from leffa.densepose import densepose_image
     from leffa.densepose.config import config_from_yaml
+    from leffa.hub import MissingWeights
     from leffa.images import read_rgb
 
     image = read_rgb(person, "person image")
-    result = densepose_image(
-        image, kind.value, weights=weights, device=device, offline=offline, all_people=all_people,
-        allow_empty=allow_empty, seg_style=seg_style.value, swap_channels=swap_channels, config=config_from_yaml(config) if config is not None else None,
-    )
+    try:
+        result = densepose_image(
+            image, kind.value, weights=weights, device=device, offline=offline, all_people=all_people,
+            allow_empty=allow_empty, seg_style=seg_style.value, swap_channels=swap_channels,
+            config=config_from_yaml(config) if config is not None else None,
+        )
+    except MissingWeights as error:
+        raise error.or_else("pass --weights FILE") from None
     save_image(result, output)
     typer.echo(f"wrote {output} ({kind.value}, {result.width}x{result.height})")
 
