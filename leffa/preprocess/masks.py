@@ -5,8 +5,9 @@ released models were demonstrated with, with a few documented fixes (``leffa.pre
 ``tight`` is this project's own rules below, which hug the garment more closely. Each comes in the two model
 flavours ``style="hd"`` (VITON-HD model) and ``"dc"`` (DressCode model).
 
-The ``tight`` rules, for a person label map (``parsing.PERSON_LABELS``: ATR classes + neck + glove) and OpenPose keypoints in
-the same pixel frame. All lengths are fractions of the image height, so the rules hold at any resolution.
+The ``tight`` rules, for a person label map (``parsing.PERSON_LABELS``: ATR classes + neck + glove) and OpenPose
+keypoints in the same pixel frame. All lengths are fractions of the image height, so the rules hold at any
+resolution.
 
 1. *Garment*: the pixels of the garment's own classes (for a top worn as part of a dress: the dress above the hip
    line), grown by a margin, because the new garment need not have the old one's outline.
