@@ -392,6 +392,8 @@ def viton_hd_items(root: str | Path, pairs_file: str | Path, out_dir: str | Path
             output=out_dir / f"{output_stem(person, cloth)}.png",
         )
         for path in (item.person, item.garment, item.mask, item.densepose):
+            if path.is_dir():
+                raise LeffaError(f"{path}: is a folder, not an image file (pair {person} {cloth} in {pairs_file})")
             if not path.is_file():
                 raise LeffaError(f"{path}: not found (pair {person} {cloth} in {pairs_file})")
         if item.output.exists():
