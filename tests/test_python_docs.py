@@ -1,4 +1,4 @@
-"""Every ``python`` block of docs/python.md runs as written, offline, with synth-tiny.
+"""Every ``python`` block of docs/python.md (and of the README) runs as written, offline, with synth-tiny.
 
 Blocks run in page order in one namespace (as a reader would paste them into one session), in a folder holding the
 inputs the page names. A block whose first lines carry ``# needs: weights|gpu|dataset|slow`` (the markers the shell
@@ -15,14 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-PAGE = Path(__file__).resolve().parents[1] / "docs" / "python.md"
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "python.md"
 FENCE = re.compile(r"^```(?P<info>[^\n`]*)\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
 NEEDS = re.compile(r"^#\s*needs:\s*([a-z, ]+)$", re.M)
 
 
-def python_blocks() -> list[tuple[int, str, bool]]:
-    """``(line, code, skipped)`` for each python block of the page."""
-    text = PAGE.read_text()
+def python_blocks(page: Path = PAGE) -> list[tuple[int, str, bool]]:
+    """``(line, code, skipped)`` for each python block of ``page``."""
+    text = page.read_text()
     blocks = []
     for match in FENCE.finditer(text):
         if match.group("info").strip() != "python":
@@ -76,3 +77,17 @@ def test_python_docs_run_as_written(tmp_path, monkeypatch, capsys):
     assert "no-such-photo.jpg: person photo not found" in out
     assert Image.open(tmp_path / "result.png").size == (96, 128)
     assert Image.open(tmp_path / "posed.png").size == (84, 112)
+
+
+def test_readme_python_block_runs(tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    blocks = python_blocks(ROOT / "README.md")
+    assert blocks
+    for line, code, skipped in blocks:
+        if not skipped:
+            exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "__docs__"})  # noqa: S102
+    assert (tmp_path / "out.png").is_file()
