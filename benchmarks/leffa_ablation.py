@@ -28,6 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from leffa.flow import flow_epe
+from leffa.probe import capture_attention, short_layer_name
+
 SIZE = (64, 48)
 
 
@@ -127,15 +130,6 @@ def arm_name(weight: float, steps: int) -> str:
 # -- evaluation ------------------------------------------------------------------------------------------------
 
 
-def flow_epe(flow: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """Mean end-point error in image pixels over the pixels with ground truth; flows (B, H, W, 2) in [-1, 1]."""
-    height, width = gt.shape[1:3]
-    valid = ~torch.isnan(gt[..., 0])
-    scale = torch.tensor([width / 2, height / 2])
-    error = ((flow - torch.nan_to_num(gt)) * scale).norm(dim=-1)
-    return error[valid].mean()
-
-
 @torch.no_grad()
 def evaluate(model, data: Path, timesteps: list[int], sample_steps: int, seed: int, temperature: float,
              n_test: int) -> dict:
@@ -145,7 +139,7 @@ def evaluate(model, data: Path, timesteps: list[int], sample_steps: int, seed: i
     from leffa.flow import upsample_flow
     from leffa.loss import layer_flow, select_layers
     from leffa.synth.dataset import load_gt_flow
-    from leffa.train.loop import capture_attention, sample_preview
+    from leffa.train.loop import sample_preview
 
     dataset = open_dataset(data, "vitonhd", "test", SIZE)
     batch = collate([dataset[i] for i in range(min(n_test, len(dataset)))])
@@ -153,7 +147,8 @@ def evaluate(model, data: Path, timesteps: list[int], sample_steps: int, seed: i
     layers = select_layers(model.layer_downscale(), 1 / 32, True)
     per_layer = {name: [] for name in layers}
     for t in timesteps:
-        captured = capture_attention(model, batch, layers, t, torch.Generator().manual_seed(seed + t))
+        captured = capture_attention(model, batch["image"], batch["reference"], batch["mask"], batch["densepose"], t,
+                                     layers, seed=seed + t)
         for name, (queries, keys) in captured.items():
             flow = upsample_flow(layer_flow(queries.float(), keys.float(), SIZE, temperature), SIZE)
             per_layer[name].append(float(flow_epe(flow, gt)))
@@ -183,7 +178,6 @@ def diagnose(model, data: Path, timestep: int, temperature: float, n_test: int, 
     from leffa.flow import attention_map, upsample_flow
     from leffa.loss import layer_flow, select_layers
     from leffa.synth.dataset import load_gt_flow
-    from leffa.train.loop import capture_attention
 
     dataset = open_dataset(data, "vitonhd", "test", SIZE)
     batch = collate([dataset[i] for i in range(min(n_test, len(dataset)))])
@@ -193,13 +187,14 @@ def diagnose(model, data: Path, timestep: int, temperature: float, n_test: int, 
     spread = (gt[valid] * half).std(dim=0)
     lines = [f"ground-truth flow spread x {spread[0]:.2f} px, y {spread[1]:.2f} px"]
     layers = select_layers(model.layer_downscale(), 1 / 32, True)
-    captured = capture_attention(model, batch, layers, timestep, torch.Generator().manual_seed(seed + timestep))
+    captured = capture_attention(model, batch["image"], batch["reference"], batch["mask"], batch["densepose"],
+                                 timestep, layers, seed=seed + timestep)
     for name, (queries, keys) in captured.items():
         queries, keys = queries.float(), keys.float()
         peak = attention_map(queries, keys, temperature).max(dim=-1).values.mean()
         logits = (queries @ keys.transpose(-1, -2)).std() / (temperature * queries.shape[-1] ** 0.5)
         flow = upsample_flow(layer_flow(queries, keys, SIZE, temperature), SIZE)[valid] * half
-        lines.append(f"{short(name)}: tokens {keys.shape[2]}, max attention {peak:.4f} (uniform "
+        lines.append(f"{short_layer_name(name)}: tokens {keys.shape[2]}, max attention {peak:.4f} (uniform "
                      f"{1 / keys.shape[2]:.4f}), logit std {logits:.3f}, flow spread x {flow[:, 0].std():.2f} "
                      f"y {flow[:, 1].std():.2f} px")
     return lines
@@ -217,15 +212,10 @@ def constant_flow_epe(data: Path, n_test: int) -> float:
     return float(np.mean(errors))
 
 
-def short(name: str) -> str:
-    parts = name.split(".")
-    return f"{parts[0][0]}{parts[1]}.{parts[3]}" if parts[0] != "mid_block" else f"mid.{parts[2]}"
-
-
 def table(results: dict, constant: float) -> str:
     names = list(next(iter(results.values()))["epe"])
     downscale = next(iter(results.values()))["downscale"]
-    header = "| arm | " + " | ".join(f"EPE {short(n)} (1/{downscale[n]})" for n in names) + " | mean EPE | masked PSNR | masked SSIM |"
+    header = "| arm | " + " | ".join(f"EPE {short_layer_name(n)} (1/{downscale[n]})" for n in names) + " | mean EPE | masked PSNR | masked SSIM |"
     lines = [header, "|" + "---|" * (len(names) + 4)]
     for arm, result in results.items():
         cells = " | ".join(f"{result['epe'][n]:.2f}" for n in names)

@@ -21,6 +21,7 @@ def atomic_path(path: str | Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes the file private; the result should follow the user's umask
     try:
         yield Path(temp)
         os.replace(temp, path)
@@ -99,6 +100,14 @@ def _exchange(first: Path, second: Path) -> bool:
 
 
 def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (setting it to read it is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -3,12 +3,19 @@
 Leffa concatenates the reference UNet's normed self-attention inputs to the generative UNet's own tokens in every
 self-attention layer (attn1). Upstream runs attention over all 2n tokens and keeps the first half; only the queries of
 the generative tokens matter, so we take queries from the own tokens and keys/values from ``[own; reference]``: the
-same numbers at half the cost. Cross-attention (attn2) has no text to attend to and, as upstream, returns its input.
+same numbers at half the cost. Cross-attention (attn2) has no text to attend to; ``leffa.model`` replaces it with a
+pass-through module, as upstream does, so only attn1 layers get processors here.
+
+Every processor takes its attention *kernel* ``(q, k, v) -> out`` (all ``(B, heads, tokens, head_dim)``) as a
+constructor argument: PyTorch's fused ``scaled_dot_product_attention`` by default; export passes a query-chunked
+kernel (``leffa.export.graphs.chunked_attention``) and keeps everything else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -16,21 +23,42 @@ import torch.nn.functional as F
 ReferenceFeatures = dict[str, torch.Tensor]
 """Normed attn1 inputs of the reference UNet, ``{layer name: (B, n, d)}``; layer names are shared by both UNets."""
 
+AttentionKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""Softmax attention ``(q, k, v) -> out``: q ``(B, h, n_q, d)``, k and v ``(B, h, n_k, d)``, out ``(B, h, n_q, d)``."""
+
+DEFAULT_KERNEL: AttentionKernel = F.scaled_dot_product_attention
+
+
+def sliced_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, queries: int | None) -> torch.Tensor:
+    """``scaled_dot_product_attention`` over slices of ``queries`` queries: q (B, h, n, d), k/v (B, h, m, d).
+
+    Softmax runs over the keys, so each query's row is independent and slicing the queries changes no number; a
+    kernel that materialises the (n, m) scores then holds ``queries x m`` of them at a time. (Export's
+    ``chunked_attention`` does the same with explicit ops that every ONNX consumer parses.)
+    """
+    if queries is None or q.shape[2] <= queries:
+        return F.scaled_dot_product_attention(q, k, v)
+    return torch.cat([F.scaled_dot_product_attention(part, k, v) for part in q.split(queries, dim=2)], dim=2)
+
+
+def sliced_kernel(queries: int) -> AttentionKernel:
+    """The kernel of ``LeffaModel.set_attention_slice`` (``--attention-slice``): ``sliced_attention`` at ``queries``."""
+    return partial(sliced_attention, queries=queries)
+
 
 @dataclass
 class AttentionContext:
     """State shared by the processors of one model for one forward pass.
 
-    ``features`` are read by the generative processors; ``recorded`` is filled by the reference processors;
-    ``capture`` (when not ``None``) receives each generative layer's queries and reference keys for the Leffa loss.
+    ``recorded`` is filled by the reference processors; ``capture`` (when not ``None``) receives each generative
+    layer's queries and reference keys for the Leffa loss. The reference features themselves reach the generative
+    processors as a call argument (``cross_attention_kwargs``), not through here.
     """
 
-    features: ReferenceFeatures | None = None
     recorded: ReferenceFeatures = field(default_factory=dict)
     capture: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
     capture_layers: frozenset[str] | None = None
     upstream_equivalent: bool = False
-    query_slice: int | None = None
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -43,17 +71,6 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
 
 
-def sliced_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, queries: int | None) -> torch.Tensor:
-    """``scaled_dot_product_attention`` over slices of ``queries`` queries: q (B, h, n, d), k/v (B, h, m, d).
-
-    Softmax runs over the keys, so each query's row is independent and slicing the queries changes no number; a
-    kernel that materialises the (n, m) scores then holds ``queries x m`` of them at a time.
-    """
-    if queries is None or q.shape[2] <= queries:
-        return F.scaled_dot_product_attention(q, k, v)
-    return torch.cat([F.scaled_dot_product_attention(part, k, v) for part in q.split(queries, dim=2)], dim=2)
-
-
 def _project_out(attn, hidden_states: torch.Tensor) -> torch.Tensor:
     hidden_states = attn.to_out[0](hidden_states)
     return attn.to_out[1](hidden_states)
@@ -64,19 +81,13 @@ def _check_plain(attn) -> None:
         raise ValueError("Leffa attention expects plain transformer-block self-attention layers")
 
 
-class SkipCrossAttention:
-    """Upstream's cross-attention replacement: returns its (normed) input, so the block adds ``norm2(h)`` to ``h``."""
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
-        return hidden_states
-
-
 class ReferenceSelfAttention:
     """Reference UNet attn1: plain self-attention that records its normed input tokens under its layer name."""
 
-    def __init__(self, name: str, context: AttentionContext):
+    def __init__(self, name: str, context: AttentionContext, kernel: AttentionKernel = DEFAULT_KERNEL):
         self.name = name
         self.context = context
+        self.kernel = kernel
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
         _check_plain(attn)
@@ -84,11 +95,7 @@ class ReferenceSelfAttention:
         q = _split_heads(attn.to_q(hidden_states), attn.heads)
         k = _split_heads(attn.to_k(hidden_states), attn.heads)
         v = _split_heads(attn.to_v(hidden_states), attn.heads)
-        return _project_out(attn, _merge_heads(self.attend(q, k, v)))
-
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """The attention kernel (query-sliced when ``context.query_slice`` is set); exporters override it."""
-        return sliced_attention(q, k, v, self.context.query_slice)
+        return _project_out(attn, _merge_heads(self.kernel(q, k, v)))
 
 
 class GenerativeSelfAttention:
@@ -98,20 +105,20 @@ class GenerativeSelfAttention:
     does; it exists only to measure what the shortcut saves.
     """
 
-    def __init__(self, name: str, context: AttentionContext):
+    def __init__(self, name: str, context: AttentionContext, kernel: AttentionKernel = DEFAULT_KERNEL):
         self.name = name
         self.context = context
+        self.kernel = kernel
 
     def __call__(
         self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, reference_features=None, **kwargs
     ):
         _check_plain(attn)
-        # Passed as a call argument so that gradient checkpointing, which re-runs this layer during backward after
-        # ``predict_noise`` has returned, still finds them; the context is the fallback for direct callers.
-        features = reference_features if reference_features is not None else self.context.features
-        if features is None or self.name not in features:
+        # A call argument rather than context state, so that gradient checkpointing, which re-runs this layer during
+        # backward after ``predict_noise`` has returned, still finds them.
+        if reference_features is None or self.name not in reference_features:
             raise RuntimeError(f"no reference features for layer {self.name}; compute them first")
-        reference = features[self.name].to(hidden_states.dtype)
+        reference = reference_features[self.name].to(hidden_states.dtype)
         if reference.shape[0] != hidden_states.shape[0]:
             raise ValueError(
                 f"reference features for {self.name} have batch {reference.shape[0]}, "
@@ -126,11 +133,33 @@ class GenerativeSelfAttention:
         capture = self.context.capture
         if capture is not None and (self.context.capture_layers is None or self.name in self.context.capture_layers):
             capture[self.name] = (q[:, :, :tokens], k[:, :, tokens:])
-        return _project_out(attn, _merge_heads(self.attend(q, k, v)[:, :, :tokens]))
+        return _project_out(attn, _merge_heads(self.kernel(q, k, v)[:, :, :tokens]))
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """The attention kernel (query-sliced when ``context.query_slice`` is set); exporters override it."""
-        return sliced_attention(q, k, v, self.context.query_slice)
+
+class VaeSelfAttention:
+    """The VAE mid-block attention (group norm, one head, residual) as diffusers computes it, with a given kernel.
+
+    Only export installs it (the model keeps diffusers' own processor): a query-chunked kernel keeps the score
+    tensor of a large image under TensorRT's element limit. Input and output are ``(B, C, H, W)``.
+    """
+
+    def __init__(self, kernel: AttentionKernel = DEFAULT_KERNEL):
+        self.kernel = kernel
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        residual = hidden_states
+        batch, channels, height, width = hidden_states.shape
+        hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        q = _split_heads(attn.to_q(hidden_states), attn.heads)
+        k = _split_heads(attn.to_k(hidden_states), attn.heads)
+        v = _split_heads(attn.to_v(hidden_states), attn.heads)
+        hidden_states = _project_out(attn, _merge_heads(self.kernel(q, k, v)))
+        hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channels, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
 
 
 _EXECUTION_ORDER = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
@@ -142,16 +171,27 @@ def self_attention_names(unet) -> list[str]:
     return sorted(names, key=lambda name: _EXECUTION_ORDER[name.split(".")[0]])  # stable within each part
 
 
-def install_processors(unet, context: AttentionContext, role: str) -> None:
-    """Give every attention layer of ``unet`` its Leffa processor; ``role`` is ``"reference"`` or ``"generative"``."""
+def install_processors(
+    unet, context: AttentionContext, role: str, kernels: Mapping[str, AttentionKernel] | None = None
+) -> None:
+    """Give every self-attention layer of ``unet`` its Leffa processor; ``role`` is ``"reference"`` or ``"generative"``.
+
+    ``kernels`` maps layer names to attention kernels; a layer not in it gets ``DEFAULT_KERNEL``. Cross-attention
+    must already be gone (``leffa.model.remove_cross_attention``): any other attention layer is an error.
+    """
     self_attention = {"reference": ReferenceSelfAttention, "generative": GenerativeSelfAttention}[role]
+    kernels = kernels or {}
     processors = {}
     for key in unet.attn_processors:
         layer = key.removesuffix(".processor")
-        if layer.endswith(".attn1"):
-            processors[key] = self_attention(layer, context)
-        elif layer.endswith(".attn2"):
-            processors[key] = SkipCrossAttention()
-        else:
+        if not layer.endswith(".attn1"):
             raise ValueError(f"unexpected attention layer {layer}")
+        processors[key] = self_attention(layer, context, kernels.get(layer, DEFAULT_KERNEL))
     unet.set_attn_processor(processors)
+
+
+def install_vae_attention(vae, kernel: AttentionKernel) -> None:
+    """Give the VAE's attention layers (mid block) ``VaeSelfAttention`` with ``kernel``; a VAE without any is left."""
+    processors = {key: VaeSelfAttention(kernel) for key in vae.attn_processors}
+    if processors:
+        vae.set_attn_processor(processors)

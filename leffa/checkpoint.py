@@ -60,7 +60,7 @@ def read_config(path: str | Path) -> LeffaConfig | None:
         raise LeffaError(f"{path}: not a readable safetensors file ({error})") from None
     if metadata.get("format") != FORMAT or "leffa_config" not in metadata:
         return None
-    return LeffaConfig.from_json(metadata["leffa_config"])
+    return LeffaConfig.from_json(metadata["leffa_config"], path)
 
 
 def from_upstream(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -105,10 +105,19 @@ def check_matches(state: dict[str, torch.Tensor], expected: dict[str, tuple], so
         raise LeffaError(f"{source}: checkpoint does not match the model config: {'; '.join(problems)}")
 
 
+def check_finite_weights(state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Refuse weights holding NaN/Inf: they would sample an all-black or all-white image without any error."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise LeffaError(f"{source}: weight {key} holds NaN/Inf values; the checkpoint is broken "
+                             "(a diverged training run, or a damaged file)")
+
+
 def load_weights(model: LeffaModel, state: dict[str, torch.Tensor], source: str | Path) -> None:
     """Copy ``state`` into ``model`` (any float dtype), refusing any key or shape mismatch with a named example."""
     state = to_our_names(state)
     check_matches(state, {key: tuple(value.shape) for key, value in model.state_dict().items()}, source)
+    check_finite_weights(state, source)
     model.load_state_dict(state, strict=True, assign=False)
 
 
@@ -178,7 +187,7 @@ def convert_to_safetensors(
     fp16 file without holding an fp32 model.
     """
     if dtype not in DTYPES:
-        raise LeffaError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+        raise LeffaError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}", option="dtype")
     output = Path(output)
     if output.suffix != ".safetensors":
         raise LeffaError(f"{output}: the output must end in .safetensors")

@@ -33,6 +33,8 @@ def dtype_support(device: str) -> list[str]:
 def describe() -> dict[str, str]:
     from huggingface_hub.constants import HF_HUB_CACHE
 
+    from leffa.hub import weights_folder
+
     from leffa import __version__
 
     device = best_device()
@@ -48,6 +50,7 @@ def describe() -> dict[str, str]:
         "device": device,
         "dtypes": ", ".join(dtype_support(device)),
         "weights cache": HF_HUB_CACHE,
+        "weights folder": str(weights_folder()),
     }
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)

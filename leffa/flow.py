@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from leffa.errors import LeffaError
 
 
 def coordinate_grid(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -26,8 +29,17 @@ def coordinate_grid(height: int, width: int, device=None, dtype=torch.float32) -
     return torch.stack([grid_x, grid_y], dim=-1).reshape(height * width, 2)
 
 
+def check_temperature(temperature: float) -> float:
+    """The softmax temperature tau must be a positive finite number (0, NaN or inf give NaN flows)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+        math.isfinite(temperature) and temperature > 0
+    ):
+        raise LeffaError(f"--temperature: {temperature!r} must be a positive finite number")
+    return float(temperature)
+
+
 def _scale(head_dim: int, temperature: float) -> float:
-    return 1.0 / (temperature * math.sqrt(head_dim))
+    return 1.0 / (check_temperature(temperature) * math.sqrt(head_dim))
 
 
 def attention_flow(
@@ -68,6 +80,31 @@ def upsample_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinearly upsample a ``(B, h, w, 2)`` flow to ``size`` = (H, W) and clamp it to [-1, 1]."""
     upsampled = F.interpolate(flow.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False)
     return upsampled.permute(0, 2, 3, 1).clamp(-1.0, 1.0)
+
+
+def _as_tensor(flow) -> torch.Tensor:
+    return flow if isinstance(flow, torch.Tensor) else torch.from_numpy(np.asarray(flow))
+
+
+def end_point_errors(pred_flow, gt_flow) -> torch.Tensor:
+    """Per-pixel end-point error in pixels, ``(..., H, W)``, NaN where the ground truth has no correspondence.
+
+    Both flows are ``(..., H, W, 2)`` in normalised (x, y) units; the image size is read from their shape.
+    """
+    pred, gt = _as_tensor(pred_flow).double(), _as_tensor(gt_flow).double()
+    if pred.shape != gt.shape or pred.shape[-1] != 2:
+        raise ValueError(f"flow shapes differ or are not (..., H, W, 2): {tuple(pred.shape)} vs {tuple(gt.shape)}")
+    height, width = gt.shape[-3], gt.shape[-2]
+    dx = (pred[..., 0] - gt[..., 0]) * width / 2
+    dy = (pred[..., 1] - gt[..., 1]) * height / 2
+    return torch.sqrt(dx.square() + dy.square())  # NaN propagates from the ground truth
+
+
+def flow_epe(pred_flow, gt_flow) -> float:
+    """Mean end-point error in pixels over the pixels with a correspondence (NaN when there are none)."""
+    errors = end_point_errors(pred_flow, gt_flow)
+    valid = ~torch.isnan(errors)
+    return float(errors[valid].mean()) if bool(valid.any()) else float("nan")
 
 
 def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:

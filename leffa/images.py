@@ -238,11 +238,6 @@ def read_rgb(
     return to_rgb(open_image(path, role, min_side=min_side, notes=notes), alpha, notes, what)
 
 
-def read_grey(path: str | Path | Image.Image, role: str = "image", notes: list[str] | None = None, *, min_side: int = 1) -> Image.Image:
-    """``open_image`` then ``to_grey`` (a mask: white = regenerate)."""
-    return to_grey(open_image(path, role, min_side=min_side, notes=notes))
-
-
 # -- resizing and tensors -----------------------------------------------------------------------------------------
 
 

@@ -21,6 +21,8 @@ except ImportError:  # Windows: no flock; the lock is then advisory only through
 class FolderLock:
     """Held while alive: ``FolderLock(file, what)`` raises ``LeffaError`` naming ``what`` and the holder's pid."""
 
+    _fd: int | None = None
+
     def __init__(self, file: str | Path, what: str, hint: str = ""):
         self.file = Path(file)
         self.file.parent.mkdir(parents=True, exist_ok=True)
@@ -54,4 +56,7 @@ class FolderLock:
         self.release()
 
     def __del__(self) -> None:
-        self.release()
+        try:
+            self.release()
+        except (OSError, TypeError):  # at interpreter exit os may already be gone; the kernel drops the lock anyway
+            pass

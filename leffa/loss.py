@@ -1,5 +1,5 @@
 """The Leffa loss: attention maps of the generative UNet turned into flow fields that must warp the reference onto
-the target (Zhou et al., CVPR 2025, Sec. 3.2-3.3; working formulas in ``/work/shared/method/LEFFA.md``).
+the target (Zhou et al., CVPR 2025, Sec. 3.2-3.3; the working formulas are in docs/method.md).
 
 Per selected self-attention layer ``l``: the queries of the generative tokens against the keys of the reference
 tokens only give ``A_h = softmax(Q_h K_h^T / (tau sqrt(d)))``; the head-averaged map times the normalised reference

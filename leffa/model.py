@@ -18,7 +18,14 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch import nn
 
-from leffa.attention import AttentionContext, ReferenceFeatures, install_processors, self_attention_names
+from leffa.attention import (
+    DEFAULT_KERNEL,
+    AttentionContext,
+    ReferenceFeatures,
+    install_processors,
+    self_attention_names,
+    sliced_kernel,
+)
 from leffa.errors import LeffaError
 
 GENERATIVE_IN_CHANNELS = 12
@@ -43,8 +50,25 @@ class LeffaConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "LeffaConfig":
-        return cls(**json.loads(text))
+    def from_json(cls, text: str, source: str | Path = "model config") -> "LeffaConfig":
+        """Parse ``to_json``'s text; damaged or foreign text is a one-line ``LeffaError`` naming ``source``."""
+        try:
+            values = json.loads(text)
+        except ValueError as error:
+            raise LeffaError(f"{source}: the embedded model config is not valid JSON ({error}); the file is "
+                             "damaged or was not written by leffa") from None
+        return cls.from_dict(values, source)
+
+    @classmethod
+    def from_dict(cls, values, source: str | Path = "model config") -> "LeffaConfig":
+        """A config from its ``asdict`` form; wrong keys or types are a one-line ``LeffaError`` naming ``source``."""
+        if not isinstance(values, dict) or not all(isinstance(values.get(k), dict) for k in ("unet", "vae", "scheduler")):
+            raise LeffaError(f"{source}: the embedded model config lacks its unet/vae/scheduler sections; the file "
+                             "is damaged or was not written by leffa")
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise LeffaError(f"{source}: the embedded model config does not fit this leffa ({error})") from None
 
     @classmethod
     def from_base_folder(cls, base: str | Path, task: str = "vton") -> "LeffaConfig":
@@ -212,7 +236,6 @@ class LeffaModel(nn.Module):
         ``capture``, when given a dict, receives ``{layer: (queries, reference keys)}`` per head for the Leffa loss.
         """
         context = self.generative_context
-        context.features = features
         context.capture = capture
         context.capture_layers = None if capture_layers is None else frozenset(capture_layers)
         try:
@@ -225,7 +248,6 @@ class LeffaModel(nn.Module):
                 return_dict=False,
             )[0]
         finally:
-            context.features = None
             context.capture = None
             context.capture_layers = None
 
@@ -237,12 +259,14 @@ class LeffaModel(nn.Module):
         """Compute every UNet self-attention in slices of ``queries`` queries (``None``: all at once).
 
         Same numbers, a score tensor ``tokens / queries`` times smaller where the attention kernel materialises
-        one (PyTorch's math kernel: MPS, or masks/dtypes the fused kernels refuse); see ``leffa.attention``.
+        one (PyTorch's math kernel: MPS, or dtypes the fused kernels refuse); see ``leffa.attention.sliced_kernel``.
         """
         if queries is not None and queries < 1:
-            raise LeffaError(f"--attention-slice: {queries} must be at least 1")
-        self.reference_context.query_slice = queries
-        self.generative_context.query_slice = queries
+            raise LeffaError(f"attention_slice {queries}: must be at least 1", option="attention_slice")
+        kernel = DEFAULT_KERNEL if queries is None else sliced_kernel(queries)
+        for unet in (self.reference_unet, self.generative_unet):
+            for processor in unet.attn_processors.values():
+                processor.kernel = kernel
 
     # -- conditions ---------------------------------------------------------------------------------------------
 

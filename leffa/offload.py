@@ -57,7 +57,7 @@ def _parts(model) -> list[torch.nn.Module]:
 def check_offload(mode: str) -> str:
     """``mode`` if it names an offload mode, else a one-line error (call it before loading anything)."""
     if mode not in OFFLOAD_MODES:
-        raise LeffaError(f"--offload: unknown mode {mode!r}; choose {', '.join(OFFLOAD_MODES)}")
+        raise LeffaError(f"offload: unknown mode {mode!r}; choose {', '.join(OFFLOAD_MODES)}", option="offload")
     return mode
 
 
@@ -71,7 +71,7 @@ def apply_offload(model, mode: str, device: torch.device | str) -> list[UserCpuO
     if check_offload(mode) == "none":
         return []
     if any(p.device.type != "cpu" for p in model.parameters()):
-        raise LeffaError("--offload: the model must be on the CPU before offloading is installed")
+        raise LeffaError("offload: the model must be on the CPU before offloading is installed", option="offload")
     model.execution_device = device
     if mode == "sequential":
         for part in _parts(model):

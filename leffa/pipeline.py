@@ -20,9 +20,12 @@ Reading, converting, resizing and mask binarisation are ``leffa.images``'s (the 
 loading: pictures Lanczos, masks Lanczos then ``>= 0.5``, IUV nearest). An all-black mask is reported as a note.
 
 Conditions come from ``--mask`` / ``--densepose`` files, or from plugins registered under the entry-point group
-``leffa.conditions`` (names ``mask``: ``f(person: PIL.Image, garment_type: str, offline: bool) -> PIL.Image`` and
-``densepose``: ``f(person: PIL.Image, kind: "rgb" | "iuv", offline: bool) -> PIL.Image``); leffa's own are in
-``leffa.automatic`` (human parsing + OpenPose masks, DensePose without detectron2).
+``leffa.conditions`` (names ``mask``: ``f(person: PIL.Image, garment_type: str, offline: bool, mask_style: str,
+style: str) -> PIL.Image``, ``mask_style`` being ``upstream`` (the authors' mask rules) or ``tight`` and ``style``
+the model's ``hd`` (VITON-HD) or ``dc`` (DressCode); ``densepose``: ``f(person: PIL.Image, kind: "rgb" | "index" |
+"iuv", offline: bool) -> PIL.Image``, ``rgb`` being the VITON-HD model's part rendering, ``index`` the DressCode
+model's part indices); leffa's own are in ``leffa.automatic`` (human parsing + OpenPose masks, DensePose without
+detectron2).
 """
 
 from __future__ import annotations
@@ -171,7 +174,9 @@ def condition_plugin(name: str) -> Callable | None:
     return None
 
 
-def _condition(path, name: str, role: str, photo: Image.Image, mode: str, arg: str, offline: bool) -> Image.Image:
+def _condition(
+    path, name: str, role: str, photo: Image.Image, mode: str, arg: str, offline: bool, **options
+) -> Image.Image:
     if path is not None:
         return load_condition(path, role, photo_size(photo), mode)
     maker = condition_plugin(name)
@@ -181,7 +186,7 @@ def _condition(path, name: str, role: str, photo: Image.Image, mode: str, arg: s
             "(give both --mask FILE and --densepose FILE)" if name == "mask" else
             f"--{name} FILE is required: automatic {role} is not available in this install"
         )
-    image = maker(photo, arg, offline=offline)
+    image = maker(photo, arg, offline=offline, **options)
     if image.size != photo.size:
         raise LeffaError(f"{role} plugin returned {image.size}, the photo is {photo.size}")
     return to_grey(image) if mode == "L" else to_rgb(image, alpha="ignore")
@@ -193,20 +198,39 @@ def photo_size(image: Image.Image) -> Size:
 
 
 def tryon_job(
-    person, garment, output=None, mask=None, densepose=None, garment_type: str = "upper_body", offline: bool = False
+    person,
+    garment,
+    output=None,
+    mask=None,
+    densepose=None,
+    garment_type: str = "upper_body",
+    offline: bool = False,
+    mask_style: str = "upstream",
+    style: str = "hd",
 ) -> Job:
-    """Read and check the inputs of one try-on (nothing is written); images are paths or PIL images, and a missing
-    mask or DensePose comes from the ``leffa.conditions`` plugins."""
+    """Read and check the inputs of one try-on (nothing is written); images are paths or PIL images.
+
+    Missing masks and DensePose images come from the ``leffa.conditions`` plugins, made for the model's ``style``
+    as the authors' app makes them: ``hd`` (VITON-HD model) the ``hd`` mask and the part rendering, ``dc``
+    (DressCode model) the ``dc`` mask and the part indices; ``mask_style`` picks the mask rules.
+    """
     if garment_type not in GARMENT_TYPES:
         raise LeffaError(f"--garment-type: unknown type {garment_type!r}; choose one of {', '.join(GARMENT_TYPES)}")
+    if mask is None:
+        from leffa.preprocess.masks import check_mask_options
+
+        check_mask_options(garment_type, style, mask_style)
     notes: list[str] = []
     photo = load_rgb(person, "person photo", notes)
     reference = load_rgb(garment, "garment image", notes)
-    mask_image = _condition(mask, "mask", "garment mask", photo, "L", garment_type, offline)
+    mask_image = _condition(mask, "mask", "garment mask", photo, "L", garment_type, offline, mask_style=mask_style,
+                            style=style)  # fmt: skip
     if images.is_empty_mask(mask_image):
-        notes.append(f"{mask or 'the automatic mask'}: garment mask is all black, nothing to regenerate; "
+        where = mask if isinstance(mask, (str, Path)) else ("the automatic mask" if mask is None else "the mask")
+        notes.append(f"{where}: garment mask is all black, nothing to regenerate; "
                      "the result is the person photo")
-    densepose_image = _condition(densepose, "densepose", "DensePose", photo, "RGB", "rgb", offline)
+    kind = "index" if style == "dc" else "rgb"
+    densepose_image = _condition(densepose, "densepose", "DensePose", photo, "RGB", kind, offline)
     return Job(photo, reference, mask_image, densepose_image, "rgb", _output(output), notes)
 
 
@@ -326,6 +350,15 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     return pairs
 
 
+def output_stem(person: str | Path, garment: str | Path) -> str:
+    """The name of a try-on result: the person's stem when the garment is their own (a paired test, so
+    ``leffa eval --pred OUT --gt DATA/test/image`` matches it with the photo), else ``PERSON__GARMENT`` (unpaired:
+    one person may wear several garments, and FID/KID compare the folders as sets). ``leffa eval --run`` uses the
+    same rule."""
+    person, garment = Path(person).stem, Path(garment).stem
+    return person if person == garment else f"{person}__{garment}"
+
+
 @dataclass(frozen=True)
 class DatasetItem:
     """One try-on of a batch folder: its four input files and its output."""
@@ -358,20 +391,27 @@ def viton_hd_items(root: str | Path, pairs_file: str | Path, out_dir: str | Path
     """Every pair of a VITON-HD-layout folder, in pairs-file order (inputs are checked by ``input_problem``).
 
     Layout: ``image/NAME.jpg``, ``cloth/NAME.jpg``, ``agnostic-mask/NAME_mask.png``, ``image-densepose/NAME.jpg``;
-    the output of a pair is ``OUT/PERSON_CLOTH.png``.
+    the output of a pair is ``OUT/PERSON.png`` for a person's own garment, else ``OUT/PERSON__CLOTH.png``
+    (``output_stem``). A pair listed twice is an error; missing or bad files make a pair bad (``input_problem``).
     """
     root, out_dir = Path(root), Path(out_dir)
     if not root.is_dir():
         raise LeffaError(f"--batch {root}: folder not found")
+    pairs = read_pairs(pairs_file)
+    names = set()
+    for person, cloth in pairs:
+        if output_stem(person, cloth) in names:
+            raise LeffaError(f"{pairs_file}: the pair {person} {cloth} is listed twice")
+        names.add(output_stem(person, cloth))
     return [
         DatasetItem(
             person=root / "image" / person,
             garment=root / "cloth" / cloth,
             mask=root / "agnostic-mask" / f"{Path(person).stem}_mask.png",
             densepose=root / "image-densepose" / person,
-            output=out_dir / f"{Path(person).stem}_{Path(cloth).stem}.png",
+            output=out_dir / f"{output_stem(person, cloth)}.png",
         )
-        for person, cloth in read_pairs(pairs_file)
+        for person, cloth in pairs
     ]
 
 

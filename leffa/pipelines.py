@@ -153,10 +153,13 @@ class TryOnPipeline(_Pipeline):
     task = "vton"
 
     def prepare(self, person: Images, garment: Images, mask: Images | None = None, densepose: Images | None = None,
-                garment_type: str = "upper_body", outputs: Sequence[str | Path] | None = None) -> list[Job]:
+                garment_type: str = "upper_body", outputs: Sequence[str | Path] | None = None,
+                mask_style: str = "upstream") -> list[Job]:
         """Read and check the inputs (no sampling): one job per person; a single garment, mask or DensePose serves
-        every person. Missing masks and DensePose images come from the automatic conditions."""
-        return prepare_tryon(person, garment, mask, densepose, garment_type, outputs, self.offline)
+        every person. Missing masks and DensePose images come from the automatic conditions, made as the authors'
+        app makes them for this model (``mask_style``: ``upstream`` rules or ``tight``)."""
+        return prepare_tryon(person, garment, mask, densepose, garment_type, outputs, self.offline, mask_style,
+                             conditions_style(self.source))
 
     def __call__(
         self,
@@ -176,6 +179,7 @@ class TryOnPipeline(_Pipeline):
         reference_once: bool = False,
         crop: bool = True,
         batch_size: int | None = None,
+        mask_style: str = "upstream",
     ) -> PipelineOutput:
         """Dress ``person`` (a photo, or a list) in ``garment``; returns the images at the photos' sizes.
 
@@ -185,7 +189,7 @@ class TryOnPipeline(_Pipeline):
         of the working aspect and pastes it back (``False``: resize the whole photo, as upstream).
         """
         options = _options(steps, guidance, scheduler, guidance_mode, eta, reference_once)
-        jobs = self.prepare(person, garment, mask, densepose, garment_type)
+        jobs = self.prepare(person, garment, mask, densepose, garment_type, mask_style=mask_style)
         return self.generate(jobs, options, seed=seed, repaint=repaint, crop=crop, batch_size=batch_size)
 
 
@@ -222,15 +226,21 @@ class PosePipeline(_Pipeline):
         return self.generate(jobs, options, seed=seed, crop=crop, batch_size=batch_size)
 
 
+def conditions_style(model) -> str:
+    """Which released model automatic conditions are made for: ``dc`` for ``dress_code``, else ``hd``."""
+    return "dc" if str(model) == "dress_code" else "hd"
+
+
 def prepare_tryon(person, garment, mask=None, densepose=None, garment_type="upper_body", outputs=None,
-                  offline=False) -> list[Job]:
+                  offline=False, mask_style="upstream", style="hd") -> list[Job]:
     """``TryOnPipeline.prepare`` without a model: the commands check every input before loading one."""
     people = _as_list(person, "person")
     count = len(people)
     garments = _broadcast("garment", garment, count)
     masks, denseposes = _broadcast("mask", mask, count), _broadcast("densepose", densepose, count)
     targets = _matched("outputs", outputs, count)
-    return [tryon_job(p, g, o, mask=m, densepose=d, garment_type=garment_type, offline=offline)
+    return [tryon_job(p, g, o, mask=m, densepose=d, garment_type=garment_type, offline=offline,
+                      mask_style=mask_style, style=style)
             for p, g, m, d, o in zip(people, garments, masks, denseposes, targets)]
 
 

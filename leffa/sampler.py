@@ -12,7 +12,7 @@ Runtime sessions wrapped in an object with the same methods) can be plugged in w
 - ``predict_noise(model_input, t, features) -> noise``.
 - ``scaling_factor`` (float), ``config.scheduler`` (the diffusers scheduler config dict), ``device``, ``dtype``.
 
-Upstream semantics (LEFFA.md), all available exactly: the masked image is ``person * (mask < 0.5)``; the
+Upstream semantics (docs/method.md), all available exactly: the masked image is ``person * (mask < 0.5)``; the
 unconditional branch uses an all-zeros reference latent and is batched with the conditional one (uncond first);
 guidance is ``uncond + s (cond - uncond)`` followed by ``rescale_noise_cfg(..., guidance_rescale=s)``
 (``guidance_mode="upstream"``; ``"plain"`` stops after the first part); DDPM from the base folder with eta 1.0;
@@ -30,6 +30,7 @@ What we do differently, none of which changes the numbers beyond float rounding:
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -89,14 +90,28 @@ class SamplerOptions:
     share_uncond_features: bool = True
 
     def check(self) -> "SamplerOptions":
+        """Refuse any value that would not sample a real image (NaN and infinities included), naming the option."""
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int):
+            raise LeffaError(f"--steps: {self.steps!r} is not a whole number")
+        for name in ("guidance", "eta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise LeffaError(f"--{name}: {value!r} is not a finite number")
         if self.scheduler not in SCHEDULERS:
-            raise LeffaError(f"--scheduler: unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+            raise LeffaError(
+                f"scheduler: unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}",
+                option="scheduler",
+            )
         if self.guidance_mode not in GUIDANCE_MODES:
-            raise LeffaError(f"--guidance-mode: unknown mode {self.guidance_mode!r}; choose upstream or plain")
+            raise LeffaError(
+                f"guidance_mode: unknown mode {self.guidance_mode!r}; choose upstream or plain", option="guidance_mode"
+            )
         if not 1 <= self.steps <= 1000:
-            raise LeffaError(f"--steps: {self.steps} is out of range (1 to 1000)")
+            raise LeffaError(f"steps: {self.steps} is out of range (1 to 1000)", option="steps")
         if not 0.0 <= self.guidance <= 30.0:
-            raise LeffaError(f"--guidance: {self.guidance} is out of range (0 to 30)")
+            raise LeffaError(f"guidance: {self.guidance} is out of range (0 to 30)", option="guidance")
+        if not 0.0 <= self.eta <= 1.0:
+            raise LeffaError(f"eta: {self.eta} is out of range (0 to 1; upstream uses 1)", option="eta")
         return self
 
     @property
@@ -111,7 +126,7 @@ class SamplerOptions:
 def make_scheduler(name: str, config: dict):
     """A fresh scheduler of kind ``name`` built from a base folder's scheduler config (unknown keys dropped)."""
     if name not in SCHEDULERS:
-        raise LeffaError(f"--scheduler: unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+        raise LeffaError(f"scheduler: unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}", option="scheduler")
     cls = SCHEDULERS[name]
     accepted = set(inspect.signature(cls.__init__).parameters)
     return cls.from_config({k: v for k, v in config.items() if k in accepted})
@@ -262,9 +277,20 @@ class EncodedConditions:
     densepose: torch.Tensor
 
 
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes unsigned 64-bit seeds
+
+
+def check_seed(seed) -> int:
+    """``seed`` as an int if a generator takes it (0 to 2^64 - 1), else a one-line error."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise LeffaError(f"--seed: {seed!r} is out of range (a whole number from 0 to 2^64 - 1)")
+    return int(seed)
+
+
 def seeded_generators(seed: int, count: int) -> list[torch.Generator]:
     """One CPU generator per image, all seeded with ``seed``: an image's randomness depends on the seed alone."""
-    return [torch.Generator("cpu").manual_seed(int(seed)) for _ in range(count)]
+    seed = check_seed(seed)
+    return [torch.Generator("cpu").manual_seed(seed) for _ in range(count)]
 
 
 def encode_conditions(
@@ -333,10 +359,25 @@ def denoise(
     return latents
 
 
+def check_finite(values: torch.Tensor, what: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Refuse NaN/Inf (which would be written as an all-black or all-white image), naming the likely cause."""
+    bad = ~torch.isfinite(values)
+    if bool(bad.any()):
+        share = bad.float().mean().item()
+        cause = "the model's weights are probably broken (NaN/Inf in the checkpoint)"
+        if dtype in (torch.float16, torch.bfloat16):
+            cause = (f"{str(dtype).removeprefix('torch.')} probably overflowed (try --dtype fp32), or the model's "
+                     "weights are broken")
+        raise LeffaError(f"the {what} hold NaN/Inf values ({share:.0%} of them): {cause}; nothing was written")
+    return values
+
+
 def decode_images(model: SamplingModel, latents: torch.Tensor) -> torch.Tensor:
-    """Latents -> images in [0, 1], float32 on the CPU."""
-    images = model.decode(latents)
-    return (images.float() / 2 + 0.5).clamp(0, 1).cpu()
+    """Latents -> images in [0, 1], float32 on the CPU; NaN/Inf anywhere is a ``LeffaError``, never a black image."""
+    dtype = getattr(model, "dtype", None)
+    check_finite(latents, "sampled latents", dtype)
+    images = check_finite(model.decode(latents).float(), "decoded images", dtype)
+    return (images / 2 + 0.5).clamp(0, 1).cpu()
 
 
 @torch.no_grad()

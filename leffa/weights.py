@@ -24,7 +24,7 @@ import torch
 
 from leffa.checkpoint import DTYPES, convert_to_safetensors, load_model
 from leffa.errors import LeffaError
-from leffa.hub import UPSTREAM_REPO, fetch
+from leffa.hub import UPSTREAM_REPO, MissingWeights, fetch, weights_folder
 from leffa.model import LeffaModel
 
 SD15_BASE = "stable-diffusion-inpainting"
@@ -75,7 +75,7 @@ def _placement_hint(spec: UpstreamModel, repo_id: str) -> str:
     files = ", ".join(f"{spec.base}/{name}" for name in BASE_FILES)
     return (
         f"or place {spec.checkpoint} and {files} from https://huggingface.co/{repo_id} in one folder "
-        f"and pass --model FOLDER"
+        f"and pass --model FOLDER (or in {weights_folder() / repo_id}/, which is searched first)"
     )
 
 
@@ -85,12 +85,11 @@ def _fetch_upstream(spec: UpstreamModel, repo_id: str, offline: bool, cache_dir,
         configs = [fetch(f"{spec.base}/{name}", repo_id, offline, cache_dir=cache_dir, endpoint=endpoint)
                    for name in BASE_FILES]
         checkpoint = fetch(spec.checkpoint, repo_id, offline, cache_dir=cache_dir, endpoint=endpoint)
+    except MissingWeights as error:
+        raise LeffaError(f"{repo_id}: {spec.checkpoint} and its base-model configs are not on this machine and "
+                         f"{error.reason}; {_placement_hint(spec, repo_id).removeprefix('or ')}") from None
     except LeffaError as error:
-        if "not in the local cache" not in str(error):
-            raise LeffaError(f"{error}; {_placement_hint(spec, repo_id)}") from None
-        why = "--offline was given" if offline else "the hub is unreachable"
-        raise LeffaError(f"{repo_id}: {spec.checkpoint} and its base-model configs are not in the local cache and "
-                         f"{why}; {_placement_hint(spec, repo_id).removeprefix('or ')}") from None
+        raise LeffaError(f"{error}; {_placement_hint(spec, repo_id)}") from None
     return checkpoint, configs[0].parents[1]
 
 
@@ -273,7 +272,7 @@ def open_model(
         raise LeffaError(f"--backend {backend!r}: choose torch or onnx")
     check_offload(offload)
     if attention_slice is not None and attention_slice < 1:
-        raise LeffaError(f"--attention-slice: {attention_slice} must be at least 1")
+        raise LeffaError(f"attention_slice {attention_slice}: must be at least 1", option="attention_slice")
     working = parse_size(size) if isinstance(size, str) else (tuple(size) if size is not None else None)
     if backend == "onnx":
         return _open_onnx(spec, working)

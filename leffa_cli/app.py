@@ -14,6 +14,7 @@ from rich.console import Console
 
 from leffa import __version__
 from leffa.errors import LeffaError
+from leffa_cli.fields import flag
 
 ENTRY_POINT_GROUP = "leffa.commands"
 error_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         command.main(args=argv, prog_name="leffa", standalone_mode=True)
     except LeffaError as error:
-        fail(str(error))
+        fail(error.worded(flag))  # the library names parameters; the CLI says which flag
     except KeyboardInterrupt:
         fail("interrupted", code=130)
 

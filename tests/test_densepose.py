@@ -308,30 +308,51 @@ def test_index_rendering_pixels():
     assert set(np.unique(image).tolist()) == {0, 3, 15}
 
 
-def test_seg_rendering_uses_parula_at_alpha_0_7_on_black():
+def test_seg_rendering_is_full_strength_parula_on_black():
     # OpenCV's COLORMAP_PARULA endpoints (MATLAB parula 0.2081 0.1663 0.5292 -> 0.9763 0.9831 0.0538).
     assert PARULA_RGB[0].tolist() == [53, 42, 135] and PARULA_RGB[255].tolist() == [249, 251, 14]
     image = np.asarray(_result().render("seg"))
-    left = (PARULA_RGB[31].astype(np.float64) * 0.7).astype(np.uint8)  # 3 * 255 / 24 = 31.875 -> 31
-    right = (PARULA_RGB[159].astype(np.float64) * 0.7).astype(np.uint8)  # 15 * 255 / 24 = 159.375 -> 159
-    assert image[60, 15].tolist() == left.tolist()
-    assert image[60, 45].tolist() == right.tolist()
+    # Leffa's app: the colour map entry trunc(I * 255 / 24) itself, no blending, black background.
+    assert image[60, 15].tolist() == PARULA_RGB[31].tolist()  # I = 3: 3 * 255 / 24 = 31.875 -> 31
+    assert image[60, 45].tolist() == PARULA_RGB[159].tolist()  # I = 15: 159.375 -> 159
     assert image[22, 15].tolist() == [0, 0, 0]
     assert len(np.unique(image.reshape(-1, 3), axis=0)) == 3
 
 
-def test_seg_all_people_draws_later_people_over_earlier_ones():
+def test_seg_detectron2_style_blends_at_alpha_0_7_on_black():
+    image = np.asarray(_result().render("seg", seg_style="detectron2"))
+    # stock detectron2: black * 0.3 + colour * 0.7, truncated to 8 bits
+    assert image[60, 15].tolist() == (PARULA_RGB[31].astype(np.float64) * 0.7).astype(np.uint8).tolist()
+    assert image[60, 45].tolist() == (PARULA_RGB[159].astype(np.float64) * 0.7).astype(np.uint8).tolist()
+    with pytest.raises(LeffaError, match="--seg-style"):
+        _result().render("seg", seg_style="viridis")
+
+
+def _two_people():
+    """Two copies of the constructed person; the second (lower score) shifted 20 px right, so its part 3 (left
+    half) lies on the first person's part 15 (right half)."""
     charts = _constructed_charts()
     two = ChartOutput(*(torch.cat([t, t]) for t in (charts.coarse_segm, charts.fine_segm, charts.u, charts.v)))
     boxes = torch.cat([BOX, BOX + torch.tensor([[20.0, 0.0, 20.0, 0.0]])])
-    main_only = np.asarray(_result(two, boxes).render("seg"))
-    everyone = np.asarray(_result(two, boxes).render("seg", all_people=True))
-    assert main_only[60, 65].tolist() == [0, 0, 0]  # only in the second box
-    assert everyone[60, 65].tolist() != [0, 0, 0]
-    # where the second person's part 3 covers the first person's part 15, colours blend 0.3 / 0.7
+    return DensePoseResult(image_size=(100, 80), boxes=boxes, scores=torch.tensor([0.9, 0.6]), charts=two)
+
+
+def test_seg_draws_the_highest_scoring_person():
+    main_only = np.asarray(_two_people().render("seg"))
+    assert main_only[60, 65].tolist() == [0, 0, 0]  # only in the second (lower-scoring) box
+    assert main_only[60, 35].tolist() == PARULA_RGB[159].tolist()  # the first person's part 15, untouched
+
+
+def test_seg_all_people_puts_the_best_person_on_top():
+    everyone = np.asarray(_two_people().render("seg", all_people=True))
+    assert everyone[60, 65].tolist() == PARULA_RGB[159].tolist()  # second person's part 15, visible
+    assert everyone[60, 35].tolist() == PARULA_RGB[159].tolist()  # first person's part 15 over second's part 3
+    assert everyone[60, 15].tolist() == PARULA_RGB[31].tolist()
+    # detectron2 style: detection order (best first), later people blend over earlier ones at 0.7
+    blended = np.asarray(_two_people().render("seg", all_people=True, seg_style="detectron2"))
     first = (PARULA_RGB[159].astype(np.float64) * 0.7).astype(np.uint8)
     expected = (first * 0.3 + PARULA_RGB[31] * 0.7).astype(np.uint8)
-    assert np.abs(everyone[60, 35].astype(int) - expected.astype(int)).max() <= 1
+    assert np.abs(blended[60, 35].astype(int) - expected.astype(int)).max() <= 1
 
 
 def test_seg_image_of_no_people_is_black():
@@ -339,7 +360,7 @@ def test_seg_image_of_no_people_is_black():
     empty = torch.zeros(0, 1, 1, 1)
     result = DensePoseResult((5, 6), torch.zeros(0, 4), torch.zeros(0), ChartOutput(empty, empty, empty, empty))
     assert np.asarray(result.render("iuv")).shape == (5, 6, 3) and np.asarray(result.render("seg")).max() == 0
-    with pytest.raises(LeffaError, match="--kind"):
+    with pytest.raises(LeffaError, match="kind: unknown"):
         result.render("depth")
 
 

@@ -71,9 +71,10 @@ def test_renderings_sit_inside_the_main_box(result, kind):
 
 
 def test_swapped_channels_change_the_network_input(estimator, person):
-    swapped = DensePoseEstimator(model=estimator.model, config=SMALL, swap_channels=True)
-    a = estimator_module.preprocess(person, SMALL)[0]
-    b = estimator_module.preprocess(person, SMALL, swapped.swap_channels)[0]
+    assert DensePoseEstimator(model=estimator.model, config=SMALL).swap_channels  # Leffa's app: RGB in BGR slots
+    true_bgr = DensePoseEstimator(model=estimator.model, config=SMALL, swap_channels=False)
+    a = estimator_module.preprocess(person, SMALL, true_bgr.swap_channels)[0]
+    b = estimator_module.preprocess(person, SMALL)[0]
     assert a.shape == (1, 3, 352, 256)  # 320 x 240 -> 341 x 256, padded to multiples of 32
     # blue first vs red first, on the unpadded 341 x 256 part
     assert torch.allclose(a[0, 0, :341] + 103.53, b[0, 2, :341] + 123.675)
@@ -100,7 +101,7 @@ def test_no_person_is_an_error_unless_empty_is_allowed(person, result):
     with pytest.raises(LeffaError, match="no person found"):
         densepose_image(person, "seg", estimator=nobody)
     assert np.asarray(densepose_image(person, "iuv", estimator=nobody, allow_empty=True)).max() == 0
-    with pytest.raises(LeffaError, match="--kind"):
+    with pytest.raises(LeffaError, match="kind: unknown"):
         densepose_image(person, "uv", estimator=nobody)
 
 
@@ -111,17 +112,18 @@ def test_cli_writes_the_image(tmp_path, monkeypatch, person, result):
     person.save(source)
     seen = {}
 
-    def cached(weights, device, offline, config):
-        seen.update(weights=weights, device=device, offline=offline, config=config)
+    def cached(weights, device, offline, config, swap_channels):
+        seen.update(weights=weights, device=device, offline=offline, config=config, swap_channels=swap_channels)
         return _FixedEstimator(result)
 
     monkeypatch.setattr(estimator_module, "_cached_estimator", cached)
     out = tmp_path / "dp" / "index.png"
     with pytest.raises(SystemExit) as exit_info:
         main(["prep", "densepose", str(source), "-o", str(out), "--kind", "index", "--device", "cpu",
-              "--weights", str(tmp_path / "w.pkl")])
+              "--weights", str(tmp_path / "w.pkl"), "--no-swap-channels"])
     assert exit_info.value.code in (0, None)
-    assert seen == {"weights": str(tmp_path / "w.pkl"), "device": "cpu", "offline": False, "config": None}
+    assert seen == {"weights": str(tmp_path / "w.pkl"), "device": "cpu", "offline": False, "config": None,
+                    "swap_channels": False}  # fmt: skip
     written = Image.open(out)
     assert written.size == (240, 320) and written.mode == "RGB"
     assert np.array_equal(np.asarray(written), np.asarray(result.render("index")))

@@ -9,8 +9,10 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+from conftest import PARITY, TINY_SD15
 from typer.testing import CliRunner
 
+from leffa.attention import GenerativeSelfAttention, ReferenceSelfAttention, VaeSelfAttention
 from leffa.checkpoint import load_model, read_config
 from leffa.errors import LeffaError
 from leffa.export.graphs import (
@@ -20,12 +22,12 @@ from leffa.export.graphs import (
     chunked_attention,
     chunks_needed,
     convert_to_safetensors,
+    export_model_copy,
     export_onnx,
 )
 from leffa.model import LeffaModel
 from leffa_cli.app import build_app
-
-from conftest import PARITY, TINY_SD15
+from leffa_cli.fields import flag
 
 runner = CliRunner()
 
@@ -89,11 +91,36 @@ def test_chunked_attention_equals_sdpa_for_uneven_chunks():
         torch.testing.assert_close(chunked_attention(q, k, v, chunks), expected, atol=1e-6, rtol=1e-5)
 
 
+def test_chunked_export_copy_keeps_the_model_processors_and_swaps_only_the_kernel(tiny_model):
+    options = ExportOptions(max_height=64, max_width=64, max_score_elements=4096)
+    copy, chunks = export_model_copy(tiny_model, options)
+    assert max(chunks.values()) > 1  # the budget forces real chunking
+    for unet, cls in ((copy.reference_unet, ReferenceSelfAttention), (copy.generative_unet, GenerativeSelfAttention)):
+        processors = list(unet.attn_processors.values())
+        assert processors and all(type(p) is cls and p.kernel.func is chunked_attention for p in processors)
+    assert all(type(p) is VaeSelfAttention for p in copy.vae.attn_processors.values())
+    assert all(p.kernel is torch.nn.functional.scaled_dot_product_attention
+               for p in tiny_model.generative_unet.attn_processors.values())  # the original is untouched
+    torch.manual_seed(0)
+    latent, sample, t = torch.randn(1, 4, 8, 8), torch.randn(1, 12, 8, 8), torch.tensor([500.0])
+    images = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        features = tiny_model.reference_features(latent, t)
+        chunked_features = copy.reference_features(latent, t)
+        for name in tiny_model.layer_names:
+            torch.testing.assert_close(chunked_features[name], features[name], atol=1e-5, rtol=1e-4)
+        noise = tiny_model.predict_noise(sample, t, features)
+        torch.testing.assert_close(copy.predict_noise(sample, t, features), noise, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(copy.decode(latent), tiny_model.decode(latent), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(copy.encode(images, sample=False), tiny_model.encode(images, sample=False),
+                                   atol=1e-5, rtol=1e-4)
+
+
 def test_chunk_count_keeps_each_chunk_under_budget():
     # 1/8 layer at 1024x768 with CFG: 2 x 8 x 12288 x 24576 = 4.8e9 elements unchunked.
     chunks = chunks_needed(2, 8, 12288, 24576, 2**30)
     assert 2 * 8 * -(-12288 // chunks) * 24576 <= 2**30 < 2 * 8 * -(-12288 // (chunks - 1)) * 24576
-    with pytest.raises(LeffaError, match="max-batch"):
+    with pytest.raises(LeffaError, match="lower max_batch"):
         chunks_needed(10**6, 8, 10, 10**6, 2**30)
 
 
@@ -108,10 +135,13 @@ def test_fixed_size_fp16_reference_graph(tmp_path, tiny_model):
 
 
 def test_bad_options_are_one_line_errors(tmp_path, tiny_model):
-    with pytest.raises(LeffaError, match="--height and --width"):
+    with pytest.raises(LeffaError, match="height and width: give both") as caught:
         export_onnx(tiny_model, tmp_path, ExportOptions(height=128))
-    with pytest.raises(LeffaError, match="--dtype"):
+    assert caught.value.options == ("height", "width")
+    assert caught.value.worded(flag).startswith("--height and --width: give both to fix the image size")
+    with pytest.raises(LeffaError, match="dtype 'int8'") as caught:
         export_onnx(tiny_model, tmp_path, ExportOptions(dtype="int8"))
+    assert caught.value.option == "dtype"
     with pytest.raises(LeffaError, match="multiple of 8"):
         export_onnx(tiny_model, tmp_path, ExportOptions(height=100, width=96))
     result = runner.invoke(build_app(), ["export", "--onnx", str(tmp_path)])
@@ -135,7 +165,7 @@ def test_safetensors_conversion_matches_load_model(tmp_path):
 
     with safe_open(str(out), framework="pt") as handle:
         assert handle.metadata()["dtype"] == "fp16"
-        assert {handle.get_slice(k).get_dtype() for k in handle.keys()} == {"F16"}
+        assert {handle.get_slice(k).get_dtype() for k in handle.keys()} == {"F16"}  # noqa: SIM118 - safe_open is not a dict
 
 
 def test_safetensors_conversion_refuses_wrong_base(tmp_path):

@@ -10,15 +10,9 @@ import torch
 from PIL import Image
 
 from leffa.errors import LeffaError
-from leffa.flow import coordinate_grid, upsample_flow
-from leffa.metrics.flow import (
-    FlowDataset,
-    evaluate_flow,
-    flow_epe,
-    layer_flows,
-    resolve_layers,
-    short_layer_name,
-)
+from leffa.flow import coordinate_grid, flow_epe, upsample_flow
+from leffa.metrics.flow import FlowDataset, evaluate_flow
+from leffa.probe import layer_flows, resolve_layers, short_layer_name
 
 
 def test_epe_is_in_pixels_of_the_image():
@@ -56,8 +50,10 @@ def _sharp_attention(height, width, shift_x=0, heads=2):
 def test_layer_flows_of_a_sharp_attention_recover_the_correspondence():
     height, width, size = 4, 6, (32, 48)
     identity = upsample_flow(coordinate_grid(height, width).reshape(1, height, width, 2), size)[0]
-    flows = layer_flows({"same": _sharp_attention(height, width), "shifted": _sharp_attention(height, width, 1)}, size)
-    assert flows["same"].shape == (1, 32, 48, 2)
+    grids, _ = layer_flows({"same": _sharp_attention(height, width), "shifted": _sharp_attention(height, width, 1)},
+                           size)
+    flows = {name: upsample_flow(flow, size) for name, flow in grids.items()}
+    assert grids["same"].shape == (1, height, width, 2) and flows["same"].shape == (1, 32, 48, 2)
     assert flow_epe(flows["same"][0], identity) < 0.05
     # Looking one token to the right is off by one token: 2 / (6 - 1) in grid units = 0.4 * 48 / 2 = 9.6 pixels,
     # measured away from the column where the roll wraps around (ground truth NaN there).
@@ -71,7 +67,7 @@ def test_layer_flows_of_a_sharp_attention_recover_the_correspondence():
 def test_layer_names_resolve_short_and_full():
     names = ["down_blocks.0.attentions.1.transformer_blocks.0.attn1", "mid_block.attentions.0.transformer_blocks.0.attn1"]
     assert [short_layer_name(n) for n in names] == ["down0.a1.b0", "mid.a0.b0"]
-    assert resolve_layers("all", names) is None
+    assert resolve_layers("all", names) == names == resolve_layers(None, names)
     assert resolve_layers("mid.a0.b0, " + names[0], names) == names
     with pytest.raises(LeffaError, match="--layers 'up9': no such"):
         resolve_layers("up9", names)
@@ -122,5 +118,5 @@ def test_evaluate_flow_on_a_tiny_model(tmp_path, tiny_model):
     again = evaluate_flow(tiny_model, root, timestep=250, layers=tiny_model.layer_names[:1])
     assert list(again.metrics) == [layers[0], "mean"]
     assert again.metrics[layers[0]] == pytest.approx(result.metrics[layers[0]], rel=1e-5)  # same seeded noise
-    with pytest.raises(LeffaError, match="--t: timestep 5000"):
+    with pytest.raises(LeffaError, match="--t 5000: the timestep must be in 0..999"):
         evaluate_flow(tiny_model, root, timestep=5000)

@@ -9,12 +9,8 @@ import torch
 from leffa.errors import LeffaError
 from leffa.metrics.inception import FIDInceptionV3, load_fid_inception
 from leffa.metrics.lpips import LPIPSSqueeze, load_lpips
-from leffa.metrics.weights import (
-    INCEPTION_HUB_FILE,
-    LPIPS_LINEAR_HUB_FILE,
-    SQUEEZENET_HUB_FILE,
-    load_metric_networks,
-)
+from leffa.metrics.scores import load_metric_networks
+from leffa.metrics.weights import INCEPTION_FILE, SQUEEZENET_FILE, SQUEEZENET_URL, packaged_lpips_linear
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -125,8 +121,8 @@ def test_fid_inception_loads_a_published_style_file(tmp_path):
     torch.manual_seed(0)
     source = FIDInceptionV3()
     state = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}  # older files
-    torch.save(state, tmp_path / INCEPTION_HUB_FILE)
-    loaded = load_fid_inception(tmp_path / INCEPTION_HUB_FILE)
+    torch.save(state, tmp_path / INCEPTION_FILE)
+    loaded = load_fid_inception(tmp_path / INCEPTION_FILE)
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
     torch.testing.assert_close(loaded.Mixed_7c.branch_pool.conv.weight, source.Mixed_7c.branch_pool.conv.weight)
     torch.testing.assert_close(loaded.Conv2d_1a_3x3.bn.running_var, source.Conv2d_1a_3x3.bn.running_var)
@@ -175,7 +171,7 @@ def _write_lpips_files(folder, network):
     backbone["classifier.1.weight"] = torch.zeros(1000, 512, 1, 1)  # published file carries the classifier too
     backbone["classifier.1.bias"] = torch.zeros(1000)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(backbone, folder / SQUEEZENET_HUB_FILE)
+    torch.save(backbone, folder / SQUEEZENET_FILE)
     torch.save(network.linear.state_dict(), folder / "squeeze.pth")
 
 
@@ -183,35 +179,76 @@ def test_lpips_loads_published_style_files_and_metric_networks_from_a_folder(tmp
     torch.manual_seed(1)
     source = LPIPSSqueeze()
     _write_lpips_files(tmp_path / "lpips", source)
-    loaded = load_lpips(tmp_path / "lpips" / SQUEEZENET_HUB_FILE, tmp_path / "lpips" / "squeeze.pth")
+    loaded = load_lpips(tmp_path / "lpips" / SQUEEZENET_FILE, tmp_path / "lpips" / "squeeze.pth")
     torch.testing.assert_close(loaded.linear.lin6.model[1].weight, source.linear.lin6.model[1].weight)
     x, y = torch.rand(1, 3, 64, 64) * 2 - 1, torch.rand(1, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, y), source.eval()(x, y))
     networks = load_metric_networks(["lpips", "ssim"], lpips=tmp_path / "lpips")
     assert networks.inception is None and networks.lpips is not None
-    with pytest.raises(LeffaError, match="--lpips expects a folder"):
-        load_metric_networks(["lpips"], lpips=tmp_path / "lpips" / "squeeze.pth")
+    torch.testing.assert_close(networks.lpips.linear.lin6.model[1].weight, source.linear.lin6.model[1].weight)
 
 
-def test_weights_come_from_the_hub_cache_offline(tmp_path, monkeypatch):
-    """With --offline the files are read from the hub cache (same path as model weights); absent ones fail clearly."""
-    from huggingface_hub import constants
+def test_lpips_file_alone_takes_torchmetrics_linear_layers(tmp_path):
+    """--lpips FILE: the SqueezeNet file; the linear layers are the ones torchmetrics ships in its package."""
+    torch.manual_seed(1)
+    _write_lpips_files(tmp_path / "lpips", LPIPSSqueeze())
+    networks = load_metric_networks(["lpips"], lpips=tmp_path / "lpips" / SQUEEZENET_FILE)
+    packaged = torch.load(packaged_lpips_linear(), map_location="cpu", weights_only=True)
+    torch.testing.assert_close(networks.lpips.linear.lin3.model[1].weight, packaged["lin3.model.1.weight"])
 
-    cache = tmp_path / "hub"
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("LEFFA_EVAL_WEIGHTS_REPO", "someone/metric-weights")
-    with pytest.raises(LeffaError, match=r"someone/metric-weights/squeezenet1_1-b8a52dc0.pth: not in the local cache"):
+
+def test_metric_weights_offline_come_from_torch_hub_cache_or_fail_in_one_line(tmp_path, monkeypatch):
+    """Offline, the published files are read from torch's hub cache (where pytorch-fid and torchvision keep them);
+    an absent one fails at once, naming the URL, the folder and the option."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    with pytest.raises(LeffaError) as error:
         load_metric_networks(["lpips"], offline=True)
-    revision = "0" * 40
-    repo = cache / "models--someone--metric-weights"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(revision)
-    snapshot = repo / "snapshots" / revision
+    message = str(error.value)
+    assert "\n" not in message and "--offline was given" in message
+    assert SQUEEZENET_URL in message and str(checkpoints) in message and "--lpips FILE" in message
+    with pytest.raises(LeffaError, match=r"pt_inception-2015-12-05-6726825d.pth .*--inception FILE"):
+        load_metric_networks(["fid"], offline=True)
     torch.manual_seed(2)
     source = LPIPSSqueeze()
-    _write_lpips_files(snapshot, source)
-    (snapshot / LPIPS_LINEAR_HUB_FILE).parent.mkdir(parents=True)
-    (snapshot / "squeeze.pth").rename(snapshot / LPIPS_LINEAR_HUB_FILE)
+    _write_lpips_files(checkpoints, source)
     networks = load_metric_networks(["lpips"], offline=True)
-    torch.testing.assert_close(networks.lpips.linear.lin0.model[1].weight, source.linear.lin0.model[1].weight)
+    torch.testing.assert_close(networks.lpips.backbone.features[0].weight, source.backbone.features[0].weight)
+
+
+def test_metric_weights_download_from_their_url_once(tmp_path, monkeypatch):
+    """A reachable URL is downloaded into torch's hub cache (hash-checked), then read from there."""
+    import hashlib
+    import http.server
+    import threading
+
+    from leffa.hub import download_url
+
+    torch.manual_seed(3)
+    _write_lpips_files(tmp_path / "served", LPIPSSqueeze())
+    data = (tmp_path / "served" / SQUEEZENET_FILE).read_bytes()
+    served = tmp_path / "served" / f"squeezenet1_1-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    (tmp_path / "served" / SQUEEZENET_FILE).rename(served)
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(tmp_path / "served"), **kwargs)
+
+        def log_message(self, *args):
+            requests.append(args)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{served.name}"
+        path = download_url(url, tmp_path / "cache", sha256_prefix=served.stem.rsplit("-", 1)[-1])
+        assert path == tmp_path / "cache" / served.name and path.read_bytes() == data
+        count = len(requests)
+        assert download_url(url, tmp_path / "cache", offline=True) == path and len(requests) == count
+        with pytest.raises(LeffaError, match="download failed"):
+            download_url(url.replace(".pth", "-x.pth"), tmp_path / "cache")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -62,9 +62,9 @@ def test_model_offload_chains_every_part_to_the_other_two():
 
 
 def test_offload_refuses_unknown_mode_and_compile():
-    with pytest.raises(LeffaError, match="--offload: unknown mode 'gpu'"):
+    with pytest.raises(LeffaError, match="offload: unknown mode 'gpu'"):
         place_model(_model(), torch.device("cpu"), torch.float32, offload="gpu")
-    with pytest.raises(LeffaError, match="--compile cannot be combined with --offload"):
+    with pytest.raises(LeffaError, match="compile cannot be combined with offload"):
         place_model(_model(), torch.device("cpu"), torch.float32, compile=True, offload="model")
 
 
@@ -96,7 +96,7 @@ def test_attention_slice_option_gives_the_same_image(plain_image):
     unet_calls = [tokens for heads, tokens in calls if heads > 1]  # the VAE's one-head attention is not ours
     assert unet_calls and max(unet_calls) == 16  # 48 tokens at 1/8 arrive as three slices of 16
     torch.testing.assert_close(image, plain_image, rtol=0, atol=1e-5)
-    with pytest.raises(LeffaError, match="--attention-slice: 0"):
+    with pytest.raises(LeffaError, match="attention_slice 0: must be at least 1"):
         model.set_attention_slice(0)
 
 

@@ -97,8 +97,9 @@ def test_unets_match_with_cfg_batch_and_scalar_timestep(backends):
 
 def test_capture_is_refused(backends):
     _, onnx_model = backends
-    with pytest.raises(LeffaError, match="--backend torch"):
+    with pytest.raises(LeffaError, match="use backend torch") as caught:
         onnx_model.predict_noise(torch.zeros(1, 12, 16, 12), 1, {}, capture={})
+    assert caught.value.option == "backend"
 
 
 def test_missing_export_folder_is_one_line_error(tmp_path):

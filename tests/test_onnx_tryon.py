@@ -80,3 +80,16 @@ def test_onnx_backend_refuses_a_size_the_graphs_were_not_exported_for(files, tmp
 def test_onnx_backend_needs_an_export_folder(files, tmp_path, capsys):
     code, _, err = run(tryon(files, tmp_path / "x.png", files / "tiny.safetensors", "--backend", "onnx"), capsys)
     assert code == 2 and "manifest.json" in err
+
+
+def test_dynamic_export_by_name_serves_the_trained_size(files, tmp_path, capsys):
+    """`leffa export --onnx DIR --model synth-tiny` (dynamic), then `tryon --backend onnx` with no --size works at the
+    model's trained 64x48, whose latents (8x6) do not divide by the UNet's downscale."""
+    code, _, err = run(["export", "--onnx", tmp_path / "st", "--model", "synth-tiny"], capsys)
+    assert code == 0, err
+    torch_out, onnx_out = tmp_path / "torch.png", tmp_path / "onnx.png"
+    assert run(tryon(files, torch_out, "synth-tiny"), capsys)[0] == 0
+    code, _, err = run(tryon(files, onnx_out, tmp_path / "st", "--backend", "onnx"), capsys)
+    assert code == 0 and "no size recorded" not in err, err
+    a, b = (np.asarray(Image.open(p)) for p in (torch_out, onnx_out))
+    assert psnr(a, b) > 45

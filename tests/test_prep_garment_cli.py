@@ -31,7 +31,7 @@ def invoke(*args):
 def test_alpha_garment_is_cropped_and_centred_on_white():
     rgba = np.zeros((100, 80, 4), np.uint8)
     rgba[10:40, 50:70] = (200, 0, 0, 255)  # a 20 x 30 red garment off-centre, transparent elsewhere
-    canvas, cut = clean_garment(Image.fromarray(rgba), size=(60, 80), margin=0.0)
+    canvas, cut = clean_garment(Image.fromarray(rgba), size=(80, 60), margin=0.0)
     assert cut.method == "alpha" and cut.box == (50, 10, 70, 40)
     pixels = np.asarray(canvas).astype(int)
     assert canvas.size == (60, 80)
@@ -49,7 +49,7 @@ def test_backdrop_garment_and_busy_photo():
     cut = find_garment(Image.fromarray(photo))
     assert cut.method == "backdrop" and cut.box == (20, 30, 60, 90)
     assert cut.alpha[52, 32] == 1.0 and cut.alpha[5, 5] == 0.0
-    canvas, _ = clean_garment(Image.fromarray(photo), size=(30, 40))
+    canvas, _ = clean_garment(Image.fromarray(photo), size=(40, 30))
     assert np.asarray(canvas)[1, 1].tolist() == [255, 255, 255]
     busy = np.random.default_rng(0).integers(0, 255, (60, 40, 3), dtype=np.uint8)
     assert find_garment(Image.fromarray(busy)).method == "none"
@@ -92,7 +92,18 @@ def test_prep_mask_from_given_parsing_and_keypoints_matches_the_library(person, 
                     "-o", tmp_path / "mask.png", "--overlay", tmp_path / "grey.png")  # fmt: skip
     assert result.exit_code == 0, result.output
     written = np.asarray(Image.open(tmp_path / "mask.png")) > 127
-    assert (written == agnostic_mask(labels, keypoints, "lower_body", "dc")).all()
+    assert (written == agnostic_mask(labels, keypoints, "lower_body", "dc")).all()  # default: upstream rules
+    result = invoke("prep", "mask", folder / "person.png", "--parse", folder / "parse.png", "--keypoints",
+                    folder / "keypoints.json", "--type", "upper_body", "--mask-style", "tight", "--work-height", 256,
+                    "-o", tmp_path / "tight.png")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    tight = np.asarray(Image.open(tmp_path / "tight.png")) > 127
+    assert (tight == agnostic_mask(labels, keypoints, "upper_body", "hd", "tight")).all()
+    assert (tight != agnostic_mask(labels, keypoints, "upper_body", "hd", "upstream")).any()
+    result = invoke("prep", "mask", folder / "person.png", "--parse", folder / "parse.png", "--mask-style", "loose",
+                    "-o", tmp_path / "never.png")  # fmt: skip
+    assert result.exit_code != 0 and "--mask-style loose" in str(result.exception)
+    assert not (tmp_path / "never.png").exists()
     assert Image.open(tmp_path / "grey.png").size == (192, 256)
 
 
@@ -196,10 +207,34 @@ def test_offline_without_cached_models_names_the_file(person, tmp_path):
     import sys
 
     folder, _, _ = person
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
+           "LEFFA_WEIGHTS": str(tmp_path / "weights")}
     command = [sys.executable, "-m", "leffa_cli.app", "prep", "pose", str(folder / "person.png"),
                "-o", str(tmp_path / "k.json"), "--offline"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     assert result.returncode == 2
-    assert "openpose/body_pose_model.pth: not in the local cache and --offline was given" in result.stderr
+    assert "body_pose_model.pth (OpenPose body model) is not on this machine and --offline was given" in result.stderr
+    assert "--pose-model FILE" in result.stderr and str(tmp_path / "weights" / "franciszzj" / "Leffa") in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_dataset_from_prep_synth_is_complete_and_skeletons_need_no_model(tmp_path):
+    """A `leffa prep synth` folder has masks, parsing, BODY_25 keypoints and skeletons: nothing to fill. A missing
+    skeleton is drawn from the keypoints on disk without loading any model; a missing mask needs the parsers only."""
+    from leffa.preprocess.conditions import PrepTools
+    from leffa.preprocess.dataset import models_needed
+    from leffa.synth.dataset import generate_dataset
+
+    generate_dataset("vton", tmp_path / "synth", 2, (64, 48), seed=0, split="test")
+    plan = plan_dataset(tmp_path / "synth")
+    assert plan.complete == 2 and plan.items == []
+    item = ItemPaths.for_image(tmp_path / "synth" / "test" / "image" / "000000.jpg")
+    item.skeleton.unlink()
+    plan = plan_dataset(tmp_path / "synth")
+    assert plan.complete == 1 and plan.missing_counts()["skeleton"] == 1 and models_needed(plan.items) == set()
+    assert fill_item(item, PrepTools(), work_height=64) == ["skeleton"]  # no parser, no OpenPose
+    assert item.skeleton.is_file() and Image.open(item.skeleton).size == (48, 64)
+    item.mask.unlink()
+    assert models_needed(plan_dataset(tmp_path / "synth").items) == {"parsing"}
+    item.keypoints.unlink()
+    assert models_needed(plan_dataset(tmp_path / "synth").items) == {"parsing", "pose"}

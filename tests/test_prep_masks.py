@@ -41,7 +41,7 @@ def hands(labels, keypoints):
 @pytest.mark.parametrize("style", ["hd", "dc"])
 def test_upper_body_covers_top_and_arms_keeps_face_hands_and_pants(shirt_and_pants, style):
     labels, keypoints, _ = shirt_and_pants
-    mask = agnostic_mask(labels, keypoints, "upper_body", style)
+    mask = agnostic_mask(labels, keypoints, "upper_body", style, mask_style="tight")
     hand = hands(labels, keypoints)
     arms = region(labels, "left-arm", "right-arm") & ~hand
     assert hand.sum() > 100  # the drawn hands exist
@@ -59,7 +59,7 @@ def test_upper_body_covers_top_and_arms_keeps_face_hands_and_pants(shirt_and_pan
 @pytest.mark.parametrize("style", ["hd", "dc"])
 def test_lower_body_covers_pants_and_legs_keeps_top_arms_and_feet(shirt_and_pants, style):
     labels, keypoints, _ = shirt_and_pants
-    mask = agnostic_mask(labels, keypoints, "lower_body", style)
+    mask = agnostic_mask(labels, keypoints, "lower_body", style, mask_style="tight")
     assert mask[region(labels, "pants")].all()
     ankle_y = keypoints[KEYPOINT_NAMES.index("left-ankle"), 1]
     shins = region(labels, "left-leg", "right-leg") & (np.arange(H)[:, None] < ankle_y)
@@ -73,7 +73,7 @@ def test_lower_body_covers_pants_and_legs_keeps_top_arms_and_feet(shirt_and_pant
 @pytest.mark.parametrize("style", ["hd", "dc"])
 def test_dresses_cover_dress_arms_and_knees_keep_face_hands_feet(dress, style):
     labels, keypoints, _ = dress
-    mask = agnostic_mask(labels, keypoints, "dresses", style)
+    mask = agnostic_mask(labels, keypoints, "dresses", style, mask_style="tight")
     assert mask[region(labels, "dress")].all()
     hand = hands(labels, keypoints)
     assert mask[region(labels, "left-arm", "right-arm") & ~hand].mean() > 0.98
@@ -86,7 +86,7 @@ def test_dresses_cover_dress_arms_and_knees_keep_face_hands_feet(dress, style):
 
 def test_upper_body_on_a_dress_keeps_the_skirt_part(dress):
     labels, keypoints, _ = dress
-    mask = agnostic_mask(labels, keypoints, "upper_body", "hd")
+    mask = agnostic_mask(labels, keypoints, "upper_body", "hd", mask_style="tight")
     hip_y = keypoints[KEYPOINT_NAMES.index("left-hip"), 1]
     skirt = region(labels, "dress") & (np.arange(H)[:, None] > hip_y + 0.06 * H)
     assert mask[region(labels, "dress") & (np.arange(H)[:, None] < hip_y - 0.08 * H)].all()  # bodice
@@ -95,8 +95,8 @@ def test_upper_body_on_a_dress_keeps_the_skirt_part(dress):
 
 def test_styles_differ_as_documented(shirt_and_pants):
     labels, keypoints, _ = shirt_and_pants
-    hd = agnostic_mask(labels, keypoints, "upper_body", "hd")
-    dc = agnostic_mask(labels, keypoints, "upper_body", "dc")
+    hd = agnostic_mask(labels, keypoints, "upper_body", "hd", mask_style="tight")
+    dc = agnostic_mask(labels, keypoints, "upper_body", "dc", mask_style="tight")
     hair = region(labels, "hair")
     assert not dc[hair].any()  # DressCode-like keeps hair
     assert hd.sum() > dc.sum()  # wider bands and margins
@@ -107,7 +107,7 @@ def test_missing_wrist_masks_that_whole_arm(shirt_and_pants):
     labels, keypoints, _ = shirt_and_pants
     keypoints = keypoints.copy()
     keypoints[KEYPOINT_NAMES.index("left-wrist")] = 0
-    mask = agnostic_mask(labels, keypoints, "upper_body", "hd")
+    mask = agnostic_mask(labels, keypoints, "upper_body", "hd", mask_style="tight")
     assert mask[region(labels, "left-arm")].all()  # no wrist: the hand's place is unknown
     right_hand = hand_region(labels, Skeleton(keypoints), "right")
     assert right_hand.any() and not mask[right_hand].any()
@@ -116,8 +116,8 @@ def test_missing_wrist_masks_that_whole_arm(shirt_and_pants):
 def test_rules_are_resolution_independent():
     small_labels, small_keypoints, _ = example_person(256)
     big_labels, big_keypoints, _ = example_person(512)
-    small = agnostic_mask(small_labels, small_keypoints, "upper_body", "hd")
-    big = agnostic_mask(big_labels, big_keypoints, "upper_body", "hd")
+    small = agnostic_mask(small_labels, small_keypoints, "upper_body", "hd", mask_style="tight")
+    big = agnostic_mask(big_labels, big_keypoints, "upper_body", "hd", mask_style="tight")
     down = big.reshape(256, 2, -1, 2).mean(axis=(1, 3)) > 0.5
     assert (small & down).sum() / (small | down).sum() > 0.95
 

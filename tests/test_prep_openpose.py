@@ -140,7 +140,7 @@ def test_keypoints_json_round_trip_and_drawing(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(LeffaError, match="not an OpenPose keypoints JSON"):
         read_keypoints(tmp_path / "bad.json")
-    picture = np.asarray(draw_skeleton(keypoints, (40, 30)))
+    picture = np.asarray(draw_skeleton(keypoints, (30, 40)))
     assert picture.shape == (30, 40, 3) and picture[20, 20].tolist() == [255, 0, 0]  # neck-right shoulder limb
 
 
@@ -158,3 +158,24 @@ def test_large_photos_are_decoded_small_and_keypoints_scaled_back(monkeypatch):
     keypoints = PoseEstimator(net=None)(Image.new("RGB", (768, 1024)))
     assert seen == [(192, 256)]
     np.testing.assert_allclose(keypoints[KEYPOINT_NAMES.index("nose"), :2], np.array(person["nose"]) * 4, atol=4)
+
+
+def test_body_25_keypoints_read_as_coco_18(tmp_path):
+    """OpenPose's default BODY_25 (75 numbers), as ``leffa prep synth`` writes it, reads as the 18 points the mask
+    rules use: each COCO-18 point is the BODY_25 point of the same name (mid-hip and feet dropped)."""
+    from leffa.synth.dataset import BODY_25, vton_sample
+
+    sample = vton_sample(0, "test", 0, 64, 48)
+    body = np.reshape(sample.keypoints, (25, 3))
+    (tmp_path / "b25.json").write_text(json.dumps({"people": [{"pose_keypoints_2d": sample.keypoints}]}))
+    coco = read_keypoints(tmp_path / "b25.json")
+    assert coco.shape == (18, 3)
+    for index, name in enumerate(KEYPOINT_NAMES):
+        source = "head" if name == "nose" else name.replace("-", "_")
+        np.testing.assert_allclose(coco[index], body[BODY_25.index(source)], atol=1e-4)
+    pairs = np.arange(50, dtype=np.float32) + 1  # BODY_25 as bare x, y pairs
+    (tmp_path / "b25xy.json").write_text(json.dumps({"people": [{"pose_keypoints_2d": pairs.tolist()}]}))
+    assert read_keypoints(tmp_path / "b25xy.json")[8].tolist() == [19.0, 20.0, 1.0]  # right hip = BODY_25 point 9
+    (tmp_path / "odd.json").write_text(json.dumps({"people": [{"pose_keypoints_2d": [0.0] * 60}]}))
+    with pytest.raises(LeffaError, match="60 numbers, expected 54 .COCO-18. or 75 .BODY_25."):
+        read_keypoints(tmp_path / "odd.json")

@@ -83,7 +83,7 @@ def test_two_processes_write_each_output_once_with_single_process_pixels(files, 
     assert code == 2 and "1 of 5 pairs skipped for bad inputs" in err
     assert "skipped: " in err and "00002_00_mask.png: garment mask is 40x40" in err
     expected = sorted(p.name for p in single.iterdir())
-    assert len(expected) == 4 and "00002_00_00004_00.png" not in expected
+    assert len(expected) == 4 and "00002_00__00004_00.png" not in expected
 
     result = _torchrun(_batch_args(data, sharded, model), tmp_path)
     assert result.returncode != 0  # the main process reports the bad pair after every good output is written
@@ -102,7 +102,7 @@ def test_two_processes_write_each_output_once_with_single_process_pixels(files, 
     assert result.returncode == 0, result.stderr[-2000:]
     assert "3 outputs already exist; skipped" in result.stderr
     assert {name: (sharded / name).stat().st_mtime_ns for name in stamps} == stamps
-    assert sorted(p.name for p in sharded.iterdir()) == sorted([*expected, "00002_00_00004_00.png"])
+    assert sorted(p.name for p in sharded.iterdir()) == sorted([*expected, "00002_00__00004_00.png"])
     assert Image.open(sharded / expected[1]).tobytes() == Image.open(single / expected[1]).tobytes()
 
 

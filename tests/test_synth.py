@@ -150,13 +150,13 @@ def test_grid_units_hit_pixel_centres():
 
 
 def test_user_mistakes_are_one_line_errors(tmp_path):
-    with pytest.raises(LeffaError, match="--task"):
+    with pytest.raises(LeffaError, match="task 'dance'"):
         generate_dataset("dance", tmp_path, 1, SIZE)
-    with pytest.raises(LeffaError, match="--split"):
+    with pytest.raises(LeffaError, match="split 'val'"):
         generate_dataset("vton", tmp_path, 1, SIZE, split="val")
     with pytest.raises(LeffaError, match="--size"):
         parse_size("256by192", min_side=32)
-    with pytest.raises(LeffaError, match="--n"):
+    with pytest.raises(LeffaError, match="n 0"):
         generate_dataset("vton", tmp_path, 0, SIZE)
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((4, 4), dtype=np.float32))

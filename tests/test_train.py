@@ -106,3 +106,16 @@ def test_conv_in_is_widened_with_zeros_and_cut():
     widened = adapt_conv_in(weight, 12)
     assert torch.equal(widened[:, :9], weight) and widened[:, 9:].abs().sum() == 0
     assert torch.equal(adapt_conv_in(weight, 4), weight[:, :4])
+
+
+def test_init_takes_any_model_spec_through_the_one_resolver(tmp_path):
+    from leffa.train.loop import initialise_model
+    from leffa.weights import resolve_model
+
+    model = initialise_model(tiny_config(tmp_path / "data", tmp_path / "run", init="synth-tiny"))
+    packaged = resolve_model("synth-tiny").model.state_dict()
+    assert all(torch.equal(value, packaged[key]) for key, value in model.state_dict().items())
+    with pytest.raises(LeffaError, match="--init: 'no-such-model' is not a known model"):
+        initialise_model(tiny_config(tmp_path / "data", tmp_path / "run", init="no-such-model"))
+    with pytest.raises(LeffaError, match="--init checkpoint not found"):
+        initialise_model(tiny_config(tmp_path / "data", tmp_path / "run", init=str(tmp_path / "stage2.safetensors")))

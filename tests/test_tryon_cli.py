@@ -156,7 +156,7 @@ def _bad_cases(files, tmp_path):
         "wrong checkpoint": (base() + conditions + ["--model", tmp_path / "broken.safetensors"],
                              "not a readable safetensors file"),
         "no mask, offline, models not cached": (base() + ["--densepose", files / "densepose.png", "--offline"] + model,
-                                                "humanparsing/parsing_atr.onnx: not in the local cache"),
+                                                "parsing_atr.onnx (ATR human parsing model) is not on this machine"),
         "bad scheduler": (base() + conditions + model + ["--scheduler", "magic"], "unknown scheduler"),
         "bad size": (base() + conditions + model + ["--size", "100x77"], "multiples of 8"),
         "not png": (base() + conditions + model, "give a name ending in .png"),
@@ -167,6 +167,7 @@ def test_bad_inputs_exit_nonzero_with_one_line_and_write_nothing(files, tmp_path
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # automatic-mask models absent
+    monkeypatch.setenv("LEFFA_WEIGHTS", str(tmp_path / "empty-weights"))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     for name, (args, expected) in _bad_cases(files, tmp_path).items():
@@ -205,19 +206,34 @@ def test_batch_folder_skips_done_outputs_and_matches_single_runs(files, tmp_path
     data, out = tmp_path / "data", tmp_path / "results"
     _viton_hd(data, files, ["00001_00", "00002_00", "00003_00"])
     out.mkdir()
-    (out / "00002_00_00002_00.png").write_bytes(b"done before")
+    (out / "00002_00.png").write_bytes(b"done before")
     code, stdout, err = run(["tryon", "--batch", data, "--pairs", data / "pairs.txt", "-o", out, "--model",
                              files / "tiny.safetensors", "--steps", "2", "--batch-size", "2"], capsys)
     assert code == 0, err
     assert "1 outputs already exist" in err
-    assert sorted(p.name for p in out.iterdir()) == ["00001_00_00003_00.png", "00002_00_00002_00.png",
-                                                     "00003_00_00001_00.png"]
-    assert (out / "00002_00_00002_00.png").read_bytes() == b"done before"
+    assert sorted(p.name for p in out.iterdir()) == ["00001_00__00003_00.png", "00002_00.png",
+                                                     "00003_00__00001_00.png"]
+    assert (out / "00002_00.png").read_bytes() == b"done before"
 
     single = tmp_path / "single.png"
     assert run(["tryon", data / "image" / "00001_00.jpg", data / "cloth" / "00003_00.jpg", "-o", single,
                 "--mask", data / "agnostic-mask" / "00001_00_mask.png", "--densepose",
                 data / "image-densepose" / "00001_00.jpg", "--model", files / "tiny.safetensors", "--steps", "2"],
                capsys)[0] == 0
-    batched = np.asarray(Image.open(out / "00001_00_00003_00.png")).astype(int)
+    batched = np.asarray(Image.open(out / "00001_00__00003_00.png")).astype(int)
     assert np.abs(batched - np.asarray(Image.open(single)).astype(int)).max() <= 1
+
+
+def test_paired_batch_output_is_scored_by_eval_against_the_photos(files, tmp_path, capsys):
+    data, out = tmp_path / "data", tmp_path / "results"
+    names = ["00001_00", "00002_00"]
+    _viton_hd(data, files, names)
+    (data / "pairs.txt").write_text("".join(f"{name}.jpg {name}.jpg\n" for name in names))
+    code, _, err = run(["tryon", "--batch", data, "--pairs", data / "pairs.txt", "-o", out, "--model",
+                        files / "tiny.safetensors", "--steps", "1"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["00001_00.png", "00002_00.png"]
+    code, stdout, err = run(["eval", "--pred", out, "--gt", data / "image", "--metrics", "ssim,psnr", "-o",
+                             tmp_path / "scores.json"], capsys)
+    assert code == 0, err
+    assert '"count": 2' in (tmp_path / "scores.json").read_text()

@@ -12,22 +12,19 @@ import torch
 from PIL import Image
 
 from leffa.errors import LeffaError
-from leffa.flow import coordinate_grid
-from leffa.probe import layer_flows, parse_points, resolve_layers, token_index
+from leffa.flow import coordinate_grid, flow_epe
+from leffa.probe import layer_flows, parse_points, resolve_layers, short_layer_name, token_index
 from leffa.viz.render import (
     DIRECTION_COLOURS,
     INVALID_COLOUR,
     default_tile_height,
     displacement_colours,
-    endpoint_error,
     flow_rows,
     ideal_token_flow,
     image_array,
-    pixel_displacement,
     pixel_grid,
     render_flow_grid,
     render_flow_html,
-    short_layer_name,
 )
 
 H, W = 16, 24
@@ -121,11 +118,8 @@ def test_ground_truth_flow_tiles_endpoint_error_and_nan():
     assert (gt_tile.picture[4:] == np.array(DIRECTION_COLOURS["right"], dtype=np.uint8)).all()
     assert (rows[0].tiles[2].picture[:4] == 128).all()  # no correspondence: warped to zero (mid grey)
     assert "EPE 2.00 px" in rows[1].tiles[0].detail
-    gt_displacement = pixel_displacement(torch.as_tensor(gt)[None])[0].numpy()
-    assert endpoint_error(pixel_displacement(shifted_flow(2))[0].numpy(), gt_displacement) == pytest.approx(
-        0.0, abs=1e-5
-    )
-    assert np.isnan(endpoint_error(np.zeros((2, 2, 2)), np.full((2, 2, 2), np.nan)))
+    assert flow_epe(shifted_flow(2)[0], torch.as_tensor(gt)) == pytest.approx(0.0, abs=1e-5)
+    assert np.isnan(flow_epe(np.zeros((2, 2, 2)), np.full((2, 2, 2), np.nan)))
 
 
 def test_coarse_flows_are_upsampled_and_labelled_with_their_scale():
@@ -268,6 +262,8 @@ def test_layer_selection_by_full_or_short_name_and_unknown_names():
         ("24,3", "outside the 16x24 image"),
         ("3,16", "outside the 16x24 image"),
         ("-1,3", "outside the 16x24 image"),
+        ("101%,3", "outside the 16x24 image"),
+        ("50%", "expected x,y"),
     ],
 )
 def test_bad_points_are_one_line_errors(text, message):
@@ -278,6 +274,13 @@ def test_bad_points_are_one_line_errors(text, message):
 
 def test_points_parse_repeated_and_quoted():
     assert parse_points(["1,2", "3,4 5,6;7,8"], (H, W)) == [(1, 2), (3, 4), (5, 6), (7, 8)]
+
+
+def test_points_in_percent_fit_any_size():
+    """Percentages name the same place at every working size: 0% the first pixel, 100% the last."""
+    assert parse_points(["0%,0% 100%,100%", "50%,25%"], (H, W)) == [(0, 0), (W - 1, H - 1), (12, 4)]
+    assert parse_points(["50%,40%"], (64, 48)) == [(24, 25)]
+    assert parse_points(["2,50%"], (H, W)) == [(2, 8)]
 
 
 def test_default_tile_height_keeps_pictures_readable():

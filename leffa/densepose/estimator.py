@@ -14,7 +14,7 @@ from PIL import Image
 from leffa.densepose.config import WEIGHTS_FILE, DensePoseConfig
 from leffa.densepose.head import ChartOutput
 from leffa.densepose.network import DensePoseRCNN
-from leffa.densepose.render import KINDS, PersonChart, index_image, iuv_image, person_chart, seg_image
+from leffa.densepose.render import KINDS, SEG_STYLES, PersonChart, index_image, iuv_image, person_chart, seg_image
 from leffa.densepose.weights import load_detectron2_weights
 from leffa.errors import LeffaError
 
@@ -29,8 +29,13 @@ def resized_shape(height: int, width: int, min_size: int, max_size: int) -> tupl
     return int(new_h + 0.5), int(new_w + 0.5)
 
 
-def preprocess(image: Image.Image, config: DensePoseConfig, swap_channels: bool = False):
-    """Normalised BGR tensor (1, 3, H', W') padded to a multiple of 32, and the unpadded resized (h, w)."""
+def preprocess(image: Image.Image, config: DensePoseConfig, swap_channels: bool = True):
+    """Normalised tensor (1, 3, H', W') padded to a multiple of 32, and the unpadded resized (h, w).
+
+    The network was trained on BGR. ``swap_channels=True`` (the default) feeds the RGB pixels in its BGR slots, as
+    Leffa's app does (it hands ``np.array(pil_image)`` to detectron2's BGR ``DefaultPredictor``), so the released
+    try-on/pose models get the DensePose images the authors' app gives them; ``False`` feeds true BGR.
+    """
     rgb = image.convert("RGB")
     new_h, new_w = resized_shape(rgb.height, rgb.width, config.min_size, config.max_size)
     resized = np.asarray(rgb.resize((new_w, new_h), Image.BILINEAR), dtype=np.float32)
@@ -60,20 +65,28 @@ class DensePoseResult:
         """Part labels and U/V of person ``index`` (0 = highest score, the one Leffa's demo uses)."""
         return person_chart(self.charts[index], self.boxes[index])
 
-    def render(self, kind: str, all_people: bool = False) -> Image.Image:
+    def render(self, kind: str, all_people: bool = False, seg_style: str = "leffa") -> Image.Image:
         """The ``kind`` rendering (``iuv``, ``index`` or ``seg``) at image size; black when nobody was found.
 
-        ``all_people`` draws every detected person in ``seg`` (Leffa's demo does); ``iuv``/``index`` always show the
-        best-scoring person only, as upstream.
+        The person drawn is the highest-scoring detection (``iuv``/``index``: as Leffa's app, which reads
+        ``outputs[0]``; ``seg``: Leffa's app ends up showing only the last, lowest-scoring detection, because its
+        visualiser clears the canvas for every person; we draw the person the photo is most surely of instead, which
+        is the same image whenever one person is found). ``all_people`` draws every detection in ``seg``: in the
+        ``leffa`` style lowest score first so the best one ends on top, in the ``detectron2`` style in detection
+        order (best first), blended as detectron2 does. ``seg_style``: see :data:`leffa.densepose.render.SEG_STYLES`.
         """
         if kind not in KINDS:
-            raise LeffaError(f"--kind: unknown DensePose rendering '{kind}' (choose from {', '.join(KINDS)})")
+            raise LeffaError(f"kind: unknown DensePose rendering '{kind}' (choose from {', '.join(KINDS)})", option="kind")
+        if seg_style not in SEG_STYLES:
+            raise LeffaError(f"seg_style: unknown style '{seg_style}' (choose from {', '.join(SEG_STYLES)})", option="seg_style")
         canvas_hw = self.image_size
         if len(self) == 0:
             return Image.fromarray(np.zeros((*canvas_hw, 3), dtype=np.uint8))
         if kind == "seg":
-            people = range(len(self)) if all_people else range(1)
-            return Image.fromarray(seg_image([self.person(i) for i in people], canvas_hw))
+            people = list(range(len(self))) if all_people else [0]
+            if seg_style == "leffa":
+                people.reverse()
+            return Image.fromarray(seg_image([self.person(i) for i in people], canvas_hw, seg_style))
         render = iuv_image if kind == "iuv" else index_image
         return Image.fromarray(render(self.person(0), canvas_hw))
 
@@ -82,8 +95,9 @@ class DensePoseEstimator:
     """DensePose R-CNN R50-FPN "s1x" (the network Leffa's preprocessing uses) running on torch alone.
 
     ``weights``: a detectron2 ``.pkl`` (default: ``densepose/model_final_162be9.pkl`` from the Leffa hub repository),
-    or a ``.pth``/``.safetensors`` state dict with the same names. ``swap_channels`` feeds the RGB image where BGR is
-    expected, reproducing Leffa's demo, which passes an RGB array to detectron2's BGR predictor.
+    or a ``.pth``/``.safetensors`` state dict with the same names. ``swap_channels`` (default True) feeds the RGB image
+    where BGR is expected, reproducing Leffa's app, which passes an RGB array to detectron2's BGR predictor: the
+    released Leffa models were shown DensePose computed that way. ``False`` gives the network true BGR.
     """
 
     def __init__(
@@ -92,7 +106,7 @@ class DensePoseEstimator:
         device: str | torch.device = "cpu",
         offline: bool = False,
         config: DensePoseConfig | None = None,
-        swap_channels: bool = False,
+        swap_channels: bool = True,
         model: DensePoseRCNN | None = None,
     ):
         self.config = config or DensePoseConfig()
@@ -102,7 +116,7 @@ class DensePoseEstimator:
             if weights is None:
                 from leffa.hub import fetch
 
-                weights = fetch(WEIGHTS_FILE, offline=offline)
+                weights = fetch(WEIGHTS_FILE, offline=offline, what="DensePose R-CNN weights")
             model = load_detectron2_weights(DensePoseRCNN(self.config), weights)
         self.model = model.to(self.device).eval()
 
@@ -126,16 +140,17 @@ class DensePoseEstimator:
             charts=ChartOutput(*(t.float().cpu() for t in (charts.coarse_segm, charts.fine_segm, charts.u, charts.v))),
         )
 
-    def render(self, image: Image.Image, kind: str, all_people: bool = False) -> Image.Image:
+    def render(self, image: Image.Image, kind: str, all_people: bool = False, seg_style: str = "leffa") -> Image.Image:
         """The ``kind`` DensePose image (``iuv``, ``index`` or ``seg``) of ``image``, same size as ``image``."""
-        return self.predict(image).render(kind, all_people=all_people)
+        return self.predict(image).render(kind, all_people=all_people, seg_style=seg_style)
 
 
 @functools.lru_cache(maxsize=2)
 def _cached_estimator(
-    weights: str | None, device: str, offline: bool, config: DensePoseConfig | None = None
+    weights: str | None, device: str, offline: bool, config: DensePoseConfig | None = None, swap_channels: bool = True
 ) -> DensePoseEstimator:
-    return DensePoseEstimator(weights=weights, device=device, offline=offline, config=config)
+    return DensePoseEstimator(weights=weights, device=device, offline=offline, config=config,
+                              swap_channels=swap_channels)  # fmt: skip
 
 
 def densepose_image(
@@ -149,23 +164,31 @@ def densepose_image(
     allow_empty: bool = False,
     config: DensePoseConfig | None = None,
     estimator: DensePoseEstimator | None = None,
+    seg_style: str = "leffa",
+    swap_channels: bool = True,
 ) -> Image.Image:
     """DensePose condition image of ``person`` for Leffa: ``seg`` (try-on), ``index`` (DressCode) or ``iuv`` (pose).
 
-    The estimator is built once per (weights, device, config) and reused; ``config`` defaults to the s1x settings
+    The defaults give what Leffa's app gives its models (``seg_style="leffa"``, ``swap_channels=True``; see
+    :meth:`DensePoseResult.render` and :func:`preprocess`). The estimator is built once per (weights, device,
+    config, swap_channels) and reused; ``config`` defaults to the s1x settings
     (see :func:`leffa.densepose.config.config_from_yaml` to read them from a detectron2 yaml).
     With no person detected this raises
     :class:`LeffaError` unless ``allow_empty`` (then the image is black).
     """
     if kind not in KINDS:
-        raise LeffaError(f"--kind: unknown DensePose rendering '{kind}' (choose from {', '.join(KINDS)})")
+        raise LeffaError(f"kind: unknown DensePose rendering '{kind}' (choose from {', '.join(KINDS)})", option="kind")
+    if seg_style not in SEG_STYLES:
+        raise LeffaError(f"seg_style: unknown style '{seg_style}' (choose from {', '.join(SEG_STYLES)})", option="seg_style")
     if estimator is None:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        estimator = _cached_estimator(str(weights) if weights is not None else None, str(device), offline, config)
+        estimator = _cached_estimator(
+            str(weights) if weights is not None else None, str(device), offline, config, swap_channels
+        )
     result = estimator.predict(person)
     if len(result) == 0 and not allow_empty:
         raise LeffaError(
             f"DensePose: no person found (score > {estimator.config.score_threshold}) in the {person.width}x"
             f"{person.height} image"
         )
-    return result.render(kind, all_people=all_people)
+    return result.render(kind, all_people=all_people, seg_style=seg_style)

@@ -1,11 +1,12 @@
 """Turn DensePose network outputs into the three images Leffa's models take as their DensePose condition.
 
-Leffa's demo (``leffa_utils/densepose_predictor.py`` and ``app.py``) builds them from detectron2's chart results:
+Leffa's app (``leffa_utils/densepose_predictor.py`` and ``app.py``) builds them from detectron2's chart results:
 
-* ``seg`` (virtual try-on, VITON-HD model): detectron2's ``DensePoseResultsFineSegmentationVisualizer`` drawn on a
-  black image: part index I (0..24) scaled by 255/24 and truncated to 8 bits, coloured with OpenCV's
-  ``COLORMAP_PARULA``, blended at alpha 0.7 over the black background (so colours are 0.7x the colormap, truncated)
-  where I > 0; then converted from OpenCV's BGR to RGB.
+* ``seg`` (virtual try-on, VITON-HD model): the fine segmentation drawn by the app's vendored (IDM-VTON-derived)
+  ``DensePoseResultsFineSegmentationVisualizer`` (``inplace=False, alpha=1``: the canvas is zeroed before each
+  person): part index I (0..24) scaled by 255/24 and truncated to 8 bits, coloured with OpenCV's
+  ``COLORMAP_PARULA`` at **full strength** where I > 0, black elsewhere; then converted from OpenCV's BGR to RGB. Stock detectron2 instead blends the colours at alpha 0.7 over the image
+  (``seg_style="detectron2"`` here).
 * ``index`` (virtual try-on, DressCode model): I (0..24) in all three channels.
 * ``iuv`` (pose transfer): R = U, G = V, B = I, with U and V min-max normalised over the person's box (background
   included) to 0..255 and truncated (the demo's ``predict_iuv`` then ``[:, :, ::-1]``).
@@ -22,9 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from leffa.densepose.head import NUM_PARTS, ChartOutput
+from leffa.errors import LeffaError
 
 KINDS = ("iuv", "index", "seg")
-SEG_ALPHA = 0.7
+# How ``seg`` colours are laid down: "leffa" = full-strength colours on black (what Leffa's app gives its models),
+# "detectron2" = stock detectron2's look, colours blended at alpha 0.7 over what is below.
+SEG_STYLES = ("leffa", "detectron2")
+DETECTRON2_ALPHA = 0.7
 # 256 RGB triples of OpenCV's COLORMAP_PARULA (cv2.applyColorMap on 0..255, read as RGB; identical in OpenCV 4.10
 # and 5.0), so no OpenCV is needed here.
 _PARULA_RGB_HEX = (
@@ -120,9 +125,15 @@ def seg_colors(labels: np.ndarray) -> np.ndarray:
     return PARULA_RGB[scaled]
 
 
-def seg_image(charts: list[PersonChart], image_hw: tuple[int, int]) -> np.ndarray:
-    """(H, W, 3) uint8 RGB part segmentation: each person's parts in PARULA at alpha 0.7 over black, drawn in order
-    (later people blend over earlier ones, as detectron2's visualizer does)."""
+def seg_image(charts: list[PersonChart], image_hw: tuple[int, int], style: str = "leffa") -> np.ndarray:
+    """(H, W, 3) uint8 RGB part segmentation of ``charts``, drawn in list order on a black canvas.
+
+    ``style="leffa"``: each person's parts (I > 0) are written in the full PARULA colour, replacing what is below
+    (a later person covers an earlier one); ``style="detectron2"``: the colours are blended at alpha 0.7 over what
+    is below, as stock detectron2's visualizer does (its own background pixels blend with themselves).
+    """
+    if style not in SEG_STYLES:
+        raise LeffaError(f"--seg-style: unknown style '{style}' (choose from {', '.join(SEG_STYLES)})")
     canvas = np.zeros((*image_hw, 3), dtype=np.uint8)
     for chart in charts:
         x, y, w, h = chart.box_xywh
@@ -132,9 +143,11 @@ def seg_image(charts: list[PersonChart], image_hw: tuple[int, int]) -> np.ndarra
         region = canvas[y : y + h, x : x + w]
         labels = labels[: region.shape[0], : region.shape[1]]
         colored = seg_colors(labels)
-        background = labels == 0
-        colored[background] = region[background]
-        region[...] = (region.astype(np.float64) * (1.0 - SEG_ALPHA) + colored.astype(np.float64) * SEG_ALPHA).astype(
-            np.uint8
-        )
+        person = labels > 0
+        if style == "leffa":
+            region[person] = colored[person]
+            continue
+        colored[~person] = region[~person]
+        blended = region.astype(np.float64) * (1.0 - DETECTRON2_ALPHA) + colored.astype(np.float64) * DETECTRON2_ALPHA
+        region[...] = blended.astype(np.uint8)
     return canvas

@@ -1,1 +1,1 @@
-"""ONNX export (graphs.py) and the ONNX Runtime backend (backend.py)."""
+"""ONNX export (graphs.py), its manifest (manifest.py) and the ONNX Runtime backend (backend.py)."""

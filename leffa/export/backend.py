@@ -16,7 +16,8 @@ import torch
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from leffa.errors import LeffaError
-from leffa.export.graphs import read_manifest
+from leffa.export.manifest import MANIFEST, read_manifest
+from leffa.integrity import file_problem
 from leffa.model import LeffaConfig, LeffaModel
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -32,14 +33,54 @@ def default_providers() -> list[str]:
     return [name for name in PREFERRED_PROVIDERS if name in available]
 
 
-class _Graph:
-    """One onnxruntime session plus the dtypes its inputs expect."""
+ORT_TYPE_NAMES = {"float": "float32", "double": "float64"}
 
-    def __init__(self, path: Path, providers: list[str], threads: int | None):
+
+def _type_name(ort_type: str) -> str:
+    """onnxruntime's ``tensor(float16)`` as the manifest writes it (``float16``)."""
+    name = ort_type.removeprefix("tensor(").removesuffix(")")
+    return ORT_TYPE_NAMES.get(name, name)
+
+
+def check_files(directory: Path, info: dict, checksums: dict, hashes: bool = True) -> None:
+    """Every file of one graph is there with the size (and SHA-256) the manifest recorded, else a one-line error.
+
+    This is what tells a folder mixed by an interrupted export, or a damaged graph, from a good one."""
+    for name in info["files"]:
+        if name not in checksums:
+            raise LeffaError(f"{directory / name}: not recorded in {directory / MANIFEST}; export the model again")
+        problem = file_problem(directory, name, checksums[name], hashes)
+        if problem:
+            raise LeffaError(f"{directory}: {problem}; the export folder is damaged or mixed, export the model again")
+
+
+def check_signature(path: Path, session, info: dict) -> None:
+    """The session's inputs and outputs have the names, dtypes and shapes the manifest recorded."""
+    for kind, values in (("input", session.get_inputs()), ("output", session.get_outputs())):
+        expected = info[kind + "s"]
+        actual = [{"name": v.name, "dtype": _type_name(v.type), "shape": list(v.shape)} for v in values]
+        if [v["name"] for v in actual] != [v["name"] for v in expected]:
+            raise LeffaError(f"{path}: its {kind}s are not those in the manifest; export the model again")
+        for have, want in zip(actual, expected):
+            same_shape = len(have["shape"]) == len(want["shape"]) and all(
+                a == b or a in (None, 0) or b in (None, 0) for a, b in zip(have["shape"], want["shape"])
+            )
+            if have["dtype"] != want["dtype"] or not same_shape:
+                raise LeffaError(
+                    f"{path}: {kind} {have['name']} is {have['dtype']} {have['shape']}, the manifest says "
+                    f"{want['dtype']} {want['shape']}; the export folder is mixed or damaged, export the model again"
+                )
+
+
+class _Graph:
+    """One onnxruntime session plus the dtypes its inputs expect, checked against its manifest entry."""
+
+    def __init__(self, directory: Path, info: dict, checksums: dict, providers: list[str], threads: int | None,
+                 verify: bool = True):
         import onnxruntime
 
-        if not path.is_file():
-            raise LeffaError(f"{path}: graph listed in the manifest is missing")
+        path = directory / info["file"]
+        check_files(directory, info, checksums, hashes=verify)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
         if threads:
@@ -48,6 +89,7 @@ class _Graph:
             self.session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as error:  # noqa: BLE001 - onnxruntime raises its own untyped errors for bad files
             raise LeffaError(f"{path}: onnxruntime cannot load this graph ({str(error).splitlines()[0]})") from None
+        check_signature(path, self.session, info)
         self.input_types = {value.name: ORT_TYPES[value.type] for value in self.session.get_inputs()}
         self.output_names = [value.name for value in self.session.get_outputs()]
 
@@ -60,17 +102,22 @@ class _Graph:
 
 
 class OnnxLeffaModel:
-    """The Leffa model run by onnxruntime from an export folder (``manifest.json`` + four ``.onnx`` graphs)."""
+    """The Leffa model run by onnxruntime from an export folder (``manifest.json`` + four ``.onnx`` graphs).
 
-    def __init__(self, directory: str | Path, providers: list[str] | None = None, threads: int | None = None):
+    Every graph file is checked against the manifest before it is loaded: size and SHA-256 (``verify``; reading
+    the files once more costs about a second per GB) and, once loaded, input/output names, dtypes and shapes.
+    """
+
+    def __init__(self, directory: str | Path, providers: list[str] | None = None, threads: int | None = None,
+                 verify: bool = True):
         self.directory = Path(directory)
         self.manifest = read_manifest(self.directory)
-        self.config = LeffaConfig(**self.manifest["leffa_config"])
+        self.config = LeffaConfig.from_dict(self.manifest["leffa_config"], self.directory / "manifest.json")
         self.providers = list(providers) if providers else default_providers()
         self.layer_names = list(self.manifest["layer_names"])
         self._layer_downscale = dict(self.manifest["layer_downscale"])
         self._graphs = {
-            name: _Graph(self.directory / info["file"], self.providers, threads)
+            name: _Graph(self.directory, info, self.manifest["checksums"], self.providers, threads, verify)
             for name, info in self.manifest["graphs"].items()
         }
 
@@ -107,13 +154,19 @@ class OnnxLeffaModel:
         if options.get("height") is not None:
             fixed = (int(options["height"]), int(options["width"]))
             if tuple(size) != fixed:
-                raise LeffaError(f"--size {size[0]}x{size[1]}: {self.directory} was exported for {fixed[0]}x{fixed[1]} "
-                                 "only; export again with other --height/--width, or without them (dynamic)")
+                raise LeffaError(
+                    f"size {size[0]}x{size[1]}: {self.directory} was exported for {fixed[0]}x{fixed[1]} only; "
+                    "export again with other height/width, or without them (dynamic)",
+                    option=("size", "height", "width"),
+                )
             return size
         multiple = int(self.manifest["size_multiple"])
         if size[0] % multiple or size[1] % multiple:
-            raise LeffaError(f"--size {size[0]}x{size[1]}: {self.directory} has dynamic-size graphs, which need "
-                             f"multiples of {multiple}; choose such a size or export with --height/--width")
+            raise LeffaError(
+                f"size {size[0]}x{size[1]}: {self.directory} has dynamic-size graphs, which need multiples of "
+                f"{multiple}; choose such a size or export with height/width",
+                option=("size", "height", "width"),
+            )
         return size
 
     def layer_downscale(self) -> dict[str, int]:
@@ -160,7 +213,7 @@ class OnnxLeffaModel:
     def predict_noise(self, model_input, timesteps, features, capture=None, capture_layers=None) -> torch.Tensor:
         """Generative graph on the 12-channel input with the given reference features."""
         if capture is not None:
-            raise LeffaError("the ONNX backend cannot capture attention (Leffa loss, flow maps); use --backend torch")
+            raise LeffaError("ONNX graphs cannot capture attention (Leffa loss, flow maps); use backend torch", option="backend")
         missing = [name for name in self.layer_names if name not in features]
         if missing:
             raise LeffaError(f"no reference features for layer {missing[0]}; compute them first")

@@ -3,8 +3,12 @@
 The graphs are the reference UNet (latent, timestep -> its per-layer features, one named output per layer), the
 generative UNet (12-channel sample, timestep, those features as named inputs -> noise), the VAE encoder (image ->
 posterior mean and logvar, so the sampler samples with its own generator) and the VAE decoder (unscaled latent ->
-image). ``manifest.json`` records names, shapes, dtypes and the ``LeffaConfig``, so ``leffa.export.backend`` needs
-nothing else.
+image). ``manifest.json`` records names, shapes, dtypes, every file's size and SHA-256 and the ``LeffaConfig``, so
+``leffa.export.backend`` needs nothing else and can tell a damaged or mixed folder from a good one.
+
+The export folder is replaced as a whole: the graphs and the manifest are written into a hidden sibling folder,
+which is swapped in only when complete (``leffa.atomic.replace_folder``), under a lock beside it so two exports of
+one folder cannot interleave. A killed re-export therefore leaves the previous complete folder untouched.
 
 TensorRT refuses tensors of 2^31 elements or more. An explicit attention score tensor at 1024x768 with CFG is
 ``2 x 8 x 12288 x 24576`` elements, so attention exports either as ONNX's fused ``Attention`` op (opset 23, parsed
@@ -19,28 +23,25 @@ import gc
 import json
 import math
 import os
+import shutil
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from leffa.atomic import atomic_path
-from leffa.attention import (
-    GenerativeSelfAttention,
-    ReferenceSelfAttention,
-    _merge_heads,
-    _project_out,
-    _split_heads,
-)
-from leffa.checkpoint import convert_to_safetensors  # noqa: F401 - its home moved; kept importable here
+from leffa.atomic import atomic_path, ensure_writable_destination, replace_folder
+from leffa.attention import install_processors, install_vae_attention
+from leffa.checkpoint import convert_to_safetensors  # noqa: F401 - its home is leffa.checkpoint; kept importable here
 from leffa.errors import LeffaError
+from leffa.export.manifest import MANIFEST, MANIFEST_FORMAT, read_manifest, write_manifest
+from leffa.integrity import describe_files
+from leffa.locks import FolderLock
 from leffa.model import LeffaModel
 
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "leffa-onnx/1"
 TENSORRT_ELEMENT_LIMIT = 2**31
 GRAPHS = ("reference_unet", "generative_unet", "vae_encoder", "vae_decoder")
 ATTENTION_MODES = ("chunked", "fused")
@@ -71,24 +72,31 @@ class ExportOptions:
 
     def validate(self, multiple: int) -> None:
         if self.dtype not in EXPORT_DTYPES:
-            raise LeffaError(f"--dtype {self.dtype!r}: choose one of {', '.join(EXPORT_DTYPES)}")
+            raise LeffaError(f"dtype {self.dtype!r}: choose one of {', '.join(EXPORT_DTYPES)}", option="dtype")
         if self.attention not in ATTENTION_MODES:
-            raise LeffaError(f"--attention {self.attention!r}: choose one of {', '.join(ATTENTION_MODES)}")
+            raise LeffaError(
+                f"attention {self.attention!r}: choose one of {', '.join(ATTENTION_MODES)}", option="attention"
+            )
         if (self.height is None) != (self.width is None):
-            raise LeffaError("--height and --width: give both to fix the image size, or neither to keep it dynamic")
+            raise LeffaError(
+                "height and width: give both to fix the image size, or neither to keep it dynamic",
+                option=("height", "width"),
+            )
         for name in ("height", "width", "max_height", "max_width"):
             value = getattr(self, name)
             if value is not None and (value <= 0 or value % multiple):
-                raise LeffaError(f"--{name.replace('_', '-')} {value}: must be a positive multiple of {multiple}")
+                raise LeffaError(f"{name} {value}: must be a positive multiple of {multiple}", option=name)
         if self.max_batch < 1:
-            raise LeffaError(f"--max-batch {self.max_batch}: must be at least 1")
+            raise LeffaError(f"max_batch {self.max_batch}: must be at least 1", option="max_batch")
         if not 0 < self.max_score_elements < TENSORRT_ELEMENT_LIMIT:
             raise LeffaError(f"max_score_elements {self.max_score_elements}: must be in (0, 2^31)")
 
     @property
     def profile(self) -> tuple[int, int]:
         """The largest image size the graphs serve: the fixed size, or the declared maximum."""
-        return (self.height, self.width) if self.height is not None else (self.max_height, self.max_width)
+        if self.height is not None and self.width is not None:
+            return self.height, self.width
+        return self.max_height, self.max_width
 
 
 # -- chunked attention ----------------------------------------------------------------------------------------------
@@ -119,53 +127,10 @@ def chunks_needed(batch: int, heads: int, queries: int, keys: int, budget: int) 
     if per_query > budget:
         raise LeffaError(
             f"attention over {keys} keys with batch {batch} and {heads} heads cannot stay under {budget} elements "
-            "even one query at a time; lower --max-batch or the maximum size"
+            "even one query at a time; lower max_batch or the maximum size",
+            option="max_batch",
         )
     return max(1, math.ceil(batch * heads * queries * keys / budget))
-
-
-class ChunkedReferenceSelfAttention(ReferenceSelfAttention):
-    """The reference processor, computing attention in query chunks."""
-
-    def __init__(self, name, context, chunks: int):
-        super().__init__(name, context)
-        self.chunks = chunks
-
-    def attend(self, q, k, v):
-        return chunked_attention(q, k, v, self.chunks)
-
-
-class ChunkedGenerativeSelfAttention(GenerativeSelfAttention):
-    """The generative processor (queries from own tokens, keys/values from ``[own; reference]``) in query chunks."""
-
-    def __init__(self, name, context, chunks: int):
-        super().__init__(name, context)
-        self.chunks = chunks
-
-    def attend(self, q, k, v):
-        return chunked_attention(q, k, v, self.chunks)
-
-
-class ChunkedVaeAttention:
-    """The VAE mid-block attention (group norm, one head, residual) with query chunks, as diffusers computes it."""
-
-    def __init__(self, chunks: int):
-        self.chunks = chunks
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        residual = hidden_states
-        batch, channels, height, width = hidden_states.shape
-        hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        q = _split_heads(attn.to_q(hidden_states), attn.heads)
-        k = _split_heads(attn.to_k(hidden_states), attn.heads)
-        v = _split_heads(attn.to_v(hidden_states), attn.heads)
-        hidden_states = _project_out(attn, _merge_heads(chunked_attention(q, k, v, self.chunks)))
-        hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channels, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
 
 
 def attention_chunks(model: LeffaModel, options: ExportOptions) -> dict[str, int]:
@@ -184,19 +149,14 @@ def attention_chunks(model: LeffaModel, options: ExportOptions) -> dict[str, int
 
 
 def install_chunked_attention(model: LeffaModel, chunks: dict[str, int]) -> None:
-    """Swap every attention processor of ``model`` (a copy: it is changed in place) for its chunked variant."""
-    for role, unet, context, cls in (
-        ("reference", model.reference_unet, model.reference_context, ChunkedReferenceSelfAttention),
-        ("generative", model.generative_unet, model.generative_context, ChunkedGenerativeSelfAttention),
+    """Give every attention processor of ``model`` (a copy: it is changed in place) a query-chunked kernel."""
+    for role, unet, context in (
+        ("reference", model.reference_unet, model.reference_context),
+        ("generative", model.generative_unet, model.generative_context),
     ):
-        processors = {}
-        for key, processor in unet.attn_processors.items():
-            layer = key.removesuffix(".processor")
-            processors[key] = cls(layer, context, chunks[f"{role}:{layer}"]) if layer.endswith(".attn1") else processor
-        unet.set_attn_processor(processors)
-    vae_processors = {key: ChunkedVaeAttention(chunks["vae"]) for key in model.vae.attn_processors}
-    if vae_processors:
-        model.vae.set_attn_processor(vae_processors)
+        kernels = {layer: partial(chunked_attention, chunks=chunks[f"{role}:{layer}"]) for layer in model.layer_names}
+        install_processors(unet, context, role, kernels)
+    install_vae_attention(model.vae, partial(chunked_attention, chunks=chunks["vae"]))
 
 
 # -- graph wrappers -------------------------------------------------------------------------------------------------
@@ -268,11 +228,14 @@ class GraphSpec:
 def graph_specs(model: LeffaModel, options: ExportOptions, batch: int = 1) -> list[GraphSpec]:
     """The four graphs, traced at the fixed export size (or at the declared maximum's aspect when dynamic)."""
     down = model.latent_downscale
-    multiple = down * 2 ** (len(model.generative_unet.down_blocks) - 1)
-    if options.height is not None:
+    if options.height is not None and options.width is not None:
         height, width = options.height, options.width
     else:
-        height, width = 2 * multiple, 2 * multiple
+        # Traced where the latent does not divide by the UNet's total downscale: the UNet then upsamples each level
+        # to its skip connection's size (diffusers' forward_upsample_size), which the graph keeps as a shape op, so
+        # the dynamic graphs serve every multiple of the VAE's downscale (64x48 too), aligned or not.
+        unet_multiple = 2 ** (len(model.generative_unet.down_blocks) - 1)
+        height, width = down * (2 * unet_multiple + 1), down * (2 * unet_multiple + 1)
     lh, lw = height // down, width // down
     dynamic_size = options.height is None
     lat = {0: "batch", 2: "latent_height", 3: "latent_width"} if dynamic_size else {0: "batch"}
@@ -411,13 +374,45 @@ def export_onnx(
     unknown = [name for name in graphs if name not in GRAPHS]
     if unknown:
         raise LeffaError(f"unknown graph {unknown[0]!r}; choose from {', '.join(GRAPHS)}")
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise LeffaError(f"{directory}: exists and is not a folder")
+    directory = check_export_destination(directory)
+    with FolderLock(directory.parent / f".{directory.name}.lock", str(directory), hint="; another export is writing it"):
+        for stale in directory.parent.glob(f".{directory.name}.partial-*"):  # left by a killed export
+            shutil.rmtree(stale, ignore_errors=True)
+        with replace_folder(directory) as staging:
+            manifest = _export_into(model, staging, options, graphs)
+    return manifest
+
+
+def export_folder_entries(directory: Path) -> list[str]:
+    """Entries of an existing folder that an export did not write (empty: safe to replace as a whole)."""
+    if not directory.is_dir():
+        return []
+    ours = (MANIFEST,)
+    return sorted(
+        entry.name for entry in directory.iterdir()
+        if entry.name not in ours and not entry.name.endswith((".onnx", ".onnx.data")) and not entry.name.startswith(".")
+    )
+
+
+def check_export_destination(directory: str | Path) -> Path:
+    """Refuse, before loading anything, an export folder that cannot be written or holds other files.
+
+    The folder is replaced as a whole, so a folder holding anything but a previous export's files is refused
+    rather than emptied."""
+    directory = ensure_writable_destination(directory, "whole-folder", "--onnx")
+    foreign = export_folder_entries(directory)
+    if foreign:
+        raise LeffaError(f"--onnx {directory}: holds files that are not an export ({', '.join(foreign[:3])}); an export "
+                         "replaces its folder as a whole, so give a new or empty folder")
+    return directory
+
+
+def _export_into(model: LeffaModel, directory: Path, options: ExportOptions, graphs: tuple[str, ...]) -> dict:
     export_model, chunks = export_model_copy(model, options)
     opset = OPSET[options.attention]
     specs = {spec.name: spec for spec in graph_specs(export_model, options)}
     exported = {name: export_graph(specs[name], directory / f"{name}.onnx", opset) for name in graphs}
+    files = [file for info in exported.values() for file in info["files"]]
     manifest = {
         "format": MANIFEST_FORMAT,
         "dtype": options.dtype,
@@ -428,36 +423,15 @@ def export_onnx(
         "attention_chunks": chunks,
         "scaling_factor": export_model.scaling_factor,
         "latent_downscale": export_model.latent_downscale,
-        # Dynamic graphs are traced with every skip connection lining up, so sizes must divide by the total downscale.
-        "size_multiple": export_model.latent_downscale * 2 ** (len(export_model.generative_unet.down_blocks) - 1),
+        # Dynamic graphs upsample to their skip connections' sizes (see graph_specs): any multiple of the VAE's scale.
+        "size_multiple": export_model.latent_downscale,
         "layer_names": list(export_model.layer_names),
         "layer_downscale": export_model.layer_downscale(),
         "graphs": exported,
+        "checksums": describe_files(directory, files),
         "leffa_config": json.loads(model.config.to_json()),
     }
-    write_manifest(directory, manifest)
-    return manifest
-
-
-def write_manifest(directory: str | Path, manifest: dict) -> Path:
-    path = Path(directory) / MANIFEST
-    with atomic_path(path) as temp:
-        temp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def read_manifest(directory: str | Path) -> dict:
-    """The manifest of an export folder; a missing or foreign one is a one-line error."""
-    directory = Path(directory)
-    path = directory / MANIFEST
-    if not path.is_file():
-        raise LeffaError(f"{directory}: not an ONNX export folder (no {MANIFEST}); make one with `leffa export --onnx`")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise LeffaError(f"{path}: not valid JSON ({error.msg})") from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise LeffaError(f"{path}: unknown format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+    write_manifest(directory, manifest)  # last: its presence marks the folder complete
     return manifest
 
 
@@ -515,8 +489,8 @@ def check_export(
     manifest = read_manifest(directory)
     options = ExportOptions(**manifest["options"])
     multiple = model.latent_downscale * 2 ** (len(model.generative_unet.down_blocks) - 1)
-    if height is None:
-        height, width = (options.height, options.width) if options.height is not None else (2 * multiple, multiple)
+    if height is None or width is None:
+        height, width = options.profile if options.height is not None else (2 * multiple, multiple)
     onnx_model = OnnxLeffaModel(directory, providers=providers)
     reference = copy.deepcopy(model).eval().to_dtype(EXPORT_DTYPES[options.dtype])
     generator = torch.Generator().manual_seed(seed)
@@ -533,9 +507,9 @@ def check_export(
     with torch.no_grad():
         present = manifest["graphs"]
         if "reference_unet" in present:
-            expected = reference.reference_features(latent, timestep)
+            expected_features = reference.reference_features(latent, timestep)
             got = onnx_model.reference_features(latent, timestep)
-            diffs["reference_unet"] = max(diff(got[name], expected[name]) for name in reference.layer_names)
+            diffs["reference_unet"] = max(diff(got[name], expected_features[name]) for name in reference.layer_names)
         if "generative_unet" in present:
             features = reference.reference_features(latent, timestep)
             expected = reference.predict_noise(sample, timestep, features)
@@ -548,3 +522,4 @@ def check_export(
             expected = reference.decode(latent)
             diffs["vae_decoder"] = diff(onnx_model.decode(latent), expected)
     return diffs
+

@@ -46,7 +46,7 @@ def shared_metrics(results: Sequence[EvalResult]) -> list[str]:
 def compare_chart(results: Sequence[EvalResult], metrics: Sequence[str] | None = None) -> Image.Image:
     """A PIL image with one bar panel per metric and one bar per run, labelled with each run's name."""
     if not results:
-        raise LeffaError("--compare: give at least one result JSON")
+        raise LeffaError("results: give at least one result JSON", option="results")
     metrics = list(metrics or shared_metrics(results))
     columns = min(len(metrics), 4)
     rows = math.ceil(len(metrics) / columns)
@@ -72,7 +72,8 @@ def compare_chart(results: Sequence[EvalResult], metrics: Sequence[str] | None =
 def _draw_panel(draw: ImageDraw.ImageDraw, origin: tuple[int, int], metric: str, results, fonts) -> None:
     title_font, small_font = fonts
     left, top = origin
-    direction = {True: " (lower is better)", False: " (higher is better)"}.get(lower_is_better(metric, results[0].mode), "")
+    lower = lower_is_better(metric, results[0].mode)
+    direction = "" if lower is None else " (lower is better)" if lower else " (higher is better)"
     draw.rectangle([left, top, left + PANEL_WIDTH, top + PANEL_HEIGHT], outline="#BBBBBB")
     title = metric if results[0].mode == "flow" else metric.upper()
     draw.text((left + 8, top + 6), title, fill="black", font=title_font)

@@ -16,50 +16,9 @@ import numpy as np
 import torch
 
 from leffa.errors import LeffaError
-from leffa.flow import attention_flow, token_grid, upsample_flow
-
-
-def _as_tensor(flow) -> torch.Tensor:
-    return flow if isinstance(flow, torch.Tensor) else torch.from_numpy(np.asarray(flow))
-
-
-def end_point_errors(pred_flow, gt_flow) -> torch.Tensor:
-    """Per-pixel end-point error in pixels, ``(..., H, W)``, NaN where the ground truth has no correspondence.
-
-    Both flows are ``(..., H, W, 2)`` in normalised (x, y) units; the image size is read from their shape.
-    """
-    pred, gt = _as_tensor(pred_flow).double(), _as_tensor(gt_flow).double()
-    if pred.shape != gt.shape or pred.shape[-1] != 2:
-        raise ValueError(f"flow shapes differ or are not (..., H, W, 2): {tuple(pred.shape)} vs {tuple(gt.shape)}")
-    height, width = gt.shape[-3], gt.shape[-2]
-    dx = (pred[..., 0] - gt[..., 0]) * width / 2
-    dy = (pred[..., 1] - gt[..., 1]) * height / 2
-    return torch.sqrt(dx.square() + dy.square())  # NaN propagates from the ground truth
-
-
-def flow_epe(pred_flow, gt_flow) -> float:
-    """Mean end-point error in pixels over the pixels with a correspondence (NaN when there are none)."""
-    errors = end_point_errors(pred_flow, gt_flow)
-    valid = ~torch.isnan(errors)
-    return float(errors[valid].mean()) if bool(valid.any()) else float("nan")
-
-
-def layer_flows(
-    captured: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    image_size: tuple[int, int],
-    temperature: float = 2.0,
-) -> dict[str, torch.Tensor]:
-    """Attention flow of every captured layer, upsampled to ``image_size`` = (H, W): ``{layer: (B, H, W, 2)}``.
-
-    ``captured`` is what ``LeffaModel.predict_noise(..., capture={})`` fills: ``{layer: (queries, reference keys)}``.
-    """
-    height, width = image_size
-    flows = {}
-    for layer, (queries, keys) in captured.items():
-        grid = token_grid(keys.shape[2], height, width)
-        flow = attention_flow(queries.float(), keys.float(), *grid, temperature=temperature)
-        flows[layer] = upsample_flow(flow, (height, width))
-    return flows
+from leffa.flow import check_temperature, flow_epe, upsample_flow
+from leffa.probe import probe_flows, short_layer_name
+from leffa.sampler import check_seed
 
 
 @dataclass
@@ -74,58 +33,29 @@ class FlowSample:
     gt_flow: torch.Tensor
 
 
-@torch.no_grad()
-def capture_attention(
-    model,
-    sample: FlowSample,
-    timestep: int,
-    scheduler,
-    generator: torch.Generator | None = None,
-    layers=None,
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """One denoising step on the noised target at ``timestep``, recording each layer's queries and reference keys.
-
-    Inputs are built as in training: the target latent noised by ``scheduler`` at ``timestep``, the masked target
-    ``target * (1 - mask)`` as the inpainting condition, the clean reference latent at the same timestep.
-    """
-    device, dtype = model.device, model.dtype
-    target = sample.target.to(device, dtype)
-    mask = sample.mask.to(device, dtype)
-    latents = model.encode(target, sample=False)
-    masked_latents = model.encode(target * (1 - mask), sample=False)
-    reference_latents = model.encode(sample.reference.to(device, dtype), sample=False)
-    noise = torch.randn(latents.shape, generator=generator, device="cpu").to(device, latents.dtype)
-    timesteps = torch.full((latents.shape[0],), int(timestep), device=device, dtype=torch.long)
-    noisy = scheduler.add_noise(latents, noise, timesteps)
-    features = model.reference_features(reference_latents, timesteps)
-    model_input = model.generative_input(noisy, mask, masked_latents, sample.densepose.to(device, dtype))
-    captured: dict = {}
-    model.predict_noise(model_input, timesteps, features, capture=captured, capture_layers=layers)
-    return captured
-
-
 def layer_flow_epe(
     model,
     sample: FlowSample,
     timestep: int,
-    scheduler,
     temperature: float = 2.0,
-    generator: torch.Generator | None = None,
+    seed: int = 0,
     layers=None,
 ) -> dict[str, list[float]]:
-    """End-point error (pixels) of each layer's attention flow, one value per sample: ``{layer: [epe, ...]}``."""
-    if not 0 <= int(timestep) < scheduler.config.num_train_timesteps:
-        raise LeffaError(f"--t: timestep {timestep} outside [0, {scheduler.config.num_train_timesteps})")
+    """End-point error (pixels) of each layer's attention flow, one value per sample: ``{layer: [epe, ...]}``.
+
+    The flows are ``leffa.probe``'s (the same forward pass as ``viz-flow`` and training validation), upsampled to the
+    image size (bilinear, as the Leffa loss)."""
     height, width = sample.gt_flow.shape[1:3]
     if tuple(sample.target.shape[-2:]) != (height, width):
         raise LeffaError(
             f"ground-truth flow is {width}x{height} but the image is {sample.target.shape[-1]}x{sample.target.shape[-2]}"
         )
-    captured = capture_attention(model, sample, timestep, scheduler, generator, layers)
-    flows = layer_flows(captured, (height, width), temperature)
+    probe = probe_flows(model, sample.target, sample.reference, sample.mask, sample.densepose, timestep, layers,
+                        seed=seed, temperature=temperature)
     return {
-        layer: [flow_epe(flow[index].cpu(), sample.gt_flow[index]) for index in range(flow.shape[0])]
-        for layer, flow in flows.items()
+        layer: [flow_epe(upsample_flow(flow[index : index + 1], (height, width))[0], sample.gt_flow[index])
+                for index in range(flow.shape[0])]
+        for layer, flow in probe.flows.items()
     }
 
 
@@ -208,16 +138,6 @@ class FlowDataset:
         )
 
 
-def short_layer_name(layer: str) -> str:
-    """``down_blocks.1.attentions.0.transformer_blocks.0.attn1`` -> ``down1.a0.b0`` (for tables and charts)."""
-    parts = layer.split(".")
-    head = {"down_blocks": "down", "up_blocks": "up", "mid_block": "mid"}.get(parts[0], parts[0])
-    numbers = [p for p in parts[1:] if p.isdigit()]
-    if parts[0] == "mid_block":
-        return ".".join([head] + [f"{tag}{n}" for tag, n in zip("ab", numbers)])
-    return ".".join([head + numbers[0]] + [f"{tag}{n}" for tag, n in zip("ab", numbers[1:])])
-
-
 def evaluate_flow(
     model,
     data: str | Path,
@@ -236,18 +156,16 @@ def evaluate_flow(
     ``"mean"`` over layers; ``per_image`` holds every example's per-layer EPE. The noise of each example is seeded
     with ``seed`` so runs of different models see the same noisy inputs.
     """
-    from diffusers import DDPMScheduler
-
     from leffa.metrics.scores import EvalResult
 
-    scheduler = DDPMScheduler.from_config(model.config.scheduler)
+    check_temperature(temperature)
+    check_seed(seed)
     dataset = FlowDataset(data, split, layout, limit)
     per_layer: dict[str, list[float]] = {}
     per_image: dict[str, dict[str, float]] = {}
     for done in range(1, len(dataset) + 1):
         name, sample = dataset[done - 1]
-        generator = torch.Generator().manual_seed(seed)
-        errors = layer_flow_epe(model, sample, timestep, scheduler, temperature, generator, layers)
+        errors = layer_flow_epe(model, sample, timestep, temperature, seed, layers)
         per_image[name] = {short_layer_name(layer): values[0] for layer, values in errors.items()}
         for layer, values in errors.items():
             per_layer.setdefault(layer, []).extend(values)
@@ -272,20 +190,3 @@ def evaluate_flow(
         },
         per_image=per_image,
     )
-
-
-def resolve_layers(selection: str | None, layer_names: list[str]) -> list[str] | None:
-    """``"all"``/None -> None (every layer); else comma-separated full or short names -> full names, in model order."""
-    if selection is None or selection.strip().lower() == "all":
-        return None
-    by_name = {name: name for name in layer_names} | {short_layer_name(name): name for name in layer_names}
-    chosen = set()
-    for item in (part.strip() for part in selection.split(",")):
-        if item and item not in by_name:
-            known = ", ".join(short_layer_name(name) for name in layer_names)
-            raise LeffaError(f"--layers {item!r}: no such self-attention layer; this model has: {known}")
-        if item:
-            chosen.add(by_name[item])
-    if not chosen:
-        raise LeffaError("--layers: give 'all' or at least one layer name")
-    return [name for name in layer_names if name in chosen]

@@ -163,8 +163,12 @@ class FIDInceptionV3(nn.Module):
         self.fc = nn.Linear(2048, 1008)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, 3, H, W)`` in [0, 1] -> ``(B, 2048)``: pytorch-fid's resize and scaling, then ``features``."""
         x = F.interpolate(images.float(), size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
-        x = 2 * x - 1
+        return self.features(2 * x - 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The graph itself: ``(B, 3, 299, 299)`` scaled to [-1, 1] -> 2048-d pool features ``(B, 2048)``."""
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from leffa.atomic import save_image
 from leffa.errors import LeffaError
 from leffa.shard import Shard, count_done
+
+if TYPE_CHECKING:
+    from leffa.data import Mode, Split
 
 
 def _to_pil(image: torch.Tensor):
@@ -32,8 +36,8 @@ def generate_split(
     data: str | Path,
     out_dir: str | Path,
     size: tuple[int, int],
-    split: str = "test",
-    mode: str = "paired",
+    split: Split = "test",
+    mode: Mode = "paired",
     layout: str = "auto",
     options=None,
     seed: int = 42,
@@ -56,7 +60,7 @@ def generate_split(
     options = options or SamplerOptions()
     shard = shard or Shard()
     if batch_size < 1:
-        raise LeffaError(f"--batch-size: must be at least 1, got {batch_size}")
+        raise LeffaError(f"batch_size: must be at least 1, got {batch_size}", option="batch_size")
     dataset = open_dataset(data, layout=layout, split=split, size=size, mode=mode)
     out_dir = Path(out_dir)
     pred_dir, gt_dir = out_dir / "pred", out_dir / "gt"
@@ -97,13 +101,13 @@ def _entry_name(dataset, index: int) -> str:
     """A unique output stem per entry: the target's stem, plus the reference's when they differ (unpaired try-on);
     pose pairs are ``TARGET__SOURCE`` as ``leffa prep synth`` names their flows."""
     from leffa.data import DeepFashionPose
+    from leffa.pipeline import output_stem
 
     stems = [Path(part).stem for part in dataset.entries[index]]
     if isinstance(dataset, DeepFashionPose):
         source, target = stems
         return f"{target}__{source}"
-    person, garment = stems[-2], stems[-1]
-    return person if person == garment else f"{person}__{garment}"
+    return output_stem(stems[-2], stems[-1])
 
 
 def run_settings(model_source: str, size, options, seed: int, split: str, mode: str) -> dict:

@@ -1,12 +1,12 @@
 """Image metrics as the try-on and pose-transfer papers report them: FID, KID, SSIM, LPIPS, PSNR.
 
 Formulas come from torchmetrics (FID, KID, SSIM, PSNR; imported only when a metric runs, as the import takes
-seconds); FID and KID run on the pytorch-fid Inception pool features (``leffa.metrics.inception``); LPIPS is v0.1 with the
-SqueezeNet backbone on [-1, 1] inputs (``leffa.metrics.lpips``). Settings follow the authors' evaluation: SSIM and PSNR with
-data range 1 (Gaussian 11x11 window, sigma 1.5), KID with clean-fid's 100 subsets of at most 1000 images, reported
-x 1000. Paired mode matches predictions to ground truth by file stem and resizes the ground truth (Lanczos) to the
-prediction's size when they differ; unpaired mode compares the two sets as distributions (FID, KID only). Images
-stream in batches, so memory does not grow with the set.
+seconds); FID and KID run on the pytorch-fid Inception pool features (``leffa.metrics.inception``); LPIPS is v0.1
+with the SqueezeNet backbone on [-1, 1] inputs (``leffa.metrics.lpips``). Settings follow the authors' evaluation:
+SSIM and PSNR with data range 1 (Gaussian 11x11 window, sigma 1.5), KID with clean-fid's 100 subsets of at most 1000
+images, reported x 1000. Paired mode matches predictions to ground truth by file stem and resizes the ground truth
+(Lanczos) to the prediction's size when they differ; unpaired mode compares the two sets as distributions (FID, KID
+only). Images stream in batches, so memory does not grow with the set.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def match_pairs(pred_dir: str | Path, gt_dir: str | Path, allow_extra_gt: bool =
     if extra and not allow_extra_gt:
         more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
         raise LeffaError(
-            f"{gts[extra[0]]}: no prediction named {extra[0]!r} in {pred_dir}{more} (--ignore-extra-gt to score a subset)"
+            f"{gts[extra[0]]}: no prediction named {extra[0]!r} in {pred_dir}{more} (allow_extra_gt to score a subset)",
+            option="allow_extra_gt",
         )
     return [(preds[stem], gts[stem]) for stem in preds]
 
@@ -233,6 +234,27 @@ class MetricNetworks:
     lpips: nn.Module | None = None
 
 
+def load_metric_networks(
+    metrics: Iterable[str],
+    inception: str | Path | None = None,
+    lpips: str | Path | None = None,
+    offline: bool = False,
+    device: str | torch.device = "cpu",
+) -> MetricNetworks:
+    """The networks ``metrics`` need, from local paths or their published sources (``leffa.metrics.weights``)."""
+    from leffa.metrics.inception import load_fid_inception
+    from leffa.metrics.lpips import load_lpips
+    from leffa.metrics.weights import inception_weights, lpips_weights
+
+    metrics = tuple(metrics)
+    networks = MetricNetworks()
+    if any(metric in FEATURE_METRICS for metric in metrics):
+        networks.inception = load_fid_inception(inception_weights(inception, offline)).to(device)
+    if "lpips" in metrics:
+        networks.lpips = load_lpips(*lpips_weights(lpips, offline)).to(device)
+    return networks
+
+
 @dataclass
 class EvalResult:
     """Scores of one evaluation, with what was compared and how; ``per_image`` holds the paired per-pair scores."""
@@ -257,17 +279,22 @@ def check_metrics(metrics: Iterable[str], paired: bool) -> tuple[str, ...]:
     unknown = sorted(chosen - set(allowed))
     if unknown:
         mode = "paired" if paired else "unpaired"
-        raise LeffaError(f"--metrics: {unknown[0]!r} is not one of the {mode} metrics ({', '.join(allowed)})")
+        raise LeffaError(
+            f"metrics: {unknown[0]!r} is not one of the {mode} metrics ({', '.join(allowed)})", option="metrics"
+        )
     if not chosen:
-        raise LeffaError("--metrics: choose at least one metric")
+        raise LeffaError("metrics: choose at least one metric", option="metrics")
     return tuple(m for m in allowed if m in chosen)
 
 
-def _needs(metrics: Sequence[str], networks: MetricNetworks) -> None:
-    if any(m in FEATURE_METRICS for m in metrics) and networks.inception is None:
-        raise LeffaError("FID/KID need the Inception network (--inception PATH or the hub weights)")
-    if "lpips" in metrics and networks.lpips is None:
-        raise LeffaError("LPIPS needs its network (--lpips FOLDER or the hub weights)")
+def _needs(metrics: Sequence[str], networks: MetricNetworks, name: str) -> nn.Module:
+    """``networks.<name>`` (``inception`` or ``lpips``), which ``metrics`` need; absent is a one-line error."""
+    network = getattr(networks, name)
+    if network is None:
+        what = "FID/KID need the Inception network" if name == "inception" else "LPIPS needs its network"
+        source = "the downloaded pytorch-fid weights" if name == "inception" else "the downloaded SqueezeNet weights"
+        raise LeffaError(f"{what} ({name} FILE, or {source})", option=name)
+    return network
 
 
 Progress = Callable[[int, int], None]
@@ -286,10 +313,12 @@ def evaluate_paired(
 
     Every metric runs on ``device`` (the networks must already be there)."""
     metrics = check_metrics(metrics, paired=True)
-    _needs(metrics, networks)
+    features = any(m in FEATURE_METRICS for m in metrics)
+    inception = _needs(metrics, networks, "inception") if features else None
+    lpips = _needs(metrics, networks, "lpips") if "lpips" in metrics else None
     if not pairs:
         raise LeffaError("no image pairs to evaluate")
-    sets = FeatureSetMetrics(networks.inception, metrics) if any(m in FEATURE_METRICS for m in metrics) else None
+    sets = FeatureSetMetrics(inception, metrics) if inception is not None else None
     per_image: dict[str, dict[str, float]] = {}
     done = 0
     for chunk in batches(pairs, batch_size):
@@ -304,8 +333,8 @@ def evaluate_paired(
                 scores["ssim"] = ssim(pred_stack, gt_stack).cpu()
             if "psnr" in metrics:
                 scores["psnr"] = psnr(pred_stack, gt_stack).cpu()
-            if "lpips" in metrics:
-                scores["lpips"] = lpips_distance(networks.lpips, pred_stack, gt_stack).cpu()
+            if lpips is not None:
+                scores["lpips"] = lpips_distance(lpips, pred_stack, gt_stack).cpu()
             if sets is not None:
                 sets.update(gt_stack, real=True)
                 sets.update(pred_stack, real=False)
@@ -342,12 +371,12 @@ def evaluate_unpaired(
     """Compare two image sets as distributions (FID, KID). Ground truth is resized to the predictions' size when
     all predictions share one size (as in paired mode); otherwise each set keeps its own sizes."""
     metrics = check_metrics(metrics, paired=False)
-    _needs(metrics, networks)
+    inception = _needs(metrics, networks, "inception")  # unpaired metrics are FID and KID only
     if not pred_paths or not gt_paths:
         raise LeffaError("no images to evaluate")
     sizes = {image_size(path) for path in pred_paths}
     target_size = sizes.pop() if len(sizes) == 1 else None
-    sets = FeatureSetMetrics(networks.inception, metrics)
+    sets = FeatureSetMetrics(inception, metrics)
     total, done = len(pred_paths) + len(gt_paths), 0
     for paths, real, size in ((pred_paths, False, None), (gt_paths, True, target_size)):
         for chunk in batches(list(paths), batch_size):
@@ -379,7 +408,7 @@ def evaluate_folders(
 ) -> EvalResult:
     """``evaluate_paired`` on stem-matched pairs, or ``evaluate_unpaired`` on all images of both folders."""
     if batch_size < 1:
-        raise LeffaError(f"--batch-size: must be at least 1, got {batch_size}")
+        raise LeffaError(f"batch_size: must be at least 1, got {batch_size}", option="batch_size")
     if paired:
         pairs = match_pairs(pred_dir, gt_dir, allow_extra_gt=allow_extra_gt)
         return evaluate_paired(pairs, networks, metrics or PAIRED_METRICS, batch_size, progress, device)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from leffa import images
 from leffa.errors import LeffaError
-from leffa.preprocess.masks import agnostic_mask, mask_image
+from leffa.preprocess.masks import agnostic_mask, check_mask_options, mask_image
 from leffa.preprocess.openpose import PoseEstimator
 from leffa.preprocess.parsing import MODELS, HumanParser, parse_person
 
@@ -25,15 +25,22 @@ POSE_HUB_FILE = "openpose/body_pose_model.pth"
 WORK_HEIGHT = 512
 
 
+WHAT = {
+    "humanparsing/parsing_atr.onnx": "ATR human parsing model",
+    "humanparsing/parsing_lip.onnx": "LIP human parsing model",
+    POSE_HUB_FILE: "OpenPose body model",
+}
+
+
 def model_path(path: str | Path | None, hub_file: str, offline: bool = False) -> Path:
-    """The local file given, or the upstream hub file (downloaded into the cache when needed)."""
+    """The local file given, or the upstream hub file (weights folder, hub cache, else downloaded)."""
     if path is not None:
         if not Path(path).is_file():
             raise LeffaError(f"{path}: model file not found (for {hub_file})")
         return Path(path)
     from leffa.hub import fetch
 
-    return fetch(hub_file, offline=offline)
+    return fetch(hub_file, offline=offline, what=WHAT.get(hub_file, ""))
 
 
 def load_parser(
@@ -133,6 +140,7 @@ def person_conditions(
     keypoints: np.ndarray | None = None,
     work_height: int = WORK_HEIGHT,
     source: str = "person image",
+    mask_style: str = "upstream",
     **load_options,
 ) -> PersonConditions:
     """Parsing, keypoints and mask of one photo.
@@ -140,6 +148,7 @@ def person_conditions(
     ``labels`` (a person label map of any size) and ``keypoints`` (18 x 3, in the photo's pixels) replace what the
     models would find; ``load_options`` go to ``PrepTools.load`` for the models still needed when ``tools`` is None.
     """
+    check_mask_options(garment_type, style, mask_style)
     work = working_copy(person_image, work_height)
     if tools is None and (labels is None or keypoints is None):
         tools = PrepTools.load(parsing=labels is None, keypoints=keypoints is None, **load_options)
@@ -154,7 +163,7 @@ def person_conditions(
     else:
         keypoints = np.array(keypoints, dtype=np.float32)
         keypoints[:, :2] *= work.height / person_image.height
-    return PersonConditions(labels, keypoints, agnostic_mask(labels, keypoints, garment_type, style),
+    return PersonConditions(labels, keypoints, agnostic_mask(labels, keypoints, garment_type, style, mask_style),
                             (person_image.height, person_image.width))
 
 
@@ -163,7 +172,9 @@ def automatic_conditions(
     garment_type: str = "upper_body",
     style: str = "hd",
     tools: PrepTools | None = None,
+    mask_style: str = "upstream",
     **load_options,
 ) -> Image.Image:
     """The garment-agnostic mask (``L`` image at the photo's size, 255 = repaint) of a plain person photo."""
-    return person_conditions(person_image, garment_type, style, tools, **load_options).mask_image()
+    conditions = person_conditions(person_image, garment_type, style, tools, mask_style=mask_style, **load_options)
+    return conditions.mask_image()

@@ -52,12 +52,27 @@ class ItemPaths:
     def missing(self) -> list[str]:
         return [kind for kind in ("mask", "parse", "keypoints", "skeleton") if not getattr(self, kind).exists()]
 
+    def models_needed(self) -> set[str]:
+        """``parsing`` for a missing mask or parse, ``pose`` for keypoints that are not on disk yet."""
+        missing = set(self.missing())
+        needed = {"parsing"} if missing & {"mask", "parse"} else set()
+        if missing & {"mask", "keypoints", "skeleton"} and not self.keypoints.exists():
+            needed.add("pose")
+        return needed
+
 
 @dataclass
 class DatasetPlan:
     items: list[ItemPaths]
     complete: int  # photos with every output present already
     splits: list[str] = field(default_factory=list)
+
+    def missing_counts(self) -> dict[str, int]:
+        counts = {kind: 0 for kind in ("mask", "parse", "keypoints", "skeleton")}
+        for item in self.items:
+            for kind in item.missing():
+                counts[kind] += 1
+        return counts
 
 
 def plan_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS) -> DatasetPlan:
@@ -76,8 +91,18 @@ def plan_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS) -> DatasetP
     return DatasetPlan(todo, len(items) - len(todo), found)
 
 
+def models_needed(items: list[ItemPaths]) -> set[str]:
+    """What filling ``items`` runs: ``parsing`` (ATR + LIP), ``pose`` (OpenPose); drawing a skeleton needs neither."""
+    return set().union(*(item.models_needed() for item in items))
+
+
 def fill_item(
-    item: ItemPaths, tools: PrepTools, garment_type: str = "upper_body", style: str = "hd", work_height: int = 512
+    item: ItemPaths,
+    tools: PrepTools,
+    garment_type: str = "upper_body",
+    style: str = "hd",
+    work_height: int = 512,
+    mask_style: str = "upstream",
 ) -> list[str]:
     """Write the missing outputs of one photo; returns what it wrote."""
     missing = item.missing()
@@ -96,7 +121,7 @@ def fill_item(
     written = []
     if "mask" in missing:
         labels = combine_parsings(tools.atr(work), lip_labels)
-        mask = agnostic_mask(labels, keypoints, garment_type, style)
+        mask = agnostic_mask(labels, keypoints, garment_type, style, mask_style)
         save_image(images.resize_labels(mask_image(mask), (photo.height, photo.width)), item.mask)
         written.append("mask")
     if "parse" in missing:
@@ -112,7 +137,7 @@ def fill_item(
             temp.write_text(json.dumps(keypoints_json(photo_keypoints)))
         written.append("keypoints")
     if "skeleton" in missing:
-        save_image(draw_skeleton(photo_keypoints, photo.size), item.skeleton)
+        save_image(draw_skeleton(photo_keypoints, (photo.height, photo.width)), item.skeleton)
         written.append("skeleton")
     return written
 

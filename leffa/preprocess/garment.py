@@ -14,6 +14,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from leffa import images
+
 BORDER = 0.03  # share of each side read as backdrop
 UNIFORM_SPREAD = 12.0  # a backdrop's border pixels stay within this colour distance of their median (0-255 scale)
 MIN_DISTANCE = 28.0  # colour distance from the backdrop above which a pixel is garment
@@ -90,20 +92,18 @@ def grow_soft(region: np.ndarray, radius: int = 2) -> np.ndarray:
 
 
 def clean_garment(
-    image: Image.Image, size: tuple[int, int] = (768, 1024), margin: float = 0.05
+    image: Image.Image, size: tuple[int, int] = (1024, 768), margin: float = 0.05
 ) -> tuple[Image.Image, GarmentCut]:
-    """The garment cut out, scaled to fit ``size`` (W, H) less ``margin`` on each side, centred on white."""
+    """The garment cut out, scaled to fit ``size`` = (H, W) less ``margin`` on each side, centred on white."""
     cut = find_garment(image)
     left, top, right, bottom = cut.box
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32)[top:bottom, left:right]
     alpha = cut.alpha[top:bottom, left:right, None]
     on_white = Image.fromarray((rgb * alpha + 255 * (1 - alpha)).round().astype(np.uint8))
-    width, height = size
+    height, width = size
     box_w, box_h = width * (1 - 2 * margin), height * (1 - 2 * margin)
     factor = min(box_w / on_white.width, box_h / on_white.height)
-    fitted = on_white.resize(
-        (max(1, round(on_white.width * factor)), max(1, round(on_white.height * factor))), Image.Resampling.LANCZOS
-    )
-    canvas = Image.new("RGB", size, (255, 255, 255))
+    fitted = images.resize(on_white, (max(1, round(on_white.height * factor)), max(1, round(on_white.width * factor))))
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
     canvas.paste(fitted, ((width - fitted.width) // 2, (height - fitted.height) // 2))
     return canvas, cut

@@ -1,7 +1,13 @@
 """Garment-agnostic masks (1 = region the try-on model repaints) from a parsing map and body keypoints.
 
-The rules, for a person label map (``parsing.PERSON_LABELS``: ATR classes + neck + glove) and OpenPose keypoints in
-the same pixel frame. All lengths are fractions of the image height, so the rules hold at any resolution.
+Two mask styles (``mask_style``): ``upstream`` (the default) is the authors' rules from Leffa's app, which the
+released models were demonstrated with, with a few documented fixes (``leffa.preprocess.upstream_masks``);
+``tight`` is this project's own rules below, which hug the garment more closely. Each comes in the two model
+flavours ``style="hd"`` (VITON-HD model) and ``"dc"`` (DressCode model).
+
+The ``tight`` rules, for a person label map (``parsing.PERSON_LABELS``: ATR classes + neck + glove) and OpenPose
+keypoints in the same pixel frame. All lengths are fractions of the image height, so the rules hold at any
+resolution.
 
 1. *Garment*: the pixels of the garment's own classes (for a top worn as part of a dress: the dress above the hip
    line), grown by a margin, because the new garment need not have the old one's outline.
@@ -36,9 +42,11 @@ from leffa import images
 from leffa.errors import LeffaError
 from leffa.preprocess.openpose import KEYPOINT_NAMES
 from leffa.preprocess.parsing import PERSON_LABELS
+from leffa.preprocess.upstream_masks import upstream_mask
 
 GARMENT_TYPES = ("upper_body", "lower_body", "dresses")
 STYLES = ("hd", "dc")
+MASK_STYLES = ("upstream", "tight")
 
 K = {name: index for index, name in enumerate(KEYPOINT_NAMES)}
 
@@ -206,14 +214,26 @@ def keep_significant(mask: np.ndarray, largest_only: bool, speck_fraction: float
     return np.isin(regions, chosen)
 
 
-def agnostic_mask(
-    labels: np.ndarray, keypoints: np.ndarray, garment_type: str = "upper_body", style: str = "hd"
-) -> np.ndarray:
-    """``(H, W)`` bool mask of the region to repaint for ``garment_type`` in ``style`` (see the module notes)."""
+def check_mask_options(garment_type: str, style: str, mask_style: str) -> None:
+    """Refuse an unknown garment type, model style or mask style in one line (before any model is loaded)."""
     if garment_type not in GARMENT_TYPES:
         raise LeffaError(f"--type {garment_type}: unknown garment type (choose from {', '.join(GARMENT_TYPES)})")
     if style not in STYLES:
-        raise LeffaError(f"--style {style}: unknown mask style (choose from {', '.join(STYLES)})")
+        raise LeffaError(f"--style {style}: unknown model style (choose from {', '.join(STYLES)})")
+    if mask_style not in MASK_STYLES:
+        raise LeffaError(f"--mask-style {mask_style}: unknown mask style (choose from {', '.join(MASK_STYLES)})")
+
+
+def agnostic_mask(
+    labels: np.ndarray,
+    keypoints: np.ndarray,
+    garment_type: str = "upper_body",
+    style: str = "hd",
+    mask_style: str = "upstream",
+) -> np.ndarray:
+    """``(H, W)`` bool mask of the region to repaint for ``garment_type``, for the ``style`` model (``hd``/``dc``)
+    by the ``mask_style`` rules (``upstream``: the authors', ``tight``: ours; see the module notes)."""
+    check_mask_options(garment_type, style, mask_style)
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise LeffaError(f"parsing map: expected a 2-d label map, got shape {labels.shape}")
@@ -221,7 +241,23 @@ def agnostic_mask(
         raise LeffaError(
             f"parsing map: label {int(labels.max())} is outside the person label set (0..{len(PERSON_LABELS) - 1})"
         )
-    rules, skeleton = STYLE_RULES[style], Skeleton(keypoints)
+    skeleton = Skeleton(keypoints)
+    mask = (
+        upstream_mask(labels, skeleton.keypoints, garment_type, style)
+        if mask_style == "upstream"
+        else tight_mask(labels, skeleton, garment_type, style)
+    )
+    if not mask.any():
+        raise LeffaError(
+            f"no {garment_type} region found: the parsing has none of {', '.join(GARMENT_CLASSES[garment_type])} "
+            "and the keypoints lack the body parts to place one"
+        )
+    return mask
+
+
+def tight_mask(labels: np.ndarray, skeleton: Skeleton, garment_type: str, style: str) -> np.ndarray:
+    """This project's own rules (``mask_style="tight"``), see the module notes."""
+    rules = STYLE_RULES[style]
     shape, height = labels.shape, labels.shape[0]
 
     garment = pixels(labels, GARMENT_CLASSES[garment_type])
@@ -258,13 +294,7 @@ def agnostic_mask(
 
     kept = shrink(kept, rules.kept_shrink * height) | protected
     mask = ndimage.binary_fill_holes(region & ~kept) & ~kept
-    mask = keep_significant(mask, rules.largest_region_only, rules.speck_fraction)
-    if not mask.any():
-        raise LeffaError(
-            f"no {garment_type} region found: the parsing has none of {', '.join(GARMENT_CLASSES[garment_type])} "
-            "and the keypoints lack the body parts to place one"
-        )
-    return mask
+    return keep_significant(mask, rules.largest_region_only, rules.speck_fraction)
 
 
 def mask_image(mask: np.ndarray) -> Image.Image:

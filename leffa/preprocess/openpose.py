@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from torch import nn
 
+from leffa import images
 from leffa.errors import LeffaError
 
 KEYPOINT_NAMES = (
@@ -45,6 +46,8 @@ PAF_CHANNELS = (
     (12, 13), (20, 21), (14, 15), (16, 17), (22, 23), (24, 25), (0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (10, 11),
     (28, 29), (30, 31), (34, 35), (32, 33), (36, 37), (18, 19), (26, 27),
 )  # fmt: skip
+# OpenPose's default BODY_25 output has these 18 points too, in another order, plus mid-hip (8) and six foot points.
+BODY_25_TO_COCO_18 = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
 # The last two limbs (ear-shoulder) only confirm people; they never start one.
 STARTING_LIMBS = 17
 # OpenPose's drawing colours, one per limb / keypoint (BGR-free: these are RGB).
@@ -351,7 +354,12 @@ def keypoints_json(keypoints: np.ndarray) -> dict:
 
 
 def read_keypoints(path: str | Path) -> np.ndarray:
-    """``(18, 3)`` keypoints of the first person in an OpenPose JSON file (``x, y`` pairs are read as confident)."""
+    """``(18, 3)`` COCO-18 keypoints of the first person in an OpenPose JSON file.
+
+    ``pose_keypoints_2d`` may hold COCO-18 (54 numbers: x, y, confidence), BODY_25 (75 numbers, OpenPose's default
+    and what ``leffa prep synth`` writes; mid-hip and the feet are dropped) or bare ``x, y`` pairs of either (36 or
+    50 numbers, read as confident where non-zero).
+    """
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -360,17 +368,31 @@ def read_keypoints(path: str | Path) -> np.ndarray:
         raise LeffaError(f"{path}: keypoints file not found") from None
     except (ValueError, KeyError, IndexError, TypeError):
         raise LeffaError(f"{path}: not an OpenPose keypoints JSON with one person's pose_keypoints_2d") from None
-    if flat.size == 2 * len(KEYPOINT_NAMES):
-        xy = flat.reshape(-1, 2)
-        return np.concatenate([xy, (xy.sum(1, keepdims=True) > 0).astype(np.float32)], axis=1)
-    if flat.size != 3 * len(KEYPOINT_NAMES):
-        raise LeffaError(f"{path}: pose_keypoints_2d has {flat.size} numbers, expected 54 (18 x, y, confidence)")
-    return flat.reshape(-1, 3)
+    counts = {3 * 18: (18, 3), 3 * 25: (25, 3), 2 * 18: (18, 2), 2 * 25: (25, 2)}
+    if flat.ndim != 1 or flat.size not in counts:
+        raise LeffaError(
+            f"{path}: pose_keypoints_2d has {flat.size} numbers, expected 54 (COCO-18) or 75 (BODY_25): "
+            "x, y, confidence per keypoint"
+        )
+    points = flat.reshape(counts[flat.size])
+    if points.shape[1] == 2:
+        points = np.concatenate([points, (points.sum(1, keepdims=True) > 0).astype(np.float32)], axis=1)
+    return coco_18(points)
+
+
+def coco_18(keypoints: np.ndarray) -> np.ndarray:
+    """``(18, 3)`` COCO-18 keypoints from COCO-18 or BODY_25 ``(25, 3)`` ones (x, y, confidence)."""
+    keypoints = np.asarray(keypoints, dtype=np.float32)
+    if keypoints.shape == (25, 3):
+        keypoints = keypoints[list(BODY_25_TO_COCO_18)]
+    if keypoints.shape != (18, 3):
+        raise LeffaError(f"keypoints of shape {keypoints.shape}: expected (18, 3) COCO-18 or (25, 3) BODY_25")
+    return np.ascontiguousarray(keypoints)
 
 
 def draw_skeleton(keypoints: np.ndarray, size: tuple[int, int], background: Image.Image | None = None) -> Image.Image:
-    """OpenPose-style drawing (coloured limbs and joints) on black, or over ``background``; ``size`` = (W, H)."""
-    canvas = background.convert("RGB").resize(size) if background is not None else Image.new("RGB", size)
+    """OpenPose-style drawing (coloured limbs and joints) on black, or over ``background``; ``size`` = (H, W)."""
+    canvas = images.resize(images.to_rgb(background), size) if background is not None else Image.new("RGB", size[::-1])
     draw = ImageDraw.Draw(canvas)
     width = max(2, round(min(size) / 100))
     found = keypoints[:, 2] > 0

@@ -3,13 +3,15 @@
 Input/output contract (the one upstream's wrapper, taken from OOTDiffusion, feeds these models):
 
 - input: one ``float32`` tensor ``(1, 3, S, S)`` (ATR: S = 512, LIP: S = 473; read from the session when the ONNX
-  file fixes it), the photo in **BGR** channel order, letterboxed: scaled by ``S / max(w - 1, h - 1)`` about its
-  centre onto a black square (an affine warp, bilinear), divided by 255 and normalised with the ImageNet statistics
-  in BGR order: mean ``(0.406, 0.456, 0.485)``, std ``(0.225, 0.224, 0.229)``.
+  file fixes it), the photo in **BGR** channel order, warped onto a black square by SCHP's affine transform (centre
+  ``((w - 1) / 2, (h - 1) / 2)`` to ``((S - 1) / 2, (S - 1) / 2)``, scale ``(S - 1) / max(w - 1, h - 1)``) with
+  ``cv2.warpAffine``'s bilinear fixed-point rules (reproduced here bit for bit, no OpenCV needed), divided by 255
+  and normalised with the ImageNet statistics in BGR order: mean ``(0.406, 0.456, 0.485)``, std
+  ``(0.225, 0.224, 0.229)``.
 - outputs: SCHP exports three tensors, ``parsing`` and ``fusion`` logits ``(1, C, S/4, S/4)`` (C = 18 ATR, 20 LIP)
   and ``edge`` ``(1, 2, S/4, S/4)``; upstream reads the second (``fusion``). The logits are upsampled bilinearly
-  (``align_corners=True``) to ``S x S``, warped back onto the photo's own pixel grid by the inverse letterbox, and
-  the per-pixel argmax is the label map.
+  (``align_corners=True``) to ``S x S``, warped back onto the photo's own pixel grid by the inverse transform (zero
+  outside the square, as SCHP's ``transform_logits``), and the per-pixel argmax is the label map.
 
 Upstream then combines the two models: small islands inside the upper clothes become upper clothes, and pixels that
 ATR calls face but LIP does not are labelled ``neck`` (label 18 of the person label set below).
@@ -79,51 +81,154 @@ def onnx_providers(device: str = "auto") -> list[str]:
 
 @dataclass(frozen=True)
 class Letterbox:
-    """The affine map from photo pixels to the square model input: ``x_in = (x - cx) * k + S / 2``."""
+    """SCHP's affine map between photo pixels and the square model input (``get_affine_transform``, rotation 0).
+
+    SCHP describes the photo by the box ``[0, 0, w - 1, h - 1]``: centre ``c = ((w - 1) / 2, (h - 1) / 2)`` and
+    scale ``s = max(w - 1, h - 1)`` (the box widened to the square aspect). The map sends ``c`` to the input's centre
+    ``((S - 1) / 2, (S - 1) / 2)`` and scales by ``k = (S - 1) / s``: ``x_in = k * (x - cx) + (S - 1) / 2``, so the
+    photo's longer side spans input pixels 0..S-1 exactly.
+    """
 
     width: int
     height: int
     size: int
 
     @property
+    def scale(self) -> float:
+        return float(max(self.width - 1, self.height - 1, 1))
+
+    @property
     def factor(self) -> float:
-        return self.size / max(self.width - 1, self.height - 1, 1)
+        return (self.size - 1) / self.scale
+
+    def matrix(self) -> np.ndarray:
+        """``(2, 3)`` float64 photo -> input map (SCHP's ``trans``)."""
+        k, half = self.factor, (self.size - 1) / 2
+        cx, cy = (self.width - 1) / 2, (self.height - 1) / 2
+        return np.array([[k, 0.0, half - k * cx], [0.0, k, half - k * cy]])
+
+    def inverse_matrix(self) -> np.ndarray:
+        """``(2, 3)`` float64 input -> photo map (SCHP's ``inv=1`` transform, used to bring the logits back)."""
+        return invert_affine(self.matrix())
 
     def to_input(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        k = self.factor
-        return (x - (self.width - 1) / 2) * k + self.size / 2, (y - (self.height - 1) / 2) * k + self.size / 2
+        m = self.matrix()
+        return m[0, 0] * x + m[0, 2], m[1, 1] * y + m[1, 2]
 
-    def pil_coefficients(self) -> tuple[float, ...]:
-        """PIL's AFFINE data: the map from input pixel *centres* back to photo pixel centres."""
-        k = self.factor
-        # PIL samples output pixel (i, j) at its centre (i + .5, j + .5) in input coordinates that also count
-        # pixel edges; shifting by half a pixel on both sides gives the pixel-index form of the inverse map.
-        a = 1 / k
-        c = (self.width - 1) / 2 - (self.size / 2) / k + 0.5 - 0.5 / k
-        f = (self.height - 1) / 2 - (self.size / 2) / k + 0.5 - 0.5 / k
-        return (a, 0.0, c, 0.0, a, f)
+
+# OpenCV's warpAffine (INTER_LINEAR) in fixed point: the sample position of each output pixel is computed in units
+# of 1/1024 pixel (AB_BITS = 10), rounded to 1/32 pixel (INTER_BITS = 5), and 8-bit images are blended with integer
+# weights that sum to 2**15. Reproducing those rules gives the parsing models the very input the authors' app
+# (cv2.warpAffine in SCHP's data loader) gives them.
+AB_SCALE = 1 << 10
+INTER_BITS = 5
+INTER_TAB = 1 << INTER_BITS
+COEF_BITS = 15
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """The inverse of a ``(2, 3)`` affine map, computed as OpenCV's warpAffine does (double precision)."""
+    m = np.asarray(matrix, dtype=np.float64).reshape(6)
+    det = m[0] * m[4] - m[1] * m[3]
+    d = 1.0 / det if det != 0 else 0.0
+    a11, a22, a12, a21 = m[4] * d, m[0] * d, -m[1] * d, -m[3] * d
+    b1 = -a11 * m[2] - a12 * m[5]
+    b2 = -a21 * m[2] - a22 * m[5]
+    return np.array([[a11, a12, b1], [a21, a22, b2]])
+
+
+def sample_positions(
+    matrix: np.ndarray, out_hw: tuple[int, int], rows: tuple[int, int] | None = None
+) -> tuple[np.ndarray, ...]:
+    """Source pixel ``(ix, iy)`` (int64, (H, W)) and 1/32-pixel fractions ``(fx, fy)`` that ``cv2.warpAffine``
+    samples for each output pixel (of output ``rows`` [start, stop) only, when given), ``matrix`` being the forward
+    (source -> output) map it is given."""
+    inv = invert_affine(matrix)
+    height, width = out_hw
+    start, stop = rows if rows is not None else (0, height)
+    xs, ys = np.arange(width, dtype=np.float64), np.arange(start, stop, dtype=np.float64)
+    round_delta = AB_SCALE // INTER_TAB // 2
+    adelta = np.rint(inv[0, 0] * xs * AB_SCALE).astype(np.int64)
+    bdelta = np.rint(inv[1, 0] * xs * AB_SCALE).astype(np.int64)
+    x0 = np.rint((inv[0, 1] * ys + inv[0, 2]) * AB_SCALE).astype(np.int64) + round_delta
+    y0 = np.rint((inv[1, 1] * ys + inv[1, 2]) * AB_SCALE).astype(np.int64) + round_delta
+    shift = 10 - INTER_BITS
+    x = (x0[:, None] + adelta[None, :]) >> shift
+    y = (y0[:, None] + bdelta[None, :]) >> shift
+    return x >> INTER_BITS, y >> INTER_BITS, x & (INTER_TAB - 1), y & (INTER_TAB - 1)
+
+
+def _padded(source: np.ndarray) -> np.ndarray:
+    """``source`` (h, w, ...) with one row/column of zeros on every side: out-of-image samples read it."""
+    pad = [(1, 1), (1, 1)] + [(0, 0)] * (source.ndim - 2)
+    return np.pad(source, pad)
+
+
+def _corners(padded: np.ndarray, ix: np.ndarray, iy: np.ndarray) -> list[np.ndarray]:
+    """The 2x2 neighbours ``(y, x), (y, x+1), (y+1, x), (y+1, x+1)`` of each position, read from a :func:`_padded`
+    source, zero outside the image (OpenCV's BORDER_CONSTANT with value 0): indices are clamped onto the zero pad.
+    When every row samples the same columns and every column the same rows (no rotation or shear), the reads are
+    two 1-d gathers instead of one 2-d gather."""
+    height, width = padded.shape[0] - 2, padded.shape[1] - 2
+    separable = (ix == ix[:1]).all() and (iy == iy[:, :1]).all()
+    out = []
+    for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        yy = np.clip(iy + dy + 1, 0, height + 1)
+        xx = np.clip(ix + dx + 1, 0, width + 1)
+        if separable:
+            out.append(np.take(np.take(padded, yy[:, 0], axis=0), xx[0], axis=1))
+        else:
+            out.append(padded[yy, xx])
+    return out
+
+
+def warp_affine_u8(image: np.ndarray, matrix: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """``cv2.warpAffine(image, matrix, (W, H), INTER_LINEAR, BORDER_CONSTANT, 0)`` for a uint8 ``(h, w, C)`` image,
+    bit for bit: weights ``(32 - fy)(32 - fx) * 32`` etc. (sum 2**15), result ``(sum + 2**14) >> 15``."""
+    ix, iy, fx, fy = sample_positions(matrix, out_hw)
+    fx, fy = fx[..., None], fy[..., None]
+    scale = (1 << COEF_BITS) // (INTER_TAB * INTER_TAB)
+    weights = ((INTER_TAB - fy) * (INTER_TAB - fx), (INTER_TAB - fy) * fx, fy * (INTER_TAB - fx), fy * fx)
+    total = sum(w * scale * c.astype(np.int64) for w, c in zip(weights, _corners(_padded(image), ix, iy)))
+    return ((total + (1 << (COEF_BITS - 1))) >> COEF_BITS).clip(0, 255).astype(np.uint8)
+
+
+def warp_affine_f32(image: np.ndarray, matrix: np.ndarray, out_hw: tuple[int, int], block: int = 64) -> np.ndarray:
+    """``cv2.warpAffine`` (INTER_LINEAR, zero border) of a float32 ``(h, w, C)`` array: the same 1/32-pixel sample
+    positions, float32 weights ``(1 - fy/32)(1 - fx/32)`` etc., summed in that order. Computed ``block`` output rows
+    at a time, so the temporaries stay small for many-channel logits."""
+    padded = _padded(image.astype(np.float32, copy=False))
+    out = np.empty((*out_hw, image.shape[2]), dtype=np.float32)
+    one = np.float32(1)
+    for start in range(0, out_hw[0], block):
+        stop = min(start + block, out_hw[0])
+        ix, iy, fx, fy = sample_positions(matrix, out_hw, (start, stop))
+        ax = (fx.astype(np.float32) / INTER_TAB)[..., None]
+        ay = (fy.astype(np.float32) / INTER_TAB)[..., None]
+        weights = ((one - ay) * (one - ax), (one - ay) * ax, ay * (one - ax), ay * ax)
+        c = _corners(padded, ix, iy)
+        out[start:stop] = c[0] * weights[0] + c[1] * weights[1] + c[2] * weights[2] + c[3] * weights[3]
+    return out
 
 
 def model_input(image: Image.Image, size: int) -> np.ndarray:
-    """The normalised BGR letterboxed ``(1, 3, size, size)`` tensor the SCHP models expect."""
-    rgb = image.convert("RGB")
-    box = Letterbox(rgb.width, rgb.height, size)
-    warped = rgb.transform(
-        (size, size), Image.Transform.AFFINE, box.pil_coefficients(), Image.Resampling.BILINEAR, fillcolor=(0, 0, 0)
-    )
-    bgr = np.asarray(warped, dtype=np.float32)[:, :, ::-1] / 255.0
+    """The normalised BGR ``(1, 3, size, size)`` float32 tensor the SCHP models expect: the photo warped by
+    :class:`Letterbox` exactly as ``cv2.warpAffine`` does (bilinear, black outside), ``/ 255``, ImageNet statistics."""
+    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    box = Letterbox(rgb.shape[1], rgb.shape[0], size)
+    warped = warp_affine_u8(np.ascontiguousarray(rgb[:, :, ::-1]), box.matrix(), (size, size))
+    bgr = warped.astype(np.float32) / np.float32(255.0)
     return ((bgr - BGR_MEAN) / BGR_STD).transpose(2, 0, 1)[None].astype(np.float32)
 
 
 def logits_to_photo(logits: np.ndarray, box: Letterbox) -> torch.Tensor:
-    """``(C, h, w)`` low-resolution logits -> ``(C, H, W)`` logits on the photo's pixel grid."""
+    """``(C, h, w)`` low-resolution logits -> ``(C, H, W)`` logits on the photo's pixel grid: bilinear upsampling
+    (``align_corners=True``) to ``S x S``, then SCHP's ``transform_logits`` (warpAffine by the inverse map, zero
+    outside the square)."""
     tensor = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))[None]
-    square = F.interpolate(tensor, size=(box.size, box.size), mode="bilinear", align_corners=True)
-    ys, xs = np.mgrid[0 : box.height, 0 : box.width].astype(np.float32)
-    x_in, y_in = box.to_input(xs, ys)
-    grid = np.stack([x_in, y_in], axis=-1) / (box.size - 1) * 2 - 1  # align_corners=True: index 0 -> -1
-    grid_t = torch.from_numpy(grid.astype(np.float32))[None]
-    return F.grid_sample(square, grid_t, mode="bilinear", padding_mode="border", align_corners=True)[0]
+    square = F.interpolate(tensor, size=(box.size, box.size), mode="bilinear", align_corners=True)[0]
+    photo = warp_affine_f32(square.permute(1, 2, 0).numpy(), box.inverse_matrix(), (box.height, box.width))
+    return torch.from_numpy(np.ascontiguousarray(photo.transpose(2, 0, 1)))
 
 
 class HumanParser:

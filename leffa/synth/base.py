@@ -146,7 +146,7 @@ def make_base_folder(out: str | Path, data: str | Path, size: tuple[int, int] = 
                      seed: int = 0, progress=None) -> dict:
     """Write a tiny base-model folder whose VAE is trained on the synthetic images in ``data``; returns stats."""
     if steps < 1:
-        raise LeffaError(f"--steps {steps}: need at least one autoencoder step")
+        raise LeffaError(f"steps {steps}: need at least one autoencoder step", option="steps")
     images = collect_images(data, size)
     vae, stats = train_autoencoder(images, steps, seed=seed, progress=progress)
     out = Path(out)

@@ -28,6 +28,7 @@ from PIL import Image, ImageFilter
 
 from leffa.atomic import atomic_path
 from leffa.errors import LeffaError
+from leffa.preprocess.openpose import coco_18, draw_skeleton
 from leffa.synth.body import (
     DENSEPOSE,
     PARSE_LABELS,
@@ -307,6 +308,9 @@ def write_vton(sample: Sample, split_dir: Path) -> None:
                                              "face_keypoints_2d": [], "hand_left_keypoints_2d": [],
                                              "hand_right_keypoints_2d": []}]}
     _write_bytes(json.dumps(keypoints).encode(), split_dir / "openpose_json" / f"{name}_keypoints.json")
+    height, width = sample.target.shape[:2]
+    skeleton = draw_skeleton(coco_18(np.reshape(sample.keypoints, (25, 3))), (width, height))
+    _write_png(skeleton, split_dir / "openpose_img" / f"{name}_rendered.png")
     _write_npy(sample.flow, split_dir / "gt-flow" / f"{name}.npy")
 
 
@@ -326,9 +330,9 @@ def write_pose(sample: Sample, split_dir: Path) -> None:
 
 def make_sample(task: str, seed: int, split: str, index: int, height: int, width: int) -> Sample:
     if task not in TASKS:
-        raise LeffaError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
+        raise LeffaError(f"task {task!r}: choose one of {', '.join(TASKS)}", option="task")
     if split not in SPLITS:
-        raise LeffaError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
+        raise LeffaError(f"split {split!r}: choose one of {', '.join(SPLITS)}", option="split")
     return (vton_sample if task == "vton" else pose_sample)(seed, split, index, height, width)
 
 
@@ -339,7 +343,7 @@ def generate_dataset(task: str, out: str | Path, n: int, size: tuple[int, int], 
     ``progress``, when given, is called once per finished sample (for a CLI progress bar).
     """
     if n < 1:
-        raise LeffaError(f"--n {n}: need at least one sample")
+        raise LeffaError(f"n {n}: need at least one sample", option="n")
     height, width = size
     out = Path(out)
     if out.exists() and not out.is_dir():

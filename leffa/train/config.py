@@ -1,22 +1,26 @@
 """Training configuration: the paper's stage presets, a TOML/YAML file, ``LEFFA_TRAIN_*`` variables, CLI options.
 
-Precedence, highest first: explicit overrides (CLI options), environment (``LEFFA_TRAIN_LR=2e-5``), the config file,
-the stage preset for ``(task, stage)``, the field defaults. Every field is flat so each has one obvious name in all
-four places.
+Precedence, highest first: explicit values (CLI options, or keyword arguments in Python), environment
+(``LEFFA_TRAIN_LR=2e-5``), the config file, the stage preset for ``(task, stage)``, the field defaults. Every field
+is flat so each has one obvious name in all four places; the CLI's options are generated from the fields.
+
+Resolution is one pure function, ``resolve_config(file_values, environment, explicit)``; ``load_config`` only
+reads the file and ``os.environ`` and calls it. The stage preset is applied while validating a ``TrainConfig``, so
+``TrainConfig(task="pose", stage=2)`` in Python gets the same settings as ``leffa train --task pose --stage 2``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import ValidationError, field_validator, model_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from leffa.errors import LeffaError
 from leffa.images import parse_size
@@ -48,81 +52,110 @@ def stage_preset(task: str, stage: int) -> dict[str, Any]:
     return preset
 
 
-class _DictSource(PydanticBaseSettingsSource):
-    """A fixed dict as a settings source (the config file's content, or the stage preset)."""
+class TrainConfig(BaseModel):
+    """Everything ``leffa train`` needs; see docs/training.md for each field.
 
-    def __init__(self, settings_cls, values: dict):
-        super().__init__(settings_cls)
-        self.values = values
+    Values not given are taken from the stage preset of ``(task, stage)``, then from the defaults below.
+    """
 
-    def get_field_value(self, field: FieldInfo, field_name: str):
-        return self.values.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self.values)
-
-
-class TrainConfig(BaseSettings):
-    """Everything ``leffa train`` needs; see docs/training.md for each field."""
-
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
     # what and where
-    task: Literal["vton", "pose"] = "vton"
-    stage: Literal[1, 2, 3] = 1
-    data: Path | None = None
-    dataset: Literal["auto", "vitonhd", "dresscode", "deepfashion"] = "auto"
-    dresscode_categories: list[str] = ["upper_body", "lower_body", "dresses"]
-    output: Path = Path("runs/vton-stage1")
-    base: str | None = None  # folder or hub id; None = the task's base model
-    init: str = "base"  # "base" (base UNet weights), "random" (base config only), or a checkpoint path
-    offline: bool = False
+    task: Literal["vton", "pose"] = Field("vton", description="vton (virtual try-on) or pose (pose transfer).")
+    stage: Literal[1, 2, 3] = Field(
+        1,
+        description="Paper stage: 1 low-res, 2 high-res, 3 high-res fine-tuning with the Leffa loss (from stage 2).",
+    )
+    data: Path | None = Field(None, description="Dataset folder (VITON-HD, DressCode or DeepFashion layout).")
+    dataset: Literal["auto", "vitonhd", "dresscode", "deepfashion"] = Field(
+        "auto", description="Dataset layout; auto detects it."
+    )
+    dresscode_categories: list[str] = Field(
+        ["upper_body", "lower_body", "dresses"], description="DressCode categories to train on (comma-separated)."
+    )
+    output: Path = Field(Path("runs/vton-stage1"), description="Run folder: checkpoints, logs, model.safetensors.")
+    base: str | None = Field(
+        None, description="Base model folder or hub id (SD1.5-inpainting / SDXL-inpainting); default: the task's."
+    )
+    init: str = Field(
+        "base", description="'base' (base UNet weights), 'random' (base config only), or a checkpoint file."
+    )
+    offline: bool = Field(False, description="Use only the local hub cache for the base model.")
 
     # schedule
-    size: tuple[int, int] = (512, 384)
-    batch_size: int = 256  # global, per optimizer step
-    micro_batch_size: int | None = None  # per process and forward pass; None = batch_size / processes
-    max_steps: int = 10_000
-    seed: int = 42
+    size: tuple[int, int] = Field((512, 384), description="Training image size HxW, e.g. 1024x768.")
+    batch_size: int = Field(256, description="Global batch per optimizer step.")
+    micro_batch_size: int | None = Field(
+        None,
+        description="Per-process batch per forward pass; the rest is gradient accumulation (default: batch/processes).",
+    )
+    max_steps: int = Field(10_000, description="Optimizer steps.")
+    seed: int = Field(42, description="Random seed.")
 
     # optimizer (the authors' early training config)
-    lr: float = 1e-5
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    weight_decay: float = 1e-2
-    grad_clip: float = 1.0
-    warmup_steps: int = 0
-    mixed_precision: Literal["no", "fp16", "bf16"] = "bf16"
-    gradient_checkpointing: bool = True
-    ema: bool = False
-    ema_decay: float = 0.9999
+    lr: float = Field(1e-5, description="AdamW learning rate.")
+    adam_beta1: float = Field(0.9, description="AdamW beta1.")
+    adam_beta2: float = Field(0.999, description="AdamW beta2.")
+    weight_decay: float = Field(1e-2, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, description="Gradient-norm clipping.")
+    warmup_steps: int = Field(0, description="Linear learning-rate warm-up steps (0: constant).")
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field("bf16", description="Mixed precision: no, fp16 or bf16.")
+    gradient_checkpointing: bool = Field(True, description="Recompute activations in backward.")
+    ema: bool = Field(False, description="Keep an EMA of the weights and save it.")
+    ema_decay: float = Field(0.9999, description="EMA decay.")
 
     # model inputs
-    reference_dropout: float = 0.1
+    reference_dropout: float = Field(
+        0.1, description="Probability of an all-zero reference latent, for classifier-free guidance."
+    )
 
     # Leffa loss
-    leffa_loss: bool = False
-    leffa_weight: float = 1e-3
-    leffa_temperature: float = 2.0
-    leffa_resolution_threshold: float = 1 / 32
-    leffa_resolution_gate: Literal[">=", ">"] = ">="
-    leffa_timestep_threshold: int = 500
-    leffa_distance: Literal["l2", "smooth_l1"] = "l2"
+    leffa_loss: bool = Field(False, description="Add the Leffa loss (on in stage 3).")
+    leffa_weight: float = Field(1e-3, description="Leffa loss weight (lambda).")
+    leffa_temperature: float = Field(2.0, description="Softmax temperature of the Leffa loss's attention (tau).")
+    leffa_resolution_threshold: float = Field(
+        1 / 32, description="Leffa loss layers: token grid / image height at least this."
+    )
+    leffa_resolution_gate: Literal[">=", ">"] = Field(">=", description="Compare layers with the threshold by >= or >.")
+    leffa_timestep_threshold: int = Field(500, description="Leffa loss only for timesteps below this.")
+    leffa_distance: Literal["l2", "smooth_l1"] = Field("l2", description="Leffa loss distance: l2 or smooth_l1.")
 
     # augmentation
-    flip_probability: float = 0.5
-    affine_strength: float = 0.05
+    flip_probability: float = Field(0.5, description="Probability of a horizontal flip.")
+    affine_strength: float = Field(0.05, description="Strength of the random affine augmentation.")
 
     # bookkeeping
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    save_every: int = 5000  # model weights (safetensors) besides the final one; 0 = final only
-    save_dtype: Literal["fp32", "fp16", "bf16"] = "fp16"
-    validate_every: int = 1000  # 0 = never
-    validation_steps: int = 20  # sampling steps of the validation previews
-    log_every: int = 10
-    num_workers: int = 2
-    resume: str | None = None  # "latest" or a checkpoint folder
+    checkpoint_every: int = Field(1000, description="Steps between checkpoints.")
+    keep_checkpoints: int = Field(3, description="Checkpoints kept (the oldest are deleted).")
+    save_every: int = Field(
+        5000, description="Steps between saved model weights besides the final one (0: final only)."
+    )
+    save_dtype: Literal["fp32", "fp16", "bf16"] = Field("fp16", description="Dtype of the saved model weights.")
+    validate_every: int = Field(1000, description="Steps between previews (0: never).")
+    validation_steps: int = Field(20, description="Sampling steps of the validation previews.")
+    log_every: int = Field(10, description="Steps between log lines.")
+    num_workers: int = Field(2, description="Data-loading worker processes.")
+    resume: str | None = Field(None, description="'latest' or a checkpoint folder.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, values: Any) -> Any:
+        return with_stage_preset(values) if isinstance(values, Mapping) else values
+
+    @field_validator("stage", mode="before")
+    @classmethod
+    def _stage(cls, value):
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+    @field_validator("dresscode_categories", mode="before")
+    @classmethod
+    def _categories(cls, value):
+        if isinstance(value, str):  # environment or CLI: "upper_body,dresses" or a JSON list
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @field_validator("size", mode="before")
     @classmethod
@@ -139,17 +172,39 @@ class TrainConfig(BaseSettings):
             raise ValueError(f"{info.field_name} must be positive")
         return value
 
+    @field_validator("*")
+    @classmethod
+    def _finite(cls, value, info):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{info.field_name} must be a finite number, not {value}")
+        return value
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, value):
+        if not 0 <= value < 2**32:  # numpy's and accelerate's set_seed take 32-bit seeds
+            raise ValueError(f"seed {value} is out of range (0 to 2^32 - 1)")
+        return value
+
     @model_validator(mode="after")
     def _ranges(self):
         if not 0 <= self.reference_dropout < 1:
             raise ValueError("reference_dropout must be in [0, 1)")
         if self.micro_batch_size is not None and self.micro_batch_size <= 0:
             raise ValueError("micro_batch_size must be positive")
+        for name in ("flip_probability", "ema_decay", "adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1]")
+        for name in ("weight_decay", "grad_clip", "affine_strength", "leffa_weight", "warmup_steps", "save_every",
+                     "validate_every", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        for name in ("keep_checkpoints", "validation_steps", "leffa_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if not 0 <= self.leffa_timestep_threshold <= 1000:
+            raise ValueError("leffa_timestep_threshold must be in [0, 1000] (diffusion timesteps)")
         return self
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
-        return (init_settings, env_settings, _DictSource(settings_cls, _LAYERS["file"]), _DictSource(settings_cls, _LAYERS["preset"]))
 
     # -- derived ------------------------------------------------------------------------------------------------
 
@@ -170,9 +225,6 @@ class TrainConfig(BaseSettings):
     def resolved(self) -> dict:
         """The config as plain JSON-able values (for --dry-run, the run folder and TensorBoard)."""
         return json.loads(self.model_dump_json())
-
-
-_LAYERS: dict[str, dict] = {"file": {}, "preset": {}}
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -196,34 +248,72 @@ def read_config_file(path: str | Path) -> dict:
     return {key.replace("-", "_"): value for key, value in values.items()}
 
 
-def load_config(config_file: str | Path | None = None, **overrides) -> TrainConfig:
-    """Resolve the training config from the stage preset, a file, the environment and ``overrides``.
+def with_stage_preset(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` filled in with the stage preset of their ``(task, stage)`` (defaults vton, 1) where not given.
 
-    ``overrides`` with value ``None`` are ignored (options the user did not give).
+    An unknown task or stage adds nothing: field validation then names the bad value.
     """
-    overrides = {key: value for key, value in overrides.items() if value is not None}
-    file_values = read_config_file(config_file) if config_file else {}
-    known = set(TrainConfig.model_fields)
-    unknown = sorted(set(file_values) - known)
+    task = values.get("task", TrainConfig.model_fields["task"].default)
+    stage = values.get("stage", TrainConfig.model_fields["stage"].default)
+    try:
+        preset = stage_preset(str(task), int(stage))
+    except (KeyError, TypeError, ValueError):
+        return dict(values)
+    return {**preset, **values}
+
+
+def environment_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``LEFFA_TRAIN_<NAME>`` variables of ``environ`` as ``{name: text}`` (names case-insensitive).
+
+    A variable with the prefix but no such setting is an error naming it: a typo should not silently do nothing.
+    """
+    values = {}
+    for key, value in environ.items():
+        if not key.upper().startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in TrainConfig.model_fields:
+            raise LeffaError(f"{key}: no training setting {name!r} (see `leffa train --help`)")
+        values[name] = value
+    return values
+
+
+def resolve_config(
+    file_values: Mapping[str, Any] | None = None,
+    environment: Mapping[str, Any] | None = None,
+    explicit: Mapping[str, Any] | None = None,
+    source: str | Path = "config file",
+) -> TrainConfig:
+    """The training config from its layers, lowest first: stage preset, file, environment, explicit values.
+
+    A pure function of its arguments: ``file_values`` is a parsed config file (``read_config_file``),
+    ``environment`` the settings from ``LEFFA_TRAIN_*`` (``environment_settings``), ``explicit`` the CLI options or
+    keyword arguments, where ``None`` means "not given". The stage preset comes in while ``TrainConfig`` validates.
+    Errors are ``LeffaError`` with ``option`` set to the setting concerned.
+    """
+    file_values = dict(file_values or {})
+    unknown = sorted(set(file_values) - set(TrainConfig.model_fields))
     if unknown:
-        raise LeffaError(f"{config_file}: unknown settings {', '.join(unknown)}")
-
-    def pick(name, default):
-        env = os.environ.get(ENV_PREFIX + name.upper())
-        return overrides.get(name, env if env is not None else file_values.get(name, default))
-
-    task, stage = pick("task", "vton"), pick("stage", 1)
+        raise LeffaError(f"{source}: unknown settings {', '.join(unknown)}")
+    merged: dict[str, Any] = {}
+    for layer in (file_values, environment or {}, explicit or {}):
+        merged.update((key, value) for key, value in layer.items() if value is not None)
     try:
-        stage = int(stage)
-        preset = stage_preset(task, stage)
-    except (KeyError, ValueError):
-        raise LeffaError(f"no stage preset for task {task!r} stage {stage!r}; tasks vton/pose, stages 1-3") from None
-    _LAYERS["file"], _LAYERS["preset"] = file_values, preset
-    try:
-        return TrainConfig(**overrides)
+        return TrainConfig(**merged)
     except ValidationError as error:
         first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "config"
-        raise LeffaError(f"training setting {where}: {first['msg']}") from None
-    finally:
-        _LAYERS["file"], _LAYERS["preset"] = {}, {}
+        where = ".".join(str(part) for part in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        raise LeffaError(f"training setting {where or 'config'}: {message}", option=where or None) from None
+
+
+def load_config(
+    config_file: str | Path | None = None, environ: Mapping[str, str] | None = None, **explicit
+) -> TrainConfig:
+    """Read ``config_file`` and the environment (``os.environ`` unless ``environ`` is given), then ``resolve_config``.
+
+    ``explicit`` values of ``None`` are ignored (options the user did not give).
+    """
+    file_values = read_config_file(config_file) if config_file else {}
+    environment = environment_settings(os.environ if environ is None else environ)
+    return resolve_config(file_values, environment, explicit, source=config_file or "config file")

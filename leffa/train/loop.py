@@ -7,15 +7,13 @@ the reference UNet sees the clean reference latent at that same timestep; the ge
 The Leffa loss reads the queries and reference keys the generative UNet's attention layers captured.
 
 Checkpoints (``OUTPUT/checkpoints/step-N``) hold model, optimizer, LR scheduler, every process's RNG, the noise
-generator, EMA and the data position, and are written to a hidden folder first and renamed when complete, so a
-killed run never leaves half a checkpoint; ``resume="latest"`` continues bit-for-bit where it stopped.
+generator, EMA and the data position; ``resume="latest"`` continues bit-for-bit where it stopped. Run-folder
+ownership, checkpoint manifests, verification, resume fallback and pruning live in ``leffa.train.checkpoints``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,20 +25,23 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from leffa.atomic import atomic_path, save_image
-from leffa.checkpoint import load_model, read_config, save_model
+from leffa.checkpoint import read_config, save_model
 from leffa.data import Augmentation, ResumableSampler, collate, open_dataset
 from leffa.errors import LeffaError
-from leffa.hub import fetch
+from leffa.hub import MissingWeights, fetch
 from leffa.loss import LeffaLossSettings, diffusion_loss, diffusion_target, leffa_loss, select_layers
 from leffa.model import LeffaConfig, LeffaModel
-from leffa.shard import process_state
+from leffa.probe import capture_attention
+from leffa.shard import process_state  # its home; the train command imports it from here too
+from leffa.train import checkpoints
 from leffa.train.config import TrainConfig
+from leffa.weights import BASE_FILES, resolve_model
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
-BASE_FILES = ("unet/config.json", "vae/config.json", "scheduler/scheduler_config.json")
 
 ValidationHook = Callable[[int, LeffaModel, dict, dict], None]
-"""Called on the main process at each validation: ``(step, model, batch, captured {layer: (queries, keys)})``."""
+"""Called on the main process at each validation: ``(step, model, batch, captured {layer: (queries, keys)})``, the
+capture of ``leffa.probe`` (see ``Trainer.validation_attention``)."""
 
 
 # -- base model and initialisation ---------------------------------------------------------------------------------
@@ -54,7 +55,10 @@ def resolve_base(base: str, offline: bool = False, weights: bool = False) -> Pat
     if path.is_absolute() or base.startswith((".", "~")) or base.count("/") != 1:
         raise LeffaError(f"{base}: base-model folder not found (nor a hub id like owner/name)")
     files = BASE_FILES + (("unet/" + WEIGHT_FILES[0], "vae/" + WEIGHT_FILES[0]) if weights else ())
-    fetched = [fetch(name, repo_id=base, offline=offline) for name in files]
+    try:
+        fetched = [fetch(name, repo_id=base, offline=offline) for name in files]
+    except MissingWeights as error:
+        raise error.or_else("pass --base FOLDER (a local diffusers base-model folder)") from None
     return fetched[0].parents[1]
 
 
@@ -65,8 +69,9 @@ def read_base_weights(folder: Path, part: str) -> dict[str, torch.Tensor]:
         if path.is_file():
             return load_file(str(path))
     raise LeffaError(
-        f"{folder / part}: no {WEIGHT_FILES[0]}; give a base folder with weights, a checkpoint (--init FILE) "
-        f"or --init random"
+        f"{folder / part}: no {WEIGHT_FILES[0]}; give a base folder with weights, a checkpoint (init FILE) "
+        f"or init random",
+        option="init",
     )
 
 
@@ -98,12 +103,16 @@ def initialise_model(config: TrainConfig) -> LeffaModel:
     """The model a run starts from: base weights (conv_in widened/cut), a checkpoint, or random (tiny tests)."""
     init = config.init
     if init not in ("base", "random"):
-        checkpoint = Path(init)
-        if not checkpoint.is_file():
+        # Any --model spec (name, file, folder, hub id) through the one resolver; a foreign state dict uses the
+        # run's base model for its architecture.
+        checkpoint = Path(init).expanduser()
+        if checkpoint.suffix in (".safetensors", ".pth", ".bin", ".ckpt") and not checkpoint.is_file():
             hint = f" (stage {config.stage} starts from stage {config.stage - 1}'s model)" if config.stage > 1 else ""
-            raise LeffaError(f"{checkpoint}: --init checkpoint not found{hint}; give --init FILE, base or random")
-        base = None if read_config(checkpoint) is not None else resolve_base(config.base_model, config.offline)
-        model = load_model(checkpoint, base=base, task=config.task)
+            raise LeffaError(f"{checkpoint}: init checkpoint not found{hint}; give init FILE, base or random", option="init")
+        base = None
+        if checkpoint.is_file() and read_config(checkpoint) is None:
+            base = resolve_base(config.base_model, config.offline)
+        model = resolve_model(init, task=config.task, offline=config.offline, base=base, option="--init").model
     else:
         folder = resolve_base(config.base_model, config.offline, weights=init == "base")
         model = LeffaModel(LeffaConfig.from_base_folder(folder, task=config.task))
@@ -272,48 +281,12 @@ def sample_preview(model: LeffaModel, batch: dict, steps: int, generator: torch.
     return model.decode(latents).float().clamp(-1, 1)
 
 
-@torch.no_grad()
-def capture_attention(model: LeffaModel, batch: dict, layers: list[str], timestep: int, generator) -> dict:
-    """Queries and reference keys of ``layers`` for the batch's target noised at ``timestep`` (for flow dumps)."""
-    from diffusers import DDPMScheduler
-
-    scheduler = DDPMScheduler.from_config(model.config.scheduler)
-    inputs = prepare_inputs(model, scheduler, batch, generator, dropout=0.0)
-    timesteps = torch.full_like(inputs.timesteps, timestep)
-    noisy = scheduler.add_noise(inputs.model_input[:, :4], torch.randn(inputs.target.shape, generator=generator,
-                                device=model.device, dtype=inputs.target.dtype), timesteps)
-    model_input = torch.cat([noisy, inputs.model_input[:, 4:]], dim=1)
-    captured = {}
-    model.predict_noise(model_input, timesteps, model.reference_features(inputs.reference_latents, timesteps),
-                        captured, layers)
-    return captured
-
-
 def preview_grid(batch: dict, generated: torch.Tensor) -> np.ndarray:
     """Rows of [reference | target | masked target | generated] as an (H', W', 3) uint8 array."""
     image = batch["image"].float().cpu()
     columns = [batch["reference"].float().cpu(), image, image * (1 - batch["mask"].float().cpu()), generated.cpu()]
     rows = torch.cat([torch.cat(list(column), dim=1) for column in columns], dim=2)  # (3, B*H, 4*W)
     return ((rows.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
-
-
-# -- checkpoints ---------------------------------------------------------------------------------------------------
-
-
-def checkpoint_root(output: Path) -> Path:
-    return output / "checkpoints"
-
-
-def find_checkpoint(output: Path, resume: str) -> Path | None:
-    """``latest`` -> the newest complete checkpoint in ``output`` (None if none); anything else is a folder."""
-    if resume != "latest":
-        path = Path(resume)
-        if not (path / "trainer_state.json").is_file():
-            raise LeffaError(f"{path}: not a training checkpoint folder (no trainer_state.json)")
-        return path
-    root = checkpoint_root(output)
-    candidates = sorted(p for p in root.glob("step-*") if (p / "trainer_state.json").is_file()) if root.is_dir() else []
-    return candidates[-1] if candidates else None
 
 
 class _WeightsView:
@@ -349,6 +322,7 @@ class TrainResult:
     steps: int
     history: list[dict] = field(default_factory=list)
     resumed_from: Path | None = None
+    notes: list[str] = field(default_factory=list)
     processes: int = 1
     micro_batch_size: int = 1
     accumulation: int = 1
@@ -363,19 +337,36 @@ class Trainer:
         config: TrainConfig,
         on_step: Callable[[StepReport], None] | None = None,
         validation_hook: ValidationHook | None = None,
+        overwrite: bool = False,
     ):
-        from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs, set_seed
-        from diffusers import DDPMScheduler
-
+        """Claim the run folder (``overwrite``: delete the run it holds), then build everything; see ``run``."""
         if config.data is None:
-            raise LeffaError("no training data: give --data DIR")
+            raise LeffaError("data: no dataset folder given (data DIR)", option="data")
         self.config = config
         self.on_step = on_step
         self.validation_hook = validation_hook
         self.output = Path(config.output)
-        processes = process_state().num_processes
-        self.micro_batch, self.accumulation = config.accumulation(processes)
+        self.micro_batch, self.accumulation = config.accumulation(process_state().num_processes)
+        # Before any heavy work: a used, locked or unwritable folder fails at once. The lock lives as long as the run.
+        self.lock = checkpoints.claim_run_folder(self.output, config.resume, overwrite) \
+            if process_state().is_main_process else None
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run folder (also done by the kernel if the process dies)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def _build(self) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs, set_seed
+        from diffusers import DDPMScheduler
+
+        config = self.config
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
             gradient_accumulation_steps=self.accumulation,
@@ -387,9 +378,10 @@ class Trainer:
         accelerator = self.accelerator
         set_seed(config.seed, device_specific=True)
 
-        self.resume_from = find_checkpoint(self.output, config.resume) if config.resume else None
+        point = self._resume_point()
+        self.resume_from, self.notes, self.run_id = point.folder, point.notes, point.run_id or checkpoints.new_run_id()
         if self.resume_from is not None:
-            model = LeffaModel(LeffaConfig.from_json((self.resume_from / "leffa_config.json").read_text()))
+            model = LeffaModel(checkpoints.checkpoint_config(self.resume_from))
         else:
             model = initialise_model(config)
         self.frozen = freeze_unreachable_reference_parameters(model)
@@ -442,6 +434,19 @@ class Trainer:
 
     # -- helpers --------------------------------------------------------------------------------------------------
 
+    def _resume_point(self) -> checkpoints.ResumePoint:
+        """The checkpoint to resume, chosen (and verified) by the main process and shared with the others."""
+        from accelerate.utils import broadcast_object_list
+
+        if not self.config.resume:
+            return checkpoints.ResumePoint(None)
+        found = [None]
+        if self.accelerator.is_main_process:
+            found = [checkpoints.find_resume_point(self.output, self.config.resume)]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(found)
+        return found[0]
+
     def _trainable(self):
         parameters = dict(self.model.named_parameters())
         return [(name, parameters[name]) for name in self.trainable_names]
@@ -483,10 +488,11 @@ class Trainer:
         return save_model(_WeightsView(config, state), path, dtype=self.config.save_dtype)
 
     def _save_checkpoint(self) -> None:
+        """Every process writes its part into a hidden folder; the main process seals and publishes it."""
+        import shutil
+
         accelerator = self.accelerator
-        root = checkpoint_root(self.output)
-        final = root / f"step-{self.step:08d}"
-        partial = root / f".step-{self.step:08d}.partial"
+        partial = checkpoints.partial_folder(self.output, self.step)
         if accelerator.is_main_process:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
@@ -502,13 +508,7 @@ class Trainer:
             (partial / "trainer_state.json").write_text(json.dumps(position))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(partial, final)
-            with atomic_path(root / "latest") as temp:
-                temp.write_text(final.name + "\n")
-            complete = sorted(p for p in root.glob("step-*") if (p / "trainer_state.json").is_file())
-            for old in complete[: max(0, len(complete) - self.config.keep_checkpoints)]:
-                shutil.rmtree(old, ignore_errors=True)
+            checkpoints.publish(partial, self.step, self.run_id, accelerator.num_processes, self.config.keep_checkpoints)
         accelerator.wait_for_everyone()
 
     def _load_checkpoint(self, folder: Path) -> None:
@@ -524,7 +524,7 @@ class Trainer:
         self.generator.set_state(load_file(str(generator_file))["state"])
         if self.ema is not None:
             if not (folder / "ema.safetensors").is_file():
-                raise LeffaError(f"{folder}: holds no EMA weights; resume without --ema or from a run that had it")
+                raise LeffaError(f"{folder}: holds no EMA weights; resume without ema or from a run that had it", option="ema")
             self.ema.load_state_dict(load_file(str(folder / "ema.safetensors"), device=str(accelerator.device)))
         self.step, self.epoch, self.batch_in_epoch = position["step"], position["epoch"], position["batch_in_epoch"]
 
@@ -543,18 +543,32 @@ class Trainer:
             tracker = accelerator.get_tracker("tensorboard", unwrap=True)
             tracker.add_image("validation", grid, self.step, dataformats="HWC")
             if self.validation_hook is not None:
-                layers = self.capture_layers or list(model.layer_names)
-                with accelerator.autocast():
-                    captured = capture_attention(model, self.validation_batch, layers,
-                                                 self.config.leffa_timestep_threshold // 2, generator)
-                self.validation_hook(self.step, model, self.validation_batch, captured)
+                self.validation_hook(self.step, model, self.validation_batch, self.validation_attention())
             model.generative_unet.train()
             model.reference_unet.train()
         accelerator.wait_for_everyone()
 
+    def validation_attention(self) -> dict:
+        """The validation batch's attention through ``leffa.probe`` (the probe of ``eval --flow`` and ``viz-flow``):
+        the Leffa loss's layers (all when the loss is off) at half the loss's timestep threshold, seeded with the
+        run's seed, in the model's own precision (no autocast, so the flows match the other two entry points)."""
+        batch = self.validation_batch
+        return capture_attention(
+            self.model, batch["image"], batch["reference"], batch["mask"], batch["densepose"],
+            timestep=self.config.leffa_timestep_threshold // 2, layers=self.capture_layers or list(self.model.layer_names),
+            seed=self.config.seed,
+        )
+
     # -- run ------------------------------------------------------------------------------------------------------
 
     def run(self, max_steps: int | None = None) -> TrainResult:
+        """Train to ``max_steps``; the run folder stays locked until this returns or raises."""
+        try:
+            return self._run(max_steps)
+        finally:
+            self.close()
+
+    def _run(self, max_steps: int | None) -> TrainResult:
         config, accelerator = self.config, self.accelerator
         max_steps = max_steps or config.max_steps
         if accelerator.is_main_process:
@@ -563,7 +577,7 @@ class Trainer:
                 temp.write_text(json.dumps(config.resolved(), indent=2))
         hparams = {k: v for k, v in config.resolved().items() if isinstance(v, (int, float, str, bool))}
         accelerator.init_trackers("tensorboard", config=hparams)
-        result = TrainResult(self.output, None, self.step, resumed_from=self.resume_from,
+        result = TrainResult(self.output, None, self.step, resumed_from=self.resume_from, notes=list(self.notes),
                              processes=accelerator.num_processes, micro_batch_size=self.micro_batch,
                              accumulation=self.accumulation, frozen_parameters=len(self.frozen))
         self.forward.train()
@@ -617,6 +631,10 @@ def train(
     config: TrainConfig,
     on_step: Callable[[StepReport], None] | None = None,
     validation_hook: ValidationHook | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Run (or resume) training as configured; returns the final model path and the per-step loss history."""
-    return Trainer(config, on_step=on_step, validation_hook=validation_hook).run()
+    """Run (or resume) training as configured; returns the final model path and the per-step loss history.
+
+    ``overwrite`` deletes the run the output folder holds; without it (or ``config.resume``) such a folder is refused.
+    """
+    return Trainer(config, on_step=on_step, validation_hook=validation_hook, overwrite=overwrite).run()

@@ -21,14 +21,14 @@ import functools
 import html
 import io
 import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from leffa.flow import coordinate_grid, upsample_flow, warp
+from leffa.flow import coordinate_grid, flow_epe, upsample_flow, warp
+from leffa.probe import short_layer_name
 
 # -- colour wheel -----------------------------------------------------------------------------------------------
 
@@ -138,13 +138,6 @@ def masked_mse(warped: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | 
     return difference.pow(2).flatten(1).mean(dim=1)
 
 
-def endpoint_error(displacement: np.ndarray, gt_displacement: np.ndarray) -> float:
-    """Mean distance in pixels between two ``(H, W, 2)`` displacements, over pixels where both are finite (EPE)."""
-    distance = np.hypot(*np.moveaxis(displacement - gt_displacement, -1, 0))
-    valid = np.isfinite(distance)
-    return float(distance[valid].mean()) if valid.any() else float("nan")
-
-
 def ideal_token_flow(gt_flow: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """The best a layer with an ``grid`` = (h, w) token grid can do: ``(B, h, w, 2)`` from an image-size ground truth.
 
@@ -164,23 +157,6 @@ def ideal_token_flow(gt_flow: torch.Tensor, grid: tuple[int, int]) -> torch.Tens
 
 
 # -- names ------------------------------------------------------------------------------------------------------
-
-_LAYER_PATTERN = re.compile(
-    r"^(down|up)_blocks\.(\d+)\.attentions\.(\d+)\.transformer_blocks\.(\d+)\.attn1$"
-    r"|^mid_block\.attentions\.(\d+)\.transformer_blocks\.(\d+)\.attn1$"
-)
-
-
-def short_layer_name(name: str) -> str:
-    """``down_blocks.1.attentions.0.transformer_blocks.0.attn1`` -> ``down1.a0.b0`` (``mid.a0.b0``, ``up2.a1.b0``)."""
-    match = _LAYER_PATTERN.match(name)
-    if match is None:
-        return name
-    part, block, attention, transformer, mid_attention, mid_transformer = match.groups()
-    if part is None:
-        return f"mid.a{mid_attention}.b{mid_transformer}"
-    return f"{part}{block}.a{attention}.b{transformer}"
-
 
 # -- pictures of tensors ----------------------------------------------------------------------------------------
 
@@ -315,7 +291,7 @@ def flow_rows(
         tag = f"{short_layer_name(name)} {_resolution(flows[name].shape[1:3], size)}"
         detail = "flow"
         if gt_flow is not None:
-            detail = f"flow, EPE {endpoint_error(displacements[name], gt_displacement):.2f} px"
+            detail = f"flow, EPE {flow_epe(flow[0], gt_flow[0]):.2f} px"
         tiles = [Tile(displacement_colours(displacements[name], radius), tag, detail)]
         warped = warp(reference, flow)
         tiles.append(Tile(image_array(warped[0]), tag, "warped reference"))

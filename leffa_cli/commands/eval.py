@@ -75,7 +75,7 @@ def _default_output(pred: Path, mode: str) -> Path:
 
 
 def _compare(results_files: list[Path], output: Optional[Path]) -> None:
-    from leffa.atomic import save_image
+    from leffa.atomic import ensure_writable_destination, save_image
     from leffa.errors import LeffaError
     from leffa.metrics.scores import read_result
     from leffa.metrics.chart import compare_chart
@@ -84,6 +84,8 @@ def _compare(results_files: list[Path], output: Optional[Path]) -> None:
         raise LeffaError("--compare: give the result JSON files to compare, e.g. leffa eval --compare a.json b.json -o chart.png")
     if output is not None and output.suffix.lower() != ".png":
         raise LeffaError(f"-o {output}: the comparison chart must be a .png")
+    if output is not None:
+        ensure_writable_destination(output, "file", "-o")
     results = [read_result(path) for path in results_files]
     console.print(_results_table(results, "comparison"))
     if output is not None:
@@ -112,12 +114,20 @@ def _model_name(spec: str) -> str:
 def _flow(model_spec, base, offline, data, split, layout, timestep, temperature, seed, layers, limit, device, output):
     import torch
 
+    from leffa.atomic import ensure_writable_destination
     from leffa.errors import LeffaError
+    from leffa.flow import check_temperature
+    from leffa.metrics.flow import evaluate_flow
     from leffa.metrics.scores import write_result
-    from leffa.metrics.flow import evaluate_flow, resolve_layers
+    from leffa.probe import resolve_layers
+    from leffa.sampler import check_seed
 
     if model_spec is None or data is None:
         raise LeffaError("--flow needs --model CHECKPOINT and --data DATASET_FOLDER")
+    check_temperature(temperature)
+    check_seed(seed)
+    output = output or Path(data) / f"flow-epe.{split}.t{timestep}.{_model_name(model_spec)}.json"
+    ensure_writable_destination(output, "file", "-o")
     model = _open(model_spec, base, offline, data, layout, device, "fp32").model  # flows are measured in fp32
     chosen = resolve_layers(layers, model.layer_names)
     bar, progress = _progress("flow")
@@ -125,9 +135,17 @@ def _flow(model_spec, base, offline, data, split, layout, timestep, temperature,
         result = evaluate_flow(model, data, timestep, temperature, seed, chosen, limit, progress, split, layout)
     result.name = _model_name(model_spec)
     console.print(_flow_table(result))
-    output = output or Path(data) / f"flow-epe.{split}.t{timestep}.{result.name}.json"
     write_result(result, output)
     console.print(f"results: {output}")
+
+
+def _run_out_dir(out_dir, model_spec, split, paired) -> Path:
+    """--run's output folder (default eval-runs/MODEL.SPLIT.PAIRING), checked writable before any loading."""
+    from leffa.atomic import ensure_writable_destination
+
+    mode = "paired" if paired else "unpaired"
+    out_dir = out_dir or Path("eval-runs") / f"{_model_name(model_spec)}.{split}.{mode}"
+    return ensure_writable_destination(out_dir, "folder", "--out-dir")
 
 
 def _run(model_spec, base, offline, data, split, layout, paired, size, sampler, seed, dtype, device, batch_size,
@@ -136,15 +154,15 @@ def _run(model_spec, base, offline, data, split, layout, paired, size, sampler, 
     gt dir, run settings) for scoring."""
     import contextlib
 
-    from leffa.atomic import ensure_writable_destination
     from leffa.errors import LeffaError
     from leffa.metrics.run import generate_split, run_settings
+    from leffa.sampler import check_seed
 
     if model_spec is None or data is None:
         raise LeffaError("--run needs --model and --data DATASET_FOLDER")
+    check_seed(seed)
     mode = "paired" if paired else "unpaired"
-    out_dir = out_dir or Path("eval-runs") / f"{_model_name(model_spec)}.{split}.{mode}"
-    ensure_writable_destination(out_dir, "folder", "--out-dir")
+    out_dir = _run_out_dir(out_dir, model_spec, split, paired)
     resolved = _open(model_spec, base, offline, data, layout, shard.device_for(device or "auto"), dtype, size)
     model, working = resolved.model, resolved.image_size
     label = f"generating {working[0]}x{working[1]}, {sampler.steps} steps"
@@ -167,10 +185,9 @@ def eval_command(
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated subset, e.g. ssim,psnr (default: all for the mode)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Result JSON (default beside --pred), or the chart PNG with --compare."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name stored in the JSON and shown in comparisons."),
-    inception: Optional[Path] = typer.Option(None, "--inception", help="Local pt_inception-2015-12-05-6726825d.pth (default: hub)."),
-    lpips: Optional[Path] = typer.Option(None, "--lpips", help="Local folder with squeezenet1_1-b8a52dc0.pth and squeeze.pth (default: hub)."),
-    weights_repo: Optional[str] = typer.Option(None, "--weights-repo", help="Hub repo of the metric weights (default: $LEFFA_EVAL_WEIGHTS_REPO or leffa-project/eval-weights)."),
-    offline: bool = typer.Option(False, "--offline", help="Use only the local hub cache for metric weights."),
+    inception: Optional[Path] = typer.Option(None, "--inception", help="Local pt_inception-2015-12-05-6726825d.pth (default: pytorch-fid's release, cached in $TORCH_HOME/hub/checkpoints)."),
+    lpips: Optional[Path] = typer.Option(None, "--lpips", help="Local squeezenet1_1-b8a52dc0.pth, or a folder with it (and optionally squeeze.pth); default: torchvision's file, cached like --inception, and torchmetrics' packaged linear layers."),
+    offline: bool = typer.Option(False, "--offline", help="Never download: metric weights from the caches or local files, models from the hub cache."),
     ignore_extra_gt: bool = typer.Option(False, "--ignore-extra-gt", help="Paired: allow ground truth without a prediction (score a subset)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per batch."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, mps (default: the best available)."),
@@ -202,6 +219,7 @@ def eval_command(
     """Score predicted images against ground truth (FID, KID, SSIM, LPIPS, PSNR as the try-on papers report them);
     generate a dataset split and score it (--run); measure attention-flow end-point error on synthetic data
     (--flow); or compare result files (--compare)."""
+    from leffa.atomic import ensure_writable_destination
     from leffa.environment import best_device
     from leffa.errors import LeffaError
 
@@ -222,10 +240,10 @@ def eval_command(
         evaluate_paired,
         evaluate_unpaired,
         list_images,
+        load_metric_networks,
         match_pairs,
         write_result,
     )
-    from leffa.metrics.weights import load_metric_networks
 
     if run and (pred is not None or gt is not None):
         raise LeffaError("--run writes its own predictions; give --data (and --out-dir), not --pred/--gt")
@@ -239,6 +257,12 @@ def eval_command(
     )
     device = device or best_device()
     settings = {}
+    if run and model is not None:
+        _run_out_dir(out_dir, model, split, paired)  # before the metric weights and any sampling
+    if output is not None:
+        ensure_writable_destination(output, "file", "-o")
+    elif not run:
+        ensure_writable_destination(_default_output(pred, "paired" if paired else "unpaired"), "file", "-o")
     if run:
         from leffa.shard import Shard
         from leffa_cli.options import sampler_options
@@ -246,7 +270,7 @@ def eval_command(
         shard = Shard.current()  # under torchrun / accelerate launch: this process's share of the split
         # Metric weights first: a missing file should fail before minutes of sampling (only the main one scores).
         if shard.is_main:
-            networks = load_metric_networks(chosen, inception, lpips, weights_repo, offline, device)
+            networks = load_metric_networks(chosen, inception, lpips, offline, device)
         sampler = sampler_options(steps, guidance, "upstream", scheduler, 1.0, False)
         pred, gt, settings = _run(model, base, offline, data, split, layout, paired, size, sampler,
                                   42 if seed is None else seed, dtype, device, batch_size, limit, out_dir, shard)
@@ -261,7 +285,7 @@ def eval_command(
         preds = list(list_images(pred, "prediction folder").values())
         reals = list(list_images(gt, "ground-truth folder").values())
     if not run:
-        networks = load_metric_networks(chosen, inception, lpips, weights_repo, offline, device)
+        networks = load_metric_networks(chosen, inception, lpips, offline, device)
     bar, progress = _progress("scoring")
     with bar:
         if paired:

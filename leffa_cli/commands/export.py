@@ -61,7 +61,14 @@ def export(
     seed: int = typer.Option(0, "--seed", help="Seed for --random-init and the --check inputs."),
 ) -> None:
     """Export ONNX graphs (TensorRT-ready) or convert an upstream checkpoint to safetensors."""
-    from leffa.export.graphs import ExportOptions, check_export, convert_to_safetensors, export_onnx
+    from leffa.atomic import ensure_writable_destination
+    from leffa.export.graphs import (
+        ExportOptions,
+        check_export,
+        check_export_destination,
+        convert_to_safetensors,
+        export_onnx,
+    )
 
     console = Console()
     if (onnx is None) == (safetensors is None):
@@ -71,10 +78,12 @@ def export(
             raise LeffaError("--safetensors needs -o OUT.safetensors")
         if base is None:
             raise LeffaError("--safetensors needs --base, the base-model folder the checkpoint was trained from")
+        ensure_writable_destination(output, "file", "-o")
         target = dtype or "fp16"
         path = convert_to_safetensors(safetensors, base, output, dtype=target, task=task)
         console.print(f"wrote {path} ({target}, {path.stat().st_size / 1e6:.1f} MB)")
         return
+    check_export_destination(onnx)  # before minutes of loading and tracing
     loaded = _load(model, base, task, random_init, seed)
     dtype = dtype or "fp32"
     options = ExportOptions(

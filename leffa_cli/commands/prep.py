@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,33 @@ SCALES = typer.Option(
     "1.0", "--scales", help="OpenPose scales, comma-separated (1.0 = 368 px high; upstream uses 0.5)."
 )
 TYPE = typer.Option("upper_body", "--type", help="upper_body, lower_body or dresses.")
-STYLE = typer.Option("hd", "--style", help="hd (VITON-HD-like) or dc (DressCode-like).")
+STYLE = typer.Option("hd", "--style", help="hd (VITON-HD model) or dc (DressCode model).")
+MASK_STYLE = typer.Option(
+    "upstream", "--mask-style", help="upstream (the authors' mask rules, with documented fixes) or tight (ours)."
+)
 WORK_HEIGHT = typer.Option(512, "--work-height", help="Height the models and mask rules work at.")
+
+
+# The option of these commands that gives each hub file as a local file instead.
+LOCAL_FILE_OPTIONS = {
+    "parsing_atr.onnx": "--parsing-model FILE",
+    "parsing_lip.onnx": "--lip-model FILE",
+    "body_pose_model.pth": "--pose-model FILE",
+}
+
+
+@contextmanager
+def _ways_around(options: dict[str, str] = LOCAL_FILE_OPTIONS, skip: str = ""):
+    """Add this command's options to a missing-weights error: the local-file option, and what skips the model."""
+    from leffa.hub import MissingWeights
+
+    try:
+        yield
+    except MissingWeights as error:
+        option = options.get(error.filename.rsplit("/", 1)[-1])
+        if option:
+            error = error.or_else(f"pass {option}")
+        raise (error.or_else(skip) if skip else error) from None
 
 
 def _scales(text: str) -> tuple[float, ...]:
@@ -58,6 +84,7 @@ def mask(
     output: Path = typer.Option(..., "-o", "--output", help="Mask PNG to write (255 = repaint)."),
     garment_type: str = TYPE,
     style: str = STYLE,
+    mask_style: str = MASK_STYLE,
     parse: Path = typer.Option(
         None, "--parse", help="Use this person-label parsing PNG instead of running the parsers."
     ),
@@ -81,18 +108,22 @@ def mask(
     from leffa.preprocess.parsing import read_label_image
 
     photo = _open(person)
-    result = person_conditions(
-        photo, garment_type, style,
-        labels=read_label_image(parse) if parse is not None else None,
-        keypoints=read_keypoints(keypoints) if keypoints is not None else None,
-        work_height=work_height, source=str(person), parsing_model=parsing_model, lip_model=lip_model,
-        pose_model=pose_model, neck=neck, offline=offline, device=device, scales=_scales(scales),
-    )  # fmt: skip
+    ungiven = [option for option, given in (("--parse FILE", parse), ("--keypoints FILE", keypoints)) if given is None]
+    with _ways_around(skip=f"give {' and '.join(ungiven)} to skip the models" if ungiven else ""):
+        result = person_conditions(
+            photo, garment_type, style,
+            labels=read_label_image(parse) if parse is not None else None,
+            keypoints=read_keypoints(keypoints) if keypoints is not None else None,
+            work_height=work_height, source=str(person), mask_style=mask_style, parsing_model=parsing_model, lip_model=lip_model,
+            pose_model=pose_model, neck=neck, offline=offline, device=device, scales=_scales(scales),
+        )  # fmt: skip
     picture = result.mask_image()
     save_image(picture, output)
     if overlay is not None:
         save_image(grey_overlay(photo, mask_array(picture)), overlay)
-    console.print(f"wrote {output} ({garment_type}, {style}; {result.mask.mean():.1%} of the photo masked)")
+    console.print(
+        f"wrote {output} ({garment_type}, {style}, {mask_style}; {result.mask.mean():.1%} of the photo masked)"
+    )
 
 
 def parse(
@@ -113,7 +144,8 @@ def parse(
 
     if model not in MODELS:
         raise LeffaError(f"--model {model}: unknown parsing model (choose from {', '.join(MODELS)})")
-    parser = load_parser(model, parsing_model, offline, device)
+    with _ways_around({MODELS[model]["hub_file"].rsplit("/", 1)[-1]: "--parsing-model FILE"}):
+        parser = load_parser(model, parsing_model, offline, device)
     labels = parser(_open(person))
     save_image(label_image(labels), output)
     present = ", ".join(parser.labels[i] for i in np.unique(labels) if i != 0) or "background only"
@@ -135,11 +167,13 @@ def pose(
     from leffa.preprocess.openpose import draw_skeleton, keypoints_json
 
     photo = _open(person)
-    keypoints = load_pose(pose_model, offline, device, _scales(scales))(photo, source=str(person))
+    with _ways_around():
+        estimator = load_pose(pose_model, offline, device, _scales(scales))
+    keypoints = estimator(photo, source=str(person))
     with atomic_path(output) as temp:
         temp.write_text(json.dumps(keypoints_json(keypoints)))
     if draw is not None:
-        save_image(draw_skeleton(keypoints, photo.size), draw)
+        save_image(draw_skeleton(keypoints, (photo.height, photo.width)), draw)
     console.print(f"wrote {output} ({int((keypoints[:, 2] > 0).sum())} of 18 keypoints found)")
 
 
@@ -157,7 +191,7 @@ def garment(
 
     if width <= 0 or height <= 0 or not 0 <= margin < 0.5:
         raise LeffaError("--width/--height must be positive and --margin in [0, 0.5)")
-    canvas, cut = clean_garment(_open(image, keep_alpha=True), (width, height), margin)
+    canvas, cut = clean_garment(_open(image, keep_alpha=True), (height, width), margin)
     save_image(canvas, output)
     how = {
         "alpha": "from the alpha channel",
@@ -171,6 +205,7 @@ def dataset(
     root: Path = typer.Argument(..., help="VITON-HD-layout dataset folder (DIR/{train,test}/image/*.jpg)."),
     garment_type: str = TYPE,
     style: str = STYLE,
+    mask_style: str = MASK_STYLE,
     splits: str = typer.Option("train,test", "--splits"),
     limit: int = typer.Option(0, "--limit", help="Process at most this many photos (0 = all)."),
     parsing_model: Path = PARSING_MODEL,
@@ -193,18 +228,23 @@ def dataset(
 
     from leffa.errors import LeffaError
     from leffa.preprocess.conditions import PrepTools, load_parser, load_pose
-    from leffa.preprocess.dataset import fill_item, plan_dataset, written_counts
+    from leffa.preprocess.dataset import fill_item, models_needed, plan_dataset, written_counts
 
     plan = plan_dataset(root, tuple(s.strip() for s in splits.split(",") if s.strip()))
     items = plan.items[:limit] if limit > 0 else plan.items
-    console.print(f"{root}: {plan.complete} photos complete, {len(plan.items)} to fill ({', '.join(plan.splits)})")
+    missing = ", ".join(f"{n} {kind}" for kind, n in plan.missing_counts().items() if n)
+    console.print(f"{root}: {plan.complete} photos complete, {len(plan.items)} to fill ({', '.join(plan.splits)})"
+                  + (f"; missing: {missing}" if missing else ""))
     if not items:
         return
-    tools = PrepTools(
-        atr=load_parser("atr", parsing_model, offline, device),
-        pose=load_pose(pose_model, offline, device, _scales(scales), lazy=True),
-        lip=load_parser("lip", lip_model, offline, device),
-    )
+    needed = models_needed(items)
+    parsing = "parsing" in needed
+    with _ways_around():
+        tools = PrepTools(
+            atr=load_parser("atr", parsing_model, offline, device) if parsing else None,
+            pose=load_pose(pose_model, offline, device, _scales(scales), lazy=True) if "pose" in needed else None,
+            lip=load_parser("lip", lip_model, offline, device) if parsing else None,
+        )
     results, failures = [], []
     columns = (
         TextColumn("[bold]prep dataset"),
@@ -219,7 +259,7 @@ def dataset(
         for item in items:
             progress.update(task, name=item.image.name)
             try:
-                results.append(fill_item(item, tools, garment_type, style, work_height))
+                results.append(fill_item(item, tools, garment_type, style, work_height, mask_style))
             except LeffaError as error:
                 failures.append(str(error))
             progress.advance(task)

@@ -11,6 +11,11 @@ import typer
 from leffa_cli.groups import group
 
 
+class SegStyle(str, Enum):
+    leffa = "leffa"
+    detectron2 = "detectron2"
+
+
 class Kind(str, Enum):
     iuv = "iuv"
     index = "index"
@@ -34,7 +39,15 @@ def densepose(
         None, "--device", help="torch device, e.g. cpu or cuda (default: cuda if present)."
     ),
     all_people: bool = typer.Option(
-        False, "--all-people", help="seg: draw every detected person, as Leffa's demo does."
+        False, "--all-people", help="seg: draw every detected person (default: the highest-scoring one)."
+    ),
+    seg_style: SegStyle = typer.Option(
+        SegStyle.leffa, "--seg-style",
+        help="seg: leffa = full-strength colours on black (Leffa's app); detectron2 = stock alpha-0.7 blend.",
+    ),
+    swap_channels: bool = typer.Option(
+        True, "--swap-channels/--no-swap-channels",
+        help="Feed RGB where the detector expects BGR, as Leffa's app does (default); --no-swap-channels: true BGR.",
     ),
     allow_empty: bool = typer.Option(False, "--allow-empty", help="Write a black image when no person is found."),
 ) -> None:
@@ -42,13 +55,18 @@ def densepose(
     from leffa.atomic import save_image
     from leffa.densepose import densepose_image
     from leffa.densepose.config import config_from_yaml
+    from leffa.hub import MissingWeights
     from leffa.images import read_rgb
 
     image = read_rgb(person, "person image")
-    result = densepose_image(
-        image, kind.value, weights=weights, device=device, offline=offline, all_people=all_people,
-        allow_empty=allow_empty, config=config_from_yaml(config) if config is not None else None,
-    )
+    try:
+        result = densepose_image(
+            image, kind.value, weights=weights, device=device, offline=offline, all_people=all_people,
+            allow_empty=allow_empty, seg_style=seg_style.value, swap_channels=swap_channels,
+            config=config_from_yaml(config) if config is not None else None,
+        )
+    except MissingWeights as error:
+        raise error.or_else("pass --weights FILE") from None
     save_image(result, output)
     typer.echo(f"wrote {output} ({kind.value}, {result.width}x{result.height})")
 

@@ -46,6 +46,8 @@ def tryon(
                                         "region to regenerate)."),
     densepose: Optional[Path] = typer.Option(None, "--densepose", help="DensePose rendering, same size as the photo."),
     garment_type: str = typer.Option("upper_body", "--garment-type", help="upper_body, lower_body or dresses."),
+    mask_style: str = typer.Option("upstream", "--mask-style", help="Automatic mask (no --mask): upstream (the "
+                                   "authors' rules, default) or tight (hugs the garment)."),
     repaint: bool = typer.Option(False, "--repaint", help="Keep the original pixels outside a feathered mask."),
     batch: Optional[Path] = typer.Option(None, "--batch", help="Run a VITON-HD-layout folder (needs --pairs)."),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="Pairs file: lines 'person.jpg cloth.jpg'."),
@@ -75,7 +77,7 @@ def tryon(
     """Dress PERSON in GARMENT and write the result to OUT (a PNG at the photo's size)."""
     from leffa.images import parse_size
     from leffa.pipeline import output_path, viton_hd_items
-    from leffa.pipelines import TryOnPipeline, prepare_tryon
+    from leffa.pipelines import TryOnPipeline, conditions_style, prepare_tryon
 
     options = sampler_options(steps, guidance, guidance_mode, scheduler, eta, reference_once)
     every = every if save_intermediates else 0
@@ -89,14 +91,16 @@ def tryon(
         if person is not None or garment is not None:
             raise LeffaError("--batch takes no PERSON/GARMENT arguments")
         items = viton_hd_items(batch, pairs, output)
+        style = conditions_style(model)
         make_jobs = lambda group: prepare_tryon(  # noqa: E731
             [i.person for i in group], [i.garment for i in group], [i.mask for i in group],
-            [i.densepose for i in group], garment_type, [i.output for i in group], offline)
+            [i.densepose for i in group], garment_type, [i.output for i in group], offline, mask_style, style)
         run_batch(load, items, "try-on", make_jobs, batch_size, options, seed, crop, repaint, every, output)
         return
     if person is None or garment is None:
         raise LeffaError("give PERSON and GARMENT images (or --batch DIR --pairs FILE)")
-    jobs = prepare_tryon(person, garment, mask, densepose, garment_type, [output_path(output)], offline)
+    jobs = prepare_tryon(person, garment, mask, densepose, garment_type, [output_path(output)], offline,
+                         mask_style, conditions_style(model))
     run_single(load, jobs, options, seed, crop, repaint, every)
 
 

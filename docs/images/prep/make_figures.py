@@ -1,4 +1,5 @@
-"""Make the pictures of docs/preprocessing.md with the project's own commands.
+"""Make the pictures of docs/preprocessing.md with the project's own commands (and, for the fixes to the authors'
+mask rules, the library, since the rules as published are not a command-line option).
 
 The real parsing and OpenPose weights cannot be downloaded where these were made, so the person is drawn:
 ``leffa.preprocess.example_person`` paints a person label map and matching keypoints, and ``leffa prep mask`` is
@@ -18,9 +19,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from leffa.preprocess.example_person import example_person
-from leffa.preprocess.openpose import draw_skeleton, keypoints_json
-from leffa.preprocess.parsing import label_image
+from leffa.preprocess.example_person import example_person, render
+from leffa.preprocess.masks import overlay
+from leffa.preprocess.openpose import KEYPOINT_NAMES, draw_skeleton, keypoints_json
+from leffa.preprocess.parsing import PERSON_LABELS, label_image
+from leffa.preprocess.upstream_masks import upstream_mask
 
 HERE = Path(__file__).parent
 LEFFA = [sys.executable, "-m", "leffa_cli.app"]
@@ -49,7 +52,7 @@ def sheet(rows: list[list[Image.Image]]) -> Image.Image:
     return out
 
 
-def masks_sheet(work: Path) -> None:
+def masks_sheet(work: Path, mask_style: str, name: str) -> None:
     rows = []
     for outfit in ("shirt_and_pants", "dress"):
         labels, keypoints, photo = example_person(512, outfit)
@@ -63,10 +66,52 @@ def masks_sheet(work: Path) -> None:
                 out = work / f"{outfit}_{garment_type}_{style}"
                 run("prep", "mask", work / f"{outfit}.png", "--parse", work / f"{outfit}_parse.png",
                     "--keypoints", work / f"{outfit}_keypoints.json", "--type", garment_type, "--style", style,
-                    "-o", f"{out}_mask.png", "--overlay", f"{out}_overlay.png")  # fmt: skip
+                    "--mask-style", mask_style, "-o", f"{out}_mask.png", "--overlay", f"{out}_overlay.png")  # fmt: skip
                 row.append(caption(Image.open(f"{out}_overlay.png"), f"{garment_type} {style}"))
         rows.append(row)
-    sheet(rows).save(HERE / "masks.png", optimize=True)
+    sheet(rows).save(HERE / name, optimize=True)
+
+
+def fix_cases():
+    """(title, labels, keypoints, garment type, model) of each case where the authors' rules go wrong."""
+    label = PERSON_LABELS.index
+    joint = KEYPOINT_NAMES.index
+    cases = []
+    labels, keypoints, _ = example_person(512)
+    bag = labels.copy()
+    ImageDraw.Draw(canvas := Image.fromarray(bag)).rounded_rectangle([150, 170, 235, 235], 8, fill=label("bag"))
+    cases.append(("1 bag held in front (hd top)", np.asarray(canvas), keypoints, "upper_body", "hd"))
+    dress, dress_keypoints, _ = example_person(512, "dress")
+    skirt = dress.copy()
+    hip = int(dress_keypoints[joint("right-hip"), 1])
+    skirt[:hip][skirt[:hip] == label("dress")] = label("upper-clothes")
+    skirt[hip:][skirt[hip:] == label("dress")] = label("skirt")
+    cases.append(("2 skirt (dc bottoms)", skirt, dress_keypoints, "lower_body", "dc"))
+    no_elbow = keypoints.copy()
+    no_elbow[joint("right-elbow")] = 0
+    cases.append(("3 elbow not found (hd top)", labels, no_elbow, "upper_body", "hd"))
+    raised = labels.copy()
+    raised[np.isin(raised, [label("right-arm")])] = label("background")
+    raised_keypoints = keypoints.copy()
+    raised_keypoints[joint("right-elbow"), :2] = (100, 60)
+    raised_keypoints[joint("right-wrist"), :2] = (60, 6)
+    draw = ImageDraw.Draw(canvas := Image.fromarray(raised))
+    shoulder, elbow, wrist = (tuple(raised_keypoints[joint(f"right-{p}"), :2]) for p in ("shoulder", "elbow", "wrist"))
+    draw.line([shoulder, elbow, wrist], fill=label("right-arm"), width=24, joint="curve")
+    cases.append(("4 arm raised to the edge (hd top)", np.asarray(canvas), raised_keypoints, "upper_body", "hd"))
+    return cases
+
+
+def fixes_sheet() -> None:
+    rows = []
+    for title, labels, keypoints, garment_type, model in fix_cases():
+        photo = render(labels)
+        published = upstream_mask(labels, keypoints, garment_type, model, fixes=False)
+        fixed = upstream_mask(labels, keypoints, garment_type, model)
+        rows.append([caption(draw_skeleton(keypoints, photo.size, photo), title),
+                     caption(overlay(photo, published), "authors' rules"),
+                     caption(overlay(photo, fixed), "leffa (upstream, fixed)")])  # fmt: skip
+    sheet(rows).save(HERE / "mask-fixes.png", optimize=True)
 
 
 def garment_sheet(work: Path) -> None:
@@ -105,5 +150,7 @@ def garment_sheet(work: Path) -> None:
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as folder:
-        masks_sheet(Path(folder))
+        masks_sheet(Path(folder), "upstream", "masks.png")
+        masks_sheet(Path(folder), "tight", "masks-tight.png")
+        fixes_sheet()
         garment_sheet(Path(folder))

@@ -1,0 +1,42 @@
+"""Library errors name the parameter they concern; the CLI words that name as its flag."""
+
+from __future__ import annotations
+
+import pytest
+
+from leffa.errors import LeffaError
+from leffa.sampler import SamplerOptions
+from leffa_cli.fields import flag
+
+
+def test_worded_replaces_whole_word_option_names_only():
+    error = LeffaError(
+        "max_batch 0: must be at least 1; lower max_batch (max_batches and max_batch_x stay)", "max_batch"
+    )
+    assert error.option == "max_batch" and str(error).startswith("max_batch 0")
+    assert (
+        error.worded(flag) == "--max-batch 0: must be at least 1; lower --max-batch (max_batches and max_batch_x stay)"
+    )
+    both = LeffaError("size 64x48: export again with other height/width", option=("size", "height", "width"))
+    assert both.worded(flag) == "--size 64x48: export again with other --height/--width"
+    assert LeffaError("plain message").worded(flag) == "plain message"
+    assert LeffaError("steps: 0", "steps").worded(lambda name: None) == "steps: 0"  # a front end may keep the word
+
+
+def test_renamed_flags_and_a_library_error_through_the_cli_spelling():
+    assert flag("allow_extra_gt") == "--ignore-extra-gt" and flag("guidance_mode") == "--guidance-mode"
+    with pytest.raises(LeffaError) as caught:
+        SamplerOptions(guidance_mode="fancy").check()
+    assert caught.value.option == "guidance_mode"
+    assert caught.value.worded(flag).startswith("--guidance-mode: unknown mode 'fancy'")
+
+
+def test_missing_metric_networks_name_the_option_before_any_work():
+    from leffa.metrics.scores import MetricNetworks, evaluate_paired, evaluate_unpaired
+
+    with pytest.raises(LeffaError, match=r"LPIPS needs its network \(lpips FOLDER") as caught:
+        evaluate_paired([], MetricNetworks(), ["ssim", "lpips"])
+    assert caught.value.worded(flag).startswith("LPIPS needs its network (--lpips FOLDER")
+    with pytest.raises(LeffaError, match=r"FID/KID need the Inception network \(inception PATH") as caught:
+        evaluate_unpaired([], [], MetricNetworks(), ["fid"])
+    assert caught.value.option == "inception"
