@@ -91,7 +91,7 @@ class SamplerOptions:
     def check(self) -> "SamplerOptions":
         if self.scheduler not in SCHEDULERS:
             raise LeffaError(
-                f"scheduler: unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}",
+                f"scheduler {self.scheduler!r}: unknown; choose one of {', '.join(SCHEDULERS)}",
                 option="scheduler",
             )
         if self.guidance_mode not in GUIDANCE_MODES:
@@ -116,7 +116,7 @@ class SamplerOptions:
 def make_scheduler(name: str, config: dict):
     """A fresh scheduler of kind ``name`` built from a base folder's scheduler config (unknown keys dropped)."""
     if name not in SCHEDULERS:
-        raise LeffaError(f"scheduler: unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}", option="scheduler")
+        raise LeffaError(f"scheduler {name!r}: unknown; choose one of {', '.join(SCHEDULERS)}", option="scheduler")
     cls = SCHEDULERS[name]
     accepted = set(inspect.signature(cls.__init__).parameters)
     return cls.from_config({k: v for k, v in config.items() if k in accepted})

@@ -157,7 +157,7 @@ def _bad_cases(files, tmp_path):
                              "not a readable safetensors file"),
         "no mask, offline, models not cached": (base() + ["--densepose", files / "densepose.png", "--offline"] + model,
                                                 "humanparsing/parsing_atr.onnx: not in the local cache"),
-        "bad scheduler": (base() + conditions + model + ["--scheduler", "magic"], "unknown scheduler"),
+        "bad scheduler": (base() + conditions + model + ["--scheduler", "magic"], "--scheduler 'magic': unknown"),
         "bad size": (base() + conditions + model + ["--size", "100x77"], "multiple of 8"),
         "not png": (base() + conditions + model, "give a name ending in .png"),
     }

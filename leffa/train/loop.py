@@ -378,7 +378,7 @@ class Trainer:
         from diffusers import DDPMScheduler
 
         if config.data is None:
-            raise LeffaError("data: no dataset folder given (data DIR)", option="data")
+            raise LeffaError("data: no dataset folder given", option="data")
         self.config = config
         self.on_step = on_step
         self.validation_hook = validation_hook
