@@ -556,14 +556,14 @@ def test_options_generators_cannot_take_are_refused():
     from leffa.sampler import SamplerOptions, check_seed
     from leffa.train.config import load_config
 
-    for options, message in ((dict(guidance=float("nan")), "--guidance: nan is not a finite number"),
-                             (dict(guidance=float("inf")), "--guidance: inf is not a finite number"),
-                             (dict(eta=float("nan")), "--eta"), (dict(eta=3.0), "--eta: 3.0 is out of range"),
-                             (dict(steps=2.5), "--steps: 2.5 is not a whole number")):
+    for options, message in ((dict(guidance=float("nan")), "guidance: nan is not a finite number"),
+                             (dict(guidance=float("inf")), "guidance: inf is not a finite number"),
+                             (dict(eta=float("nan")), "eta"), (dict(eta=3.0), "eta: 3.0 is out of range"),
+                             (dict(steps=2.5), "steps: 2.5 is not a whole number")):
         with pytest.raises(LeffaError, match=message):
             SamplerOptions(**options).check()
     for seed in (-1, 2**64, 1.5):
-        with pytest.raises(LeffaError, match="--seed: .* out of range"):
+        with pytest.raises(LeffaError, match="seed: .* out of range"):
             check_seed(seed)
     assert check_seed(2**64 - 1) == 2**64 - 1
     for setting, value in (("lr", float("nan")), ("leffa_weight", float("inf")), ("seed", 2**32),
