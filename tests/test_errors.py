@@ -34,9 +34,9 @@ def test_renamed_flags_and_a_library_error_through_the_cli_spelling():
 def test_missing_metric_networks_name_the_option_before_any_work():
     from leffa.metrics.scores import MetricNetworks, evaluate_paired, evaluate_unpaired
 
-    with pytest.raises(LeffaError, match=r"LPIPS needs its network \(lpips FOLDER") as caught:
+    with pytest.raises(LeffaError, match=r"LPIPS needs its network \(lpips FILE") as caught:
         evaluate_paired([], MetricNetworks(), ["ssim", "lpips"])
-    assert caught.value.worded(flag).startswith("LPIPS needs its network (--lpips FOLDER")
+    assert caught.value.worded(flag).startswith("LPIPS needs its network (--lpips FILE")
     with pytest.raises(LeffaError, match=r"FID/KID need the Inception network \(inception PATH") as caught:
         evaluate_unpaired([], [], MetricNetworks(), ["fid"])
     assert caught.value.option == "inception"
