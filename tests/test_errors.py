@@ -37,7 +37,7 @@ def test_missing_metric_networks_name_the_option_before_any_work():
     with pytest.raises(LeffaError, match=r"LPIPS needs its network \(lpips FILE") as caught:
         evaluate_paired([], MetricNetworks(), ["ssim", "lpips"])
     assert caught.value.worded(flag).startswith("LPIPS needs its network (--lpips FILE")
-    with pytest.raises(LeffaError, match=r"FID/KID need the Inception network \(inception PATH") as caught:
+    with pytest.raises(LeffaError, match=r"FID/KID need the Inception network \(inception FILE") as caught:
         evaluate_unpaired([], [], MetricNetworks(), ["fid"])
     assert caught.value.option == "inception"
 
