@@ -74,8 +74,10 @@ def pose(
     from leffa.images import parse_size
     from leffa.pipeline import output_path, pose_items
     from leffa.pipelines import PosePipeline, prepare_pose
+    from leffa.sampler import check_seed
 
     options = sampler_options(steps, guidance, guidance_mode, scheduler, eta, reference_once)
+    check_seed(seed)  # before any model loads
     every = every if save_intermediates else 0
     working = parse_size(size) if size else None
     load = lambda device_for=None: load_pipeline(  # noqa: E731 - device_for: a sharded run's own GPU

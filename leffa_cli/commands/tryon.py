@@ -76,10 +76,12 @@ def tryon(
 ) -> None:
     """Dress PERSON in GARMENT and write the result to OUT (a PNG at the photo's size)."""
     from leffa.images import parse_size
+    from leffa.sampler import check_seed
     from leffa.pipeline import output_path, viton_hd_items
     from leffa.pipelines import TryOnPipeline, conditions_style, prepare_tryon
 
     options = sampler_options(steps, guidance, guidance_mode, scheduler, eta, reference_once)
+    check_seed(seed)  # before any model loads
     every = every if save_intermediates else 0
     working = parse_size(size) if size else None
     load = lambda device_for=None: load_pipeline(  # noqa: E731 - device_for: a sharded run's own GPU
