@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import torch
 
@@ -21,6 +22,12 @@ from leffa.checkpoint import load_model
 from leffa.errors import LeffaError
 from leffa.hub import UPSTREAM_REPO, MissingWeights, fetch, weights_folder
 from leffa.model import LeffaModel
+
+if TYPE_CHECKING:
+    from leffa.export.backend import OnnxLeffaModel
+
+# resolve_model always gives a LeffaModel; open_model(backend="onnx") an OnnxLeffaModel.
+_Model = TypeVar("_Model", bound="LeffaModel | OnnxLeffaModel", covariant=True)
 
 SD15_BASE = "stable-diffusion-inpainting"
 SDXL_BASE = "stable-diffusion-xl-1.0-inpainting-0.1"
@@ -46,11 +53,11 @@ DEFAULT_MODEL = {"vton": "viton_hd", "pose": "pose_transfer"}
 
 
 @dataclass
-class ResolvedModel:
+class ResolvedModel(Generic[_Model]):
     """A loaded model, where it came from, and its size: from ``resolve_model`` the size it was trained at (``None``
     if unknown), from ``open_model`` the working size chosen for it."""
 
-    model: LeffaModel
+    model: _Model
     source: str
     image_size: tuple[int, int] | None
     notes: list[str] = field(default_factory=list)
@@ -144,7 +151,7 @@ def resolve_model(
     cache_dir: str | Path | None = None,
     endpoint: str | None = None,
     option: str = "--model",
-) -> ResolvedModel:
+) -> ResolvedModel[LeffaModel]:
     """Load the model named by ``spec`` (see the module docstring) for ``task`` (``vton`` or ``pose``), on the CPU in
     the checkpoint's dtype; ``option`` is the setting that named it (for messages)."""
     spec = spec or DEFAULT_MODEL[task]
@@ -180,7 +187,7 @@ def _is_upstream_architecture(model: LeffaModel) -> bool:
     return list(model.config.unet.get("block_out_channels", []))[:1] == [320]
 
 
-def _resolve_repo(spec, task, offline, base, cache_dir, endpoint) -> ResolvedModel:
+def _resolve_repo(spec, task, offline, base, cache_dir, endpoint) -> ResolvedModel[LeffaModel]:
     parts = spec.split("/")
     repo_id = "/".join(parts[:2])
     if len(parts) > 2:
@@ -205,7 +212,7 @@ def open_model(
     backend: str = "torch",
     channels_last: bool = False,
     compile: bool = False,
-) -> ResolvedModel:
+) -> ResolvedModel[LeffaModel | OnnxLeffaModel]:
     """Resolve, load and place a model for inference, and choose its working size: the one loader behind every
     command and ``leffa.TryOnPipeline``/``leffa.PosePipeline``.
 
@@ -220,12 +227,12 @@ def open_model(
 
     if backend not in ("torch", "onnx"):
         raise LeffaError(f"--backend {backend!r}: choose torch or onnx")
-    working = parse_size(size) if isinstance(size, str) else (tuple(size) if size is not None else None)
+    working = parse_size(size) if size is not None else None
     if backend == "onnx":
         return _open_onnx(spec, working)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    resolved = resolve_model(spec, task=task, offline=offline, base=base)
+    resolved = resolve_model(None if spec is None else str(spec), task=task, offline=offline, base=base)
     if working is None:
         working = resolved.image_size
         if working is None:
@@ -236,7 +243,7 @@ def open_model(
     return resolved
 
 
-def _open_onnx(spec, working: tuple[int, int] | None) -> ResolvedModel:
+def _open_onnx(spec, working: tuple[int, int] | None) -> ResolvedModel[OnnxLeffaModel]:
     from leffa.export.backend import OnnxLeffaModel
     from leffa.pipeline import check_size
 
