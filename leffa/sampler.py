@@ -186,7 +186,7 @@ class UncondFeatureCache:
     of features per timestep (about 70 MB per step for SD1.5 at 1024x768 in fp16).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._store: dict[tuple, Features] = {}
 
     def get(self, t, shape) -> Features | None:
