@@ -8,7 +8,9 @@ loads with no base-model folder. Upstream checkpoints hold one state dict with p
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -121,7 +123,16 @@ def load_weights(model: LeffaModel, state: dict[str, torch.Tensor], source: str 
     model.load_state_dict(state, strict=True, assign=False)
 
 
-def save_model(model: LeffaModel, path: str | Path, dtype: str = "fp16") -> Path:
+class SavableModel(Protocol):
+    """What ``save_model`` reads: a ``LeffaModel``, or weights gathered outside one (the trainer's)."""
+
+    @property
+    def config(self) -> LeffaConfig: ...
+
+    def state_dict(self) -> Mapping[str, torch.Tensor]: ...
+
+
+def save_model(model: SavableModel, path: str | Path, dtype: str = "fp16") -> Path:
     """Write the model as one self-describing safetensors file, atomically."""
     if dtype not in DTYPES:
         raise LeffaError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")

@@ -218,7 +218,9 @@ def _lab_to_rgb(image: Image.Image) -> Image.Image:
     from PIL import ImageCms
 
     transform = ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB")
-    return ImageCms.applyTransform(image, transform)
+    converted = ImageCms.applyTransform(image, transform)
+    assert converted is not None  # None only with inPlace=True
+    return converted
 
 
 def _convert(image: Image.Image, mode: str) -> Image.Image:
@@ -338,7 +340,7 @@ def parse_size(value: str | Sequence[int], option: str = "--size", *, multiple: 
         match = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", value)
         if match is None:
             raise LeffaError(f"{option} {value!r}: expected HEIGHTxWIDTH, e.g. 1024x768")
-        size = (int(match.group(1)), int(match.group(2)))
+        size: tuple[int, ...] = (int(match.group(1)), int(match.group(2)))
     else:
         try:
             size = tuple(int(v) for v in value)

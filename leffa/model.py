@@ -270,8 +270,8 @@ class LeffaModel(nn.Module):
 
     # -- conditions ---------------------------------------------------------------------------------------------
 
+    @staticmethod
     def generative_input(
-        self,
         noisy_latents: torch.Tensor,
         mask: torch.Tensor,
         masked_latents: torch.Tensor,

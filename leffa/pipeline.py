@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -456,6 +456,6 @@ def input_problem(item: DatasetItem | PoseItem) -> str | None:
     return None
 
 
-def batches(items: list, size: int) -> Iterator[list]:
+def batches(items: Sequence, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield list(items[start:start + size])

@@ -69,7 +69,8 @@ class _Pipeline:
     def __init__(self, model, size: tuple[int, int], source: str = "", notes: Sequence[str] = (),
                  offline: bool = False):
         self.model = model
-        self.size = tuple(size)  # (H, W) working size
+        height, width = size
+        self.size = (height, width)  # working size
         self.source = source
         self.notes = list(notes)  # about the model, e.g. "made for pose, running it for vton"
         self.offline = offline
@@ -105,6 +106,7 @@ class _Pipeline:
         resolved = open_model(model, cls.task, device=device, dtype=dtype, size=size, base=base, offline=offline,
                               backend=backend, channels_last=channels_last, compile=compile, offload=offload,
                               attention_slice=attention_slice)
+        assert resolved.image_size is not None  # open_model always chooses a working size
         return cls(resolved.model, resolved.image_size, resolved.source, resolved.notes, offline)
 
     def __repr__(self) -> str:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import torch
 from diffusers import (
@@ -45,6 +45,9 @@ from diffusers import (
 from diffusers.utils.torch_utils import randn_tensor
 
 from leffa.errors import LeffaError
+
+if TYPE_CHECKING:
+    from leffa.model import LeffaConfig
 
 Features = dict[str, torch.Tensor]
 Generators = torch.Generator | list[torch.Generator]
@@ -65,6 +68,7 @@ class SamplingModel(Protocol):
     scaling_factor: float
     device: torch.device
     dtype: torch.dtype
+    config: LeffaConfig
 
     def encode(self, images: torch.Tensor, generator=None, sample: bool = True) -> torch.Tensor: ...
 
@@ -135,7 +139,7 @@ def make_scheduler(name: str, config: dict):
 def step_kwargs(scheduler, generator: Generators | None, eta: float) -> dict:
     """The optional ``step`` arguments this scheduler accepts (as upstream's ``prepare_extra_step_kwargs``)."""
     accepted = set(inspect.signature(scheduler.step).parameters)
-    kwargs = {}
+    kwargs: dict[str, object] = {}
     if "generator" in accepted:
         kwargs["generator"] = generator
     if "eta" in accepted:
@@ -182,7 +186,7 @@ class UncondFeatureCache:
     of features per timestep (about 70 MB per step for SD1.5 at 1024x768 in fp16).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._store: dict[tuple, Features] = {}
 
     def get(self, t, shape) -> Features | None:

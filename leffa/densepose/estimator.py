@@ -38,7 +38,7 @@ def preprocess(image: Image.Image, config: DensePoseConfig, swap_channels: bool 
     """
     rgb = image.convert("RGB")
     new_h, new_w = resized_shape(rgb.height, rgb.width, config.min_size, config.max_size)
-    resized = np.asarray(rgb.resize((new_w, new_h), Image.BILINEAR), dtype=np.float32)
+    resized = np.asarray(rgb.resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32)
     bgr = resized if swap_channels else resized[:, :, ::-1]
     tensor = torch.from_numpy(np.ascontiguousarray(bgr.transpose(2, 0, 1)))
     mean = torch.tensor(config.pixel_mean_bgr, dtype=torch.float32).view(3, 1, 1)

@@ -222,4 +222,4 @@ class OnnxLeffaModel:
 
     def generative_input(self, noisy_latents, mask, masked_latents, densepose) -> torch.Tensor:
         """Concatenate the 12 input channels exactly as ``LeffaModel.generative_input`` does."""
-        return LeffaModel.generative_input(self, noisy_latents, mask, masked_latents, densepose)
+        return LeffaModel.generative_input(noisy_latents, mask, masked_latents, densepose)

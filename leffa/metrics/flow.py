@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ from leffa.errors import LeffaError
 from leffa.flow import check_temperature, flow_epe, upsample_flow
 from leffa.probe import probe_flows, short_layer_name
 from leffa.sampler import check_seed
+
+if TYPE_CHECKING:
+    from leffa.data import Split
 
 
 @dataclass
@@ -102,7 +106,7 @@ class FlowDataset:
     size; only entries with a flow file are kept.
     """
 
-    def __init__(self, root: str | Path, split: str = "test", layout: str = "auto", limit: int | None = None):
+    def __init__(self, root: str | Path, split: Split = "test", layout: str = "auto", limit: int | None = None):
         from leffa.data import open_dataset
 
         folder = Path(root) / split / GT_FLOW_FOLDER
@@ -147,7 +151,7 @@ def evaluate_flow(
     layers=None,
     limit: int | None = None,
     progress=None,
-    split: str = "test",
+    split: Split = "test",
     layout: str = "auto",
 ):
     """Per-layer attention-flow end-point error (pixels) of ``model`` over a synthetic dataset folder.

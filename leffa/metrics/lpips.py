@@ -102,6 +102,10 @@ class LPIPSLinearLayers(nn.Module):
 class LPIPSSqueeze(nn.Module):
     """``lpips(x, y)`` per pair ``(B,)`` for images ``(B, 3, H, W)`` in [-1, 1] (LPIPS v0.1, SqueezeNet)."""
 
+    # Buffers (registered in __init__), each (1, 3, 1, 1): the input normalisation.
+    shift: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self):
         super().__init__()
         self.backbone = SqueezeNet11Features()

@@ -137,7 +137,7 @@ def freeze_unreachable_reference_parameters(model: LeffaModel) -> list[str]:
     latents = torch.zeros(1, unet.config.in_channels, side, side, device=model.device, dtype=model.dtype)
     with torch.enable_grad():
         features = model.reference_features(latents, 0)
-        sum(feature.float().sum() for feature in features.values()).backward()
+        torch.stack([feature.float().sum() for feature in features.values()]).sum().backward()
     frozen = []
     for name, parameter in unet.named_parameters():
         if parameter.grad is None and parameter.requires_grad:
@@ -440,11 +440,12 @@ class Trainer:
 
         if not self.config.resume:
             return checkpoints.ResumePoint(None)
-        found = [None]
+        found: list[checkpoints.ResumePoint | None] = [None]
         if self.accelerator.is_main_process:
             found = [checkpoints.find_resume_point(self.output, self.config.resume)]
         if self.accelerator.num_processes > 1:
             broadcast_object_list(found)
+        assert found[0] is not None  # the main process's, broadcast to the others
         return found[0]
 
     def _trainable(self):
@@ -531,6 +532,7 @@ class Trainer:
     def _validate(self) -> None:
         accelerator = self.accelerator
         if accelerator.is_main_process:
+            assert self.validation_batch is not None  # made in __init__ whenever validate_every is set
             model = self.model
             model.eval()
             generator = torch.Generator(device=accelerator.device).manual_seed(self.config.seed)
@@ -553,6 +555,8 @@ class Trainer:
         the Leffa loss's layers (all when the loss is off) at half the loss's timestep threshold, seeded with the
         run's seed, in the model's own precision (no autocast, so the flows match the other two entry points)."""
         batch = self.validation_batch
+        if batch is None:
+            raise LeffaError("no validation batch: validation is off (validate_every is 0)", option="validate_every")
         return capture_attention(
             self.model, batch["image"], batch["reference"], batch["mask"], batch["densepose"],
             timestep=self.config.leffa_timestep_threshold // 2, layers=self.capture_layers or list(self.model.layer_names),
