@@ -117,5 +117,5 @@ def test_init_takes_any_model_spec_through_the_one_resolver(tmp_path):
     assert all(torch.equal(value, packaged[key]) for key, value in model.state_dict().items())
     with pytest.raises(LeffaError, match="--init: 'no-such-model' is not a known model"):
         initialise_model(tiny_config(tmp_path / "data", tmp_path / "run", init="no-such-model"))
-    with pytest.raises(LeffaError, match="--init checkpoint not found"):
+    with pytest.raises(LeffaError, match="init checkpoint not found"):
         initialise_model(tiny_config(tmp_path / "data", tmp_path / "run", init=str(tmp_path / "stage2.safetensors")))
