@@ -35,7 +35,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         try:
             with safe_open(str(path), framework="pt") as handle:
-                return {key: handle.get_tensor(key) for key in handle.keys()}
+                return {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (a safetensors handle, not a dict)
         except (SafetensorError, OSError, ValueError) as error:
             raise LeffaError(f"{path}: not a readable safetensors file ({error})") from None
     try:
@@ -71,7 +71,7 @@ def from_upstream(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for key, value in state.items():
         for old, new in UPSTREAM_PREFIXES.items():
             if key.startswith(old):
-                key = new + key[len(old):]
+                key = new + key[len(old) :]
                 break
         if not any(part in key if part.startswith(".") else key.startswith(part) for part in IGNORED_UPSTREAM):
             renamed[key] = value
@@ -111,8 +111,10 @@ def check_finite_weights(state: dict[str, torch.Tensor], source: str | Path) -> 
     """Refuse weights holding NaN/Inf: they would sample an all-black or all-white image without any error."""
     for key, value in state.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise LeffaError(f"{source}: weight {key} holds NaN/Inf values; the checkpoint is broken "
-                             "(a diverged training run, or a damaged file)")
+            raise LeffaError(
+                f"{source}: weight {key} holds NaN/Inf values; the checkpoint is broken "
+                "(a diverged training run, or a damaged file)"
+            )
 
 
 def load_weights(model: LeffaModel, state: dict[str, torch.Tensor], source: str | Path) -> None:

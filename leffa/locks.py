@@ -7,6 +7,7 @@ stays (removing it would let a third process lock a fresh file while a second st
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from types import ModuleType
@@ -53,14 +54,13 @@ class FolderLock:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         return self
 
     def __exit__(self, *exc) -> None:
         self.release()
 
     def __del__(self) -> None:
-        try:
+        # At interpreter exit os may already be gone; the kernel drops the lock anyway.
+        with contextlib.suppress(OSError, TypeError):
             self.release()
-        except (OSError, TypeError):  # at interpreter exit os may already be gone; the kernel drops the lock anyway
-            pass

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+
 from leffa import images
 from leffa.errors import LeffaError
 from leffa.flow import attention_flow, attention_map, token_grid

@@ -89,12 +89,16 @@ def _placement_hint(spec: UpstreamModel, repo_id: str) -> str:
 def _fetch_upstream(spec: UpstreamModel, repo_id: str, offline: bool, cache_dir, endpoint) -> tuple[Path, Path]:
     """Configs first (small, so an unreachable hub is reported before a 7 GB download), then the checkpoint."""
     try:
-        configs = [fetch(f"{spec.base}/{name}", repo_id, offline, cache_dir=cache_dir, endpoint=endpoint)
-                   for name in BASE_FILES]
+        configs = [
+            fetch(f"{spec.base}/{name}", repo_id, offline, cache_dir=cache_dir, endpoint=endpoint)
+            for name in BASE_FILES
+        ]
         checkpoint = fetch(spec.checkpoint, repo_id, offline, cache_dir=cache_dir, endpoint=endpoint)
     except MissingWeights as error:
-        raise LeffaError(f"{repo_id}: {spec.checkpoint} and its base-model configs are not on this machine and "
-                         f"{error.reason}; {_placement_hint(spec, repo_id).removeprefix('or ')}") from None
+        raise LeffaError(
+            f"{repo_id}: {spec.checkpoint} and its base-model configs are not on this machine and "
+            f"{error.reason}; {_placement_hint(spec, repo_id).removeprefix('or ')}"
+        ) from None
     except LeffaError as error:
         raise LeffaError(f"{error}; {_placement_hint(spec, repo_id)}") from None
     return checkpoint, configs[0].parents[1]
@@ -163,8 +167,11 @@ def _load_folder(folder: Path, base: Path | None, task: str, dtype=None) -> Leff
         return load_model(upstream[0], base=base or upstream[1], task=task, dtype=dtype)
     if (folder / "manifest.json").is_file():
         raise LeffaError(f"{folder}: is an ONNX export (manifest.json); run it with --backend onnx")
-    expected = "virtual_tryon.pth + stable-diffusion-inpainting/" if task == "vton" else (
-        "pose_transfer.pth + stable-diffusion-xl-1.0-inpainting-0.1/")
+    expected = (
+        "virtual_tryon.pth + stable-diffusion-inpainting/"
+        if task == "vton"
+        else ("pose_transfer.pth + stable-diffusion-xl-1.0-inpainting-0.1/")
+    )
     raise LeffaError(f"{folder}: no model found (expected one .safetensors file, or {expected})")
 
 
@@ -215,8 +222,10 @@ def resolve_model(
         resolved = _resolve_repo(spec, task, offline, base, cache_dir, endpoint, dtype)
     else:
         known = ", ".join([*UPSTREAM_MODELS, SYNTH_TINY])
-        raise LeffaError(f"{option}: {spec!r} is not a known model ({known}), an existing file or folder, "
-                         "or a hub repository id (owner/name)")
+        raise LeffaError(
+            f"{option}: {spec!r} is not a known model ({known}), an existing file or folder, "
+            "or a hub repository id (owner/name)"
+        )
     model = resolved.model
     resolved.image_size = trained_size(model) or resolved.image_size
     if resolved.image_size is None and _is_upstream_architecture(model):
@@ -285,7 +294,9 @@ def open_model(
         return _open_onnx(spec, working)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    resolved = resolve_model(None if spec is None else str(spec), task=task, offline=offline, base=base, dtype=torch_dtype)
+    resolved = resolve_model(
+        None if spec is None else str(spec), task=task, offline=offline, base=base, dtype=torch_dtype
+    )
     if working is None:
         working = resolved.image_size
         if working is None:

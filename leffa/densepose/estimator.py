@@ -76,9 +76,13 @@ class DensePoseResult:
         order (best first), blended as detectron2 does. ``seg_style``: see :data:`leffa.densepose.render.SEG_STYLES`.
         """
         if kind not in KINDS:
-            raise LeffaError(f"kind: unknown DensePose rendering '{kind}' (choose from {', '.join(KINDS)})", option="kind")
+            raise LeffaError(
+                f"kind: unknown DensePose rendering '{kind}' (choose from {', '.join(KINDS)})", option="kind"
+            )
         if seg_style not in SEG_STYLES:
-            raise LeffaError(f"seg_style: unknown style '{seg_style}' (choose from {', '.join(SEG_STYLES)})", option="seg_style")
+            raise LeffaError(
+                f"seg_style: unknown style '{seg_style}' (choose from {', '.join(SEG_STYLES)})", option="seg_style"
+            )
         canvas_hw = self.image_size
         if len(self) == 0:
             return Image.fromarray(np.zeros((*canvas_hw, 3), dtype=np.uint8))
@@ -136,7 +140,9 @@ class DensePoseEstimator:
         index = torch.nonzero(keep).flatten()
         charts = raw.charts[index.to(raw.charts.u.device)] if len(index) else raw.charts
         return DensePoseResult(
-            image_size=(image.height, image.width), boxes=boxes[index], scores=raw.detections.scores.cpu()[index],
+            image_size=(image.height, image.width),
+            boxes=boxes[index],
+            scores=raw.detections.scores.cpu()[index],
             charts=ChartOutput(*(t.float().cpu() for t in (charts.coarse_segm, charts.fine_segm, charts.u, charts.v))),
         )
 
@@ -179,7 +185,9 @@ def densepose_image(
     if kind not in KINDS:
         raise LeffaError(f"kind: unknown DensePose rendering '{kind}' (choose from {', '.join(KINDS)})", option="kind")
     if seg_style not in SEG_STYLES:
-        raise LeffaError(f"seg_style: unknown style '{seg_style}' (choose from {', '.join(SEG_STYLES)})", option="seg_style")
+        raise LeffaError(
+            f"seg_style: unknown style '{seg_style}' (choose from {', '.join(SEG_STYLES)})", option="seg_style"
+        )
     if estimator is None:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         estimator = _cached_estimator(

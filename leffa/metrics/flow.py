@@ -54,11 +54,22 @@ def layer_flow_epe(
         raise LeffaError(
             f"ground-truth flow is {width}x{height} but the image is {sample.target.shape[-1]}x{sample.target.shape[-2]}"
         )
-    probe = probe_flows(model, sample.target, sample.reference, sample.mask, sample.densepose, timestep, layers,
-                        seed=seed, temperature=temperature)
+    probe = probe_flows(
+        model,
+        sample.target,
+        sample.reference,
+        sample.mask,
+        sample.densepose,
+        timestep,
+        layers,
+        seed=seed,
+        temperature=temperature,
+    )
     return {
-        layer: [flow_epe(upsample_flow(flow[index : index + 1], (height, width))[0], sample.gt_flow[index])
-                for index in range(flow.shape[0])]
+        layer: [
+            flow_epe(upsample_flow(flow[index : index + 1], (height, width))[0], sample.gt_flow[index])
+            for index in range(flow.shape[0])
+        ]
         for layer, flow in probe.flows.items()
     }
 
@@ -135,9 +146,14 @@ class FlowDataset:
         sample = self.dataset[index]
         gt_flow = read_gt_flow(path)
         if tuple(gt_flow.shape[:2]) != self.size:
-            raise LeffaError(f"{path}: flow is {gt_flow.shape[1]}x{gt_flow.shape[0]}, the others {self.size[1]}x{self.size[0]}")
+            raise LeffaError(
+                f"{path}: flow is {gt_flow.shape[1]}x{gt_flow.shape[0]}, the others {self.size[1]}x{self.size[0]}"
+            )
         return path.stem, FlowSample(
-            sample["image"][None], sample["reference"][None], sample["mask"][None], sample["densepose"][None],
+            sample["image"][None],
+            sample["reference"][None],
+            sample["mask"][None],
+            sample["densepose"][None],
             gt_flow[None],
         )
 

@@ -177,8 +177,12 @@ def person_conditions(
     else:
         keypoints = np.array(keypoints, dtype=np.float32)
         keypoints[:, :2] *= work.height / person_image.height
-    return PersonConditions(labels, keypoints, agnostic_mask(labels, keypoints, garment_type, style, mask_style),
-                            (person_image.height, person_image.width))
+    return PersonConditions(
+        labels,
+        keypoints,
+        agnostic_mask(labels, keypoints, garment_type, style, mask_style),
+        (person_image.height, person_image.width),
+    )
 
 
 def automatic_conditions(

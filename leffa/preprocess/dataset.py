@@ -17,9 +17,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-from leffa.atomic import atomic_path, save_image
 from leffa import images
+from leffa.atomic import atomic_path, save_image
 from leffa.errors import LeffaError
 from leffa.preprocess.conditions import PrepTools, working_copy
 from leffa.preprocess.masks import agnostic_mask, mask_image

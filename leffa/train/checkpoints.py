@@ -77,8 +77,11 @@ def claim_run_folder(output: Path, resume: str | None, overwrite: bool) -> Folde
         raise LeffaError("--resume and --overwrite: choose one (continue the run in the folder, or replace it)")
     ensure_writable_destination(output, "folder", "--output")
     output.mkdir(parents=True, exist_ok=True)
-    lock = FolderLock(output / LOCK_FILE, str(output),
-                      hint="; two trainings cannot share a run folder: wait for it or choose another --output")
+    lock = FolderLock(
+        output / LOCK_FILE,
+        str(output),
+        hint="; two trainings cannot share a run folder: wait for it or choose another --output",
+    )
     try:
         previous = run_files(output)
         if previous and not resume and not overwrite:
