@@ -70,7 +70,7 @@ def place_model(
     offloaded = check_offload(offload) != "none"
     if offloaded and compile:
         raise LeffaError(
-            "compile cannot be combined with offload (the offload hooks move weights per call)",
+            "compile cannot be combined with offload (its hooks move the weights at every call)",
             option=("compile", "offload"),
         )
     model.to("cpu" if offloaded else device)

@@ -305,7 +305,7 @@ def open_model(
     resolved.image_size = check_size(working, resolved.model.latent_downscale)
     resolved.model.set_attention_slice(attention_slice)
     if offload != "none" and torch_device.type == "cpu":
-        resolved.notes.append(f"--offload {offload} saves accelerator memory; on the CPU it only adds overhead")
+        resolved.notes.append(f"offload {offload}: saves accelerator memory; on the CPU it only adds overhead")
     resolved.model = place_model(resolved.model, torch_device, torch_dtype, channels_last, compile, offload)
     return resolved
 
