@@ -6,6 +6,8 @@ defaults) live here so the commands cannot drift apart.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.console import Console
 
@@ -36,6 +38,15 @@ INTERMEDIATES = typer.Option(False, "--save-intermediates",
                              help="Also write the mask, DensePose and the predicted image every k steps "
                                   "into OUT_steps/.")
 EVERY = typer.Option(5, "--every", help="k for --save-intermediates.")
+MASK_GROW = typer.Option(0, "--mask-grow", metavar="PX", help="Grow the mask (given or automatic) by PX pixels "
+                         "(a disk): when it misses the garment's edges or long sleeves.")
+MASK_SHRINK = typer.Option(0, "--mask-shrink", metavar="PX", help="Shrink the mask by PX pixels (after "
+                           "--mask-grow): when it eats into the background or arms.")
+GARMENT_LENGTH = typer.Option(None, "--garment-length", metavar="FRACTION", help="lower_body and dresses: keep "
+                              "this fraction (0-1] of the mask's height from its top (0.5: a knee-length skirt "
+                              "instead of trousers).")
+SAVE_CONDITIONS = typer.Option(None, "--save-conditions", metavar="DIR", help="Also write the mask (after the "
+                               "corrections) and DensePose used, as DIR/NAME_mask.png and DIR/NAME_densepose.png.")
 BACKEND = typer.Option("torch", "--backend", help="torch, or onnx: run a `leffa export --onnx` folder (--model DIR) "
                        "with onnxruntime (TensorRT/CUDA execution provider when present, else CPU).")
 
@@ -67,10 +78,25 @@ def load_pipeline(pipeline_class, model, base, offline, device, dtype, size, cha
     return pipe
 
 
-def run_single(load, jobs, options, seed, crop, use_repaint, every) -> None:
-    """Sample checked ``jobs`` with the pipeline ``load()`` returns, as ``pipe(...)`` would, and print the outputs."""
+def save_conditions(jobs, folder) -> None:
+    """Write each job's mask and DensePose into ``folder`` as ``STEM_mask.png`` / ``STEM_densepose.png`` (the
+    output's stem), atomically."""
+    from leffa.atomic import save_image
+
+    if folder is None:
+        return
+    for job in jobs:
+        stem = job.output.stem
+        save_image(job.mask, Path(folder) / f"{stem}_mask.png")
+        save_image(job.densepose, Path(folder) / f"{stem}_densepose.png")
+
+
+def run_single(load, jobs, options, seed, crop, use_repaint, every, conditions_dir=None) -> None:
+    """Sample checked ``jobs`` with the pipeline ``load()`` returns, as ``pipe(...)`` would, and print the outputs;
+    with ``conditions_dir`` the jobs' masks and DensePose images are written there first."""
     for job in jobs:
         print_notes(job.notes)
+    save_conditions(jobs, conditions_dir)
     pipe = load()
     with console.status(f"sampling {options.steps} steps at {pipe.size[0]}x{pipe.size[1]}"):
         pipe.generate(jobs, options, seed=seed, repaint=use_repaint, crop=crop, intermediate_every=every)

@@ -21,11 +21,15 @@ from leffa_cli.options import (
     ETA,
     EVERY,
     GUIDANCE,
+    GARMENT_LENGTH,
     GUIDANCE_MODE,
     INTERMEDIATES,
+    MASK_GROW,
+    MASK_SHRINK,
     MODEL,
     OFFLINE,
     REFERENCE_ONCE,
+    SAVE_CONDITIONS,
     SCHEDULER,
     SEED,
     SIZE,
@@ -35,6 +39,7 @@ from leffa_cli.options import (
     print_notes,
     run_single,
     sampler_options,
+    save_conditions,
 )
 
 
@@ -48,6 +53,10 @@ def tryon(
     garment_type: str = typer.Option("upper_body", "--garment-type", help="upper_body, lower_body or dresses."),
     mask_style: str = typer.Option("upstream", "--mask-style", help="Automatic mask (no --mask): upstream (the "
                                    "authors' rules, default) or tight (hugs the garment)."),
+    mask_grow: int = MASK_GROW,
+    mask_shrink: int = MASK_SHRINK,
+    garment_length: Optional[float] = GARMENT_LENGTH,
+    save_conditions: Optional[Path] = SAVE_CONDITIONS,
     repaint: bool = typer.Option(False, "--repaint", help="Keep the original pixels outside a feathered mask."),
     batch: Optional[Path] = typer.Option(None, "--batch", help="Run a VITON-HD-layout folder (needs --pairs)."),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="Pairs file: lines 'person.jpg cloth.jpg'."),
@@ -73,12 +82,17 @@ def tryon(
     backend: str = BACKEND,
 ) -> None:
     """Dress PERSON in GARMENT and write the result to OUT (a PNG at the photo's size)."""
+    from leffa.atomic import ensure_writable_destination
     from leffa.images import parse_size
+    from leffa.mask_edit import MaskEdit
     from leffa.pipeline import output_path, viton_hd_items
     from leffa.pipelines import TryOnPipeline, conditions_style, prepare_tryon
 
     options = sampler_options(steps, guidance, guidance_mode, scheduler, eta, reference_once)
     every = every if save_intermediates else 0
+    edit = MaskEdit(mask_grow, mask_shrink, garment_length).check(garment_type)
+    if save_conditions is not None:
+        ensure_writable_destination(save_conditions, "folder", "--save-conditions")
     working = parse_size(size) if size else None
     load = lambda: load_pipeline(TryOnPipeline, model, base, offline, device, dtype, working,  # noqa: E731
                                  channels_last, compile, backend)
@@ -90,17 +104,18 @@ def tryon(
         if batch_size < 1:
             raise LeffaError(f"--batch-size: {batch_size} must be at least 1")
         items, skipped = viton_hd_items(batch, pairs, output)
-        run_batch(load, items, skipped, garment_type, mask_style, conditions_style(model), repaint, batch_size, options, seed, crop, every, offline)
+        run_batch(load, items, skipped, garment_type, mask_style, conditions_style(model), repaint, batch_size,
+                  options, seed, crop, every, offline, edit, save_conditions)
         return
     if person is None or garment is None:
         raise LeffaError("give PERSON and GARMENT images (or --batch DIR --pairs FILE)")
     jobs = prepare_tryon(person, garment, mask, densepose, garment_type, [output_path(output)], offline,
-                         mask_style, conditions_style(model))
-    run_single(load, jobs, options, seed, crop, repaint, every)
+                         mask_style, conditions_style(model), edit)
+    run_single(load, jobs, options, seed, crop, repaint, every, save_conditions)
 
 
 def run_batch(load, items, skipped, garment_type, mask_style, style, use_repaint, batch_size, options, seed, crop, every,
-              offline) -> None:
+              offline, edit=None, conditions_dir=None) -> None:
     from leffa.pipeline import batches
     from leffa.pipelines import prepare_tryon
     from leffa.sampler import UncondFeatureCache
@@ -118,9 +133,10 @@ def run_batch(load, items, skipped, garment_type, mask_style, style, use_repaint
         for group in batches(items, batch_size):
             jobs = prepare_tryon([i.person for i in group], [i.garment for i in group], [i.mask for i in group],
                                  [i.densepose for i in group], garment_type, [i.output for i in group], offline,
-                                 mask_style, style)
+                                 mask_style, style, edit)
             for job in jobs:
                 print_notes(job.notes)
+            save_conditions(jobs, conditions_dir)
             pipe.generate(jobs, options, seed=seed, repaint=use_repaint, crop=crop, cache=cache,
                           intermediate_every=every)
             progress.advance(task, len(group))
