@@ -43,13 +43,22 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     pipe = TryOnPipeline.from_pretrained(args.model, device=args.device, offline=True)
-    files = {role: (name, (EXAMPLES / name).read_bytes()) for role, name in
-             (("person", "person.jpg"), ("garment", "garment.jpg"), ("mask", "mask.png"),
-              ("densepose", "densepose.jpg"))}
+    files = {
+        role: (name, (EXAMPLES / name).read_bytes())
+        for role, name in (
+            ("person", "person.jpg"),
+            ("garment", "garment.jpg"),
+            ("mask", "mask.png"),
+            ("densepose", "densepose.jpg"),
+        )
+    }
     inputs = [EXAMPLES / name for name in ("person.jpg", "garment.jpg", "mask.png", "densepose.jpg")]
 
-    server = uvicorn.Server(uvicorn.Config(create_app(pipe, limits=Limits(queue=max(args.clients))),
-                                           host="127.0.0.1", port=0, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(pipe, limits=Limits(queue=max(args.clients))), host="127.0.0.1", port=0, log_level="warning"
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -68,8 +77,10 @@ def main() -> None:
         pipe(*inputs[:2], mask=inputs[2], densepose=inputs[3], steps=args.steps, seed=seed)
     direct = (time.perf_counter() - start) / 3
 
-    print(f"model {pipe.source} at {pipe.size[0]}x{pipe.size[1]}, {args.device}, {args.steps} steps, "
-          f"{args.threads} torch thread(s); pipe(...) directly: {direct:.3f} s/image")
+    print(
+        f"model {pipe.source} at {pipe.size[0]}x{pipe.size[1]}, {args.device}, {args.steps} steps, "
+        f"{args.threads} torch thread(s); pipe(...) directly: {direct:.3f} s/image"
+    )
     print(f"{'clients':>7} {'requests':>8} {'req/s':>7} {'latency mean':>12} {'p95':>7} {'vs direct':>9}")
     for clients in args.clients:
         count = max(args.requests, clients)

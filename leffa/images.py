@@ -248,7 +248,12 @@ def _convert(image: Image.Image, mode: str) -> Image.Image:
 
 
 def read_rgb(
-    path: str | Path | Image.Image | Upload, role: str = "image", notes: list[str] | None = None, *, min_side: int = 1, alpha: str = "white"
+    path: str | Path | Image.Image | Upload,
+    role: str = "image",
+    notes: list[str] | None = None,
+    *,
+    min_side: int = 1,
+    alpha: str = "white",
 ) -> Image.Image:
     """``open_image`` then ``to_rgb`` (transparency over white unless ``alpha="ignore"``)."""
     what = role if isinstance(path, Image.Image) else f"{path}: {role}"

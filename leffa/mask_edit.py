@@ -49,18 +49,30 @@ class MaskEdit:
                 raise LeffaError(f"{name} {value!r}: give a whole number of pixels from 0 to {MAX_EDIT}", name)
         if self.length is not None:
             length = self.length
-            if isinstance(length, bool) or not isinstance(length, (int, float)) or not math.isfinite(length) \
-                    or not 0 < length <= 1:
-                raise LeffaError(f"garment_length {length!r}: give a fraction of the mask's height in (0, 1]",
-                                 "garment_length")
+            if (
+                isinstance(length, bool)
+                or not isinstance(length, (int, float))
+                or not math.isfinite(length)
+                or not 0 < length <= 1
+            ):
+                raise LeffaError(
+                    f"garment_length {length!r}: give a fraction of the mask's height in (0, 1]", "garment_length"
+                )
             if length < 1 and garment_type not in LENGTH_TYPES:
-                raise LeffaError(f"garment_length {length}: applies to {' and '.join(LENGTH_TYPES)} only, not "
-                                 f"{garment_type}", "garment_length")
+                raise LeffaError(
+                    f"garment_length {length}: applies to {' and '.join(LENGTH_TYPES)} only, not {garment_type}",
+                    "garment_length",
+                )
         return self
 
 
-def edit_mask(mask: Image.Image, edit: MaskEdit, garment_type: str = "upper_body",
-              add: np.ndarray | None = None, erase: np.ndarray | None = None) -> Image.Image:
+def edit_mask(
+    mask: Image.Image,
+    edit: MaskEdit,
+    garment_type: str = "upper_body",
+    add: np.ndarray | None = None,
+    erase: np.ndarray | None = None,
+) -> Image.Image:
     """``mask`` (any mode; binarised, white = regenerate) with ``edit`` applied, then the brush: ``add`` and
     ``erase`` are ``(H, W)`` bool arrays at the mask's size (pixels painted in and out). Returns an ``L`` image
     of 0 and 255 at the mask's size."""
@@ -71,8 +83,10 @@ def edit_mask(mask: Image.Image, edit: MaskEdit, garment_type: str = "upper_body
             continue
         strokes = np.asarray(strokes, dtype=bool)
         if strokes.shape != region.shape:
-            raise LeffaError(f"brush strokes ({name}) are {strokes.shape[1]}x{strokes.shape[0]} but the mask is "
-                             f"{region.shape[1]}x{region.shape[0]}")
+            raise LeffaError(
+                f"brush strokes ({name}) are {strokes.shape[1]}x{strokes.shape[0]} but the mask is "
+                f"{region.shape[1]}x{region.shape[0]}"
+            )
         region[strokes] = value
     return Image.fromarray(region.astype(np.uint8) * 255)
 

@@ -234,7 +234,8 @@ def tryon_job(
 
         mask_image = edit_mask(mask_image, edit, garment_type)
     if images.is_empty_mask(mask_image):
-        where = mask if isinstance(mask, (str, Path, images.Upload)) else ("the automatic mask" if mask is None else "the mask")
+        named = isinstance(mask, (str, Path, images.Upload))
+        where = mask if named else ("the automatic mask" if mask is None else "the mask")
         notes.append(f"{where}: garment mask is all black, nothing to regenerate; "
                      "the result is the person photo")
     kind = "index" if style == "dc" else "rgb"

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from extras import need, need_chromium
+from PIL import Image
 
 need("gradio", "playwright")
 CHROMIUM = need_chromium()
@@ -25,8 +24,15 @@ from leffa.mask_edit import MaskEdit, edit_mask  # noqa: E402
 from leffa.pipelines import TryOnPipeline  # noqa: E402
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TIMEOUT = 60_000  # ms, for one wait on a loaded 2-core machine
 
 
@@ -54,8 +60,9 @@ def _shown_mask(page) -> np.ndarray:
 
 
 def _wait_status(page, text: str) -> str:
-    page.wait_for_function("t => (document.querySelector('#status')?.innerText || '').includes(t)", arg=text,
-                           timeout=TIMEOUT)
+    page.wait_for_function(
+        "t => (document.querySelector('#status')?.innerText || '').includes(t)", arg=text, timeout=TIMEOUT
+    )
     return page.inner_text("#status")
 
 

@@ -56,13 +56,16 @@ def test_length_cuts_from_the_top_and_the_brush_paints_last():
     assert np.array_equal(_array(edit_mask(_mask(legs), MaskEdit())), legs)
 
 
-@pytest.mark.parametrize("edit, garment_type, message", [
-    (MaskEdit(grow=-1), "upper_body", "mask_grow -1: give a whole number"),
-    (MaskEdit(shrink=2.5), "upper_body", "mask_shrink 2.5"),
-    (MaskEdit(length=0), "lower_body", "garment_length 0: give a fraction"),
-    (MaskEdit(length=float("nan")), "dresses", "garment_length nan"),
-    (MaskEdit(length=0.5), "upper_body", "applies to lower_body and dresses only"),
-])
+@pytest.mark.parametrize(
+    "edit, garment_type, message",
+    [
+        (MaskEdit(grow=-1), "upper_body", "mask_grow -1: give a whole number"),
+        (MaskEdit(shrink=2.5), "upper_body", "mask_shrink 2.5"),
+        (MaskEdit(length=0), "lower_body", "garment_length 0: give a fraction"),
+        (MaskEdit(length=float("nan")), "dresses", "garment_length nan"),
+        (MaskEdit(length=0.5), "upper_body", "applies to lower_body and dresses only"),
+    ],
+)
 def test_bad_edits_are_one_line_errors(edit, garment_type, message):
     with pytest.raises(LeffaError, match=message):
         edit_mask(Image.new("L", (8, 8)), edit, garment_type)
@@ -77,19 +80,48 @@ def run(args, capsys):
 
 def test_tryon_corrects_the_mask_and_saves_the_conditions(tmp_path, capsys):
     torch.set_num_threads(1)
-    args = ["tryon", EXAMPLES / "person.jpg", EXAMPLES / "garment.jpg", "--mask", EXAMPLES / "mask.png",
-            "--densepose", EXAMPLES / "densepose.jpg", "--model", "synth-tiny", "--offline", "--steps", "1"]
-    code, out, err = run(args + ["-o", tmp_path / "out.png", "--garment-type", "dresses", "--mask-grow", "4",
-                                 "--garment-length", "0.6", "--save-conditions", tmp_path / "cond"], capsys)
+    args = [
+        "tryon",
+        EXAMPLES / "person.jpg",
+        EXAMPLES / "garment.jpg",
+        "--mask",
+        EXAMPLES / "mask.png",
+        "--densepose",
+        EXAMPLES / "densepose.jpg",
+        "--model",
+        "synth-tiny",
+        "--offline",
+        "--steps",
+        "1",
+    ]
+    code, out, err = run(
+        args
+        + [
+            "-o",
+            tmp_path / "out.png",
+            "--garment-type",
+            "dresses",
+            "--mask-grow",
+            "4",
+            "--garment-length",
+            "0.6",
+            "--save-conditions",
+            tmp_path / "cond",
+        ],
+        capsys,
+    )
     assert code in (0, None), err
     saved = Image.open(tmp_path / "cond" / "out_mask.png")
     expected = edit_mask(Image.open(EXAMPLES / "mask.png"), MaskEdit(grow=4, length=0.6), "dresses")
     assert np.array_equal(np.asarray(saved), np.asarray(expected))
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "cond" / "out_densepose.png")),
-                          np.asarray(Image.open(EXAMPLES / "densepose.jpg").convert("RGB")))
+    assert np.array_equal(
+        np.asarray(Image.open(tmp_path / "cond" / "out_densepose.png")),
+        np.asarray(Image.open(EXAMPLES / "densepose.jpg").convert("RGB")),
+    )
     assert Image.open(tmp_path / "out.png").size == saved.size
 
     code, out, err = run(args + ["-o", tmp_path / "bad.png", "--garment-length", "0.5"], capsys)
-    assert code == 2 and err.strip() == ("leffa: error: --garment-length 0.5: applies to lower_body and dresses "
-                                         "only, not upper_body")
+    assert code == 2 and err.strip() == (
+        "leffa: error: --garment-length 0.5: applies to lower_body and dresses only, not upper_body"
+    )
     assert not (tmp_path / "bad.png").exists()

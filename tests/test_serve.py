@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from extras import need
+from PIL import Image
 
 need("fastapi", "uvicorn", "multipart", "httpx")
 
@@ -89,8 +88,12 @@ def test_parallel_clients_all_get_valid_pngs_equal_to_the_api(pipe):
         assert httpx.get(f"{served.url}/docs").status_code == 200
 
         def post(seed):
-            return httpx.post(f"{served.url}/tryon", files=_files(), timeout=120,
-                              data={"steps": STEPS, "seed": seed, "repaint": "true", "mask_grow": 2})
+            return httpx.post(
+                f"{served.url}/tryon",
+                files=_files(),
+                timeout=120,
+                data={"steps": STEPS, "seed": seed, "repaint": "true", "mask_grow": 2},
+            )
 
         with ThreadPoolExecutor(clients) as pool:
             answers = list(pool.map(post, range(clients)))
@@ -99,15 +102,29 @@ def test_parallel_clients_all_get_valid_pngs_equal_to_the_api(pipe):
         images = [_png(a.content) for a in answers]
         person = Image.open(EXAMPLES / "person.jpg")
         assert all(image.size == person.size and image.mode == "RGB" for image in images)
-        direct = pipe(EXAMPLES / "person.jpg", EXAMPLES / "garment.jpg", EXAMPLES / "mask.png",
-                      EXAMPLES / "densepose.jpg", steps=STEPS, seed=3, repaint=True, mask_grow=2).images[0]
+        direct = pipe(
+            EXAMPLES / "person.jpg",
+            EXAMPLES / "garment.jpg",
+            EXAMPLES / "mask.png",
+            EXAMPLES / "densepose.jpg",
+            steps=STEPS,
+            seed=3,
+            repaint=True,
+            mask_grow=2,
+        ).images[0]
         assert np.array_equal(np.asarray(images[3]), np.asarray(direct))  # the server is the API, same pixels
         assert not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))  # seeds differ
 
-        answer = httpx.post(f"{served.url}/pose", timeout=120, data={"steps": STEPS},
-                            files={"person": ("person.jpg", (EXAMPLES / "person.jpg").read_bytes()),
-                                   "target": ("garment.jpg", (EXAMPLES / "garment.jpg").read_bytes()),
-                                   "densepose": ("densepose.jpg", (EXAMPLES / "densepose.jpg").read_bytes())})
+        answer = httpx.post(
+            f"{served.url}/pose",
+            timeout=120,
+            data={"steps": STEPS},
+            files={
+                "person": ("person.jpg", (EXAMPLES / "person.jpg").read_bytes()),
+                "target": ("garment.jpg", (EXAMPLES / "garment.jpg").read_bytes()),
+                "densepose": ("densepose.jpg", (EXAMPLES / "densepose.jpg").read_bytes()),
+            },
+        )
         assert answer.status_code == 200, answer.text
         assert _png(answer.content).size == Image.open(EXAMPLES / "garment.jpg").size
         assert httpx.get(f"{served.url}/health").json()["queue"]["done"] == clients + 1
@@ -131,8 +148,10 @@ class GatedPipe:
 def test_a_full_queue_answers_503_with_retry_after_at_once(pipe):
     gated = GatedPipe(pipe)
     with Served(create_app(gated, limits=Limits(queue=2))) as served:
-        post = lambda: httpx.post(f"{served.url}/tryon", files=_files(), data={"steps": STEPS},  # noqa: E731
-                                  timeout=120)
+
+        def post():
+            return httpx.post(f"{served.url}/tryon", files=_files(), data={"steps": STEPS}, timeout=120)
+
         with ThreadPoolExecutor(2) as pool:
             waiting = [pool.submit(post) for _ in range(2)]
             deadline = time.monotonic() + 30
@@ -182,8 +201,7 @@ def test_bad_requests_get_4xx_with_the_clis_one_line_message(pipe, tmp_path, mon
     }
     with Served(create_app(pipe, limits=limits)) as served:
         for name, (files, data, status, message) in cases.items():
-            answer = httpx.post(f"{served.url}/tryon", files=_files(**files), data={"steps": STEPS, **data},
-                                timeout=60)
+            answer = httpx.post(f"{served.url}/tryon", files=_files(**files), data={"steps": STEPS, **data}, timeout=60)
             assert answer.status_code == status, (name, answer.status_code, answer.text)
             error = answer.json()["error"]
             assert message in error and "\n" not in error, (name, error)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import numpy as np
@@ -106,16 +107,24 @@ def build_demo(pipe, examples: str | Path | None = None, steps: int = 30) -> gr.
             untouched, person = edited(state, None, grow, shrink, length, garment_type)
         except LeffaError:
             return gr.update()
-        return {"background": shown(person, untouched), "layers": (editor or {}).get("layers") or [],
-                "composite": None}
+        return {"background": shown(person, untouched), "layers": (editor or {}).get("layers") or [], "composite": None}
 
     def generate(state, editor, garment, grow, shrink, length, garment_type, steps, guidance, seed, repaint):
         if not state:
             raise gr.Error("Upload a person photo and a garment, or pick an example.")
         try:
             corrected, person = edited(state, editor, grow, shrink, length, garment_type)
-            result = pipe(person, garment, mask=corrected, densepose=state["densepose"], garment_type=garment_type,
-                          steps=int(steps), guidance=float(guidance), seed=int(seed), repaint=bool(repaint))
+            result = pipe(
+                person,
+                garment,
+                mask=corrected,
+                densepose=state["densepose"],
+                garment_type=garment_type,
+                steps=int(steps),
+                guidance=float(guidance),
+                seed=int(seed),
+                repaint=bool(repaint),
+            )
         except LeffaError as error:
             raise gr.Error(error.message) from None
         image = result.images[0]
@@ -125,37 +134,67 @@ def build_demo(pipe, examples: str | Path | None = None, steps: int = 30) -> gr.
         return (person, image), str(path), corrected, f"Done: {int(steps)} steps, seed {int(seed)}. {notes}"
 
     with gr.Blocks(title="leffa try-on") as demo:
-        gr.Markdown("# leffa virtual try-on\nUpload a person photo and a garment (or pick an example), check the "
-                    "mask (tinted: the region the model redraws), correct it, then generate.")
+        gr.Markdown(
+            "# leffa virtual try-on\nUpload a person photo and a garment (or pick an example), check the "
+            "mask (tinted: the region the model redraws), correct it, then generate."
+        )
         state = gr.State(None)
         with gr.Row():
             person = gr.Image(preload[0], type="pil", label="Person photo", elem_id="person", sources=["upload"])
             garment = gr.Image(preload[1], type="pil", label="Garment", elem_id="garment", sources=["upload"])
             with gr.Column():
-                garment_type = gr.Radio(list(GARMENT_TYPES), value="upper_body", label="Garment type",
-                                        elem_id="garment-type")
+                garment_type = gr.Radio(
+                    list(GARMENT_TYPES), value="upper_body", label="Garment type", elem_id="garment-type"
+                )
                 mask_style = gr.Radio(["upstream", "tight"], value="upstream", label="Automatic mask rules")
-                mask_upload = gr.Image(preload[2], type="pil", image_mode="L", label="Mask (optional; default "
-                                       "automatic)", elem_id="mask-upload", sources=["upload"], height=160)
-                densepose_upload = gr.Image(preload[3], type="pil", label="DensePose (optional; default automatic)",
-                                            elem_id="densepose-upload", sources=["upload"], height=160)
+                mask_upload = gr.Image(
+                    preload[2],
+                    type="pil",
+                    image_mode="L",
+                    label="Mask (optional; default automatic)",
+                    elem_id="mask-upload",
+                    sources=["upload"],
+                    height=160,
+                )
+                densepose_upload = gr.Image(
+                    preload[3],
+                    type="pil",
+                    label="DensePose (optional; default automatic)",
+                    elem_id="densepose-upload",
+                    sources=["upload"],
+                    height=160,
+                )
         status = gr.Markdown("", elem_id="status")
         with gr.Row():
             with gr.Column(scale=2):
-                editor = gr.ImageEditor(type="numpy", label="Mask: paint white to add, black to remove",
-                                        elem_id="mask-editor", sources=[], transforms=[], layers=False,
-                                        brush=gr.Brush(colors=[ADD, ERASE], default_color=ADD, color_mode="fixed",
-                                                       default_size=8),
-                                        height=420)
+                editor = gr.ImageEditor(
+                    type="numpy",
+                    label="Mask: paint white to add, black to remove",
+                    elem_id="mask-editor",
+                    sources=[],
+                    transforms=[],
+                    layers=False,
+                    brush=gr.Brush(colors=[ADD, ERASE], default_color=ADD, color_mode="fixed", default_size=8),
+                    height=420,
+                )
             with gr.Column(scale=1):
                 grow = gr.Slider(0, 64, value=0, step=1, label="Grow mask (px)", elem_id="grow")
                 shrink = gr.Slider(0, 64, value=0, step=1, label="Shrink mask (px)", elem_id="shrink")
-                length = gr.Slider(0.1, 1.0, value=1.0, step=0.05, label="Garment length (lower body, dresses)",
-                                   elem_id="length", interactive=False)
-                mask_used = gr.Image(type="pil", image_mode="L", label="Mask used", elem_id="mask-used",
-                                     interactive=False, height=200)
-                densepose_shown = gr.Image(type="pil", label="DensePose", elem_id="densepose-shown",
-                                           interactive=False, height=200)
+                length = gr.Slider(
+                    0.1,
+                    1.0,
+                    value=1.0,
+                    step=0.05,
+                    label="Garment length (lower body, dresses)",
+                    elem_id="length",
+                    interactive=False,
+                )
+                mask_used = gr.Image(
+                    type="pil", image_mode="L", label="Mask used", elem_id="mask-used", interactive=False, height=200
+                )
+                densepose_shown = gr.Image(
+                    type="pil", label="DensePose", elem_id="densepose-shown", interactive=False, height=200
+                )
         with gr.Row():
             steps_box = gr.Slider(1, 100, value=steps, step=1, label="Steps", elem_id="steps")
             guidance = gr.Slider(1.0, 5.0, value=2.5, step=0.1, label="Guidance", elem_id="guidance")
@@ -166,23 +205,31 @@ def build_demo(pipe, examples: str | Path | None = None, steps: int = 30) -> gr.
             compare = gr.ImageSlider(label="Before / after", elem_id="compare", type="pil", interactive=False)
             download = gr.DownloadButton("Download PNG", elem_id="download", value=None)
 
-        detect_inputs = [person, garment, mask_upload, densepose_upload, garment_type, mask_style, grow, shrink,
-                         length]
+        detect_inputs = [person, garment, mask_upload, densepose_upload, garment_type, mask_style, grow, shrink, length]
         detect_outputs = [state, editor, densepose_shown, mask_used, status]
-        model = {"concurrency_id": "model", "concurrency_limit": 1}  # one user of the model at a time
-        for event in (person.upload, garment_type.change, mask_style.change, mask_upload.change,
-                      densepose_upload.change, garment.upload):
+        model: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": 1}  # one user of the model at a time
+        for event in (
+            person.upload,
+            garment_type.change,
+            mask_style.change,
+            mask_upload.change,
+            densepose_upload.change,
+            garment.upload,
+        ):
             event(detect, detect_inputs, detect_outputs, **model)
         person.upload(lambda: (None, None), None, [mask_upload, densepose_upload])  # a new photo: new conditions
-        garment_type.change(lambda kind: gr.update(interactive=kind in LENGTH_TYPES, value=1.0), garment_type,
-                            length)
+        garment_type.change(lambda kind: gr.update(interactive=kind in LENGTH_TYPES, value=1.0), garment_type, length)
         correction = [state, editor, grow, shrink, length, garment_type]
         for trigger in (grow.change, shrink.change, length.change, editor.change):
             trigger(refresh, correction, [mask_used, status], concurrency_limit=None, show_progress="hidden")
         for slider in (grow, shrink, length):
             slider.release(repicture, correction, editor, concurrency_limit=None, show_progress="hidden")
-        run.click(generate, [state, editor, garment, grow, shrink, length, garment_type, steps_box, guidance, seed,
-                             repaint], [compare, download, mask_used, status], **model)
+        run.click(
+            generate,
+            [state, editor, garment, grow, shrink, length, garment_type, steps_box, guidance, seed, repaint],
+            [compare, download, mask_used, status],
+            **model,
+        )
         demo.load(detect, detect_inputs, detect_outputs, **model)
         if preload[0] is not None:
             gr.Examples([preload], [person, garment, mask_upload, densepose_upload], label="Example")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import io
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -76,8 +76,9 @@ async def _read(upload: UploadFile | None, role: str, limits: Limits) -> Upload 
     file = Upload(name, data)
     height, width = image_size(file, role)
     if height * width > limits.pixels:
-        raise TooLarge(f"{name}: {role} is {width}x{height}, too large (at most {limits.pixels / 1e6:g} MP on this "
-                       "server)")
+        raise TooLarge(
+            f"{name}: {role} is {width}x{height}, too large (at most {limits.pixels / 1e6:g} MP on this server)"
+        )
     return file
 
 
@@ -144,8 +145,12 @@ class _BodyLimit:
 
 def create_app(tryon, pose=None, limits: Limits = Limits()) -> FastAPI:
     """The FastAPI app serving ``tryon`` (a ``TryOnPipeline``) and, when given, ``pose`` (a ``PosePipeline``)."""
-    app = FastAPI(title="leffa", version=_version(), description="Virtual try-on and pose transfer with Leffa. "
-                  "Images go in as multipart files and come back as PNG.")
+    app = FastAPI(
+        title="leffa",
+        version=_version(),
+        description="Virtual try-on and pose transfer with Leffa. "
+        "Images go in as multipart files and come back as PNG.",
+    )
     worker = Worker(limits.queue)
     app.state.worker = worker
     app.state.limits = limits
@@ -168,19 +173,26 @@ def create_app(tryon, pose=None, limits: Limits = Limits()) -> FastAPI:
 
     async def run(call) -> Response:
         output = await asyncio.wrap_future(worker.submit(call))
-        return Response(_png(output.images[0]), media_type="image/png",
-                        headers={"X-Leffa-Notes": _header(output.notes)} if output.notes else None)
+        return Response(
+            _png(output.images[0]),
+            media_type="image/png",
+            headers={"X-Leffa-Notes": _header(output.notes)} if output.notes else None,
+        )
 
-    png = {200: {"content": {"image/png": {}}, "description": "the result, at the person photo's size"}}
+    png: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"image/png": {}}, "description": "the result, at the person photo's size"}
+    }
 
     @app.post("/tryon", response_class=Response, responses=png, summary="Dress a person in a garment")
     async def tryon_route(
         person: UploadFile = File(..., description="Person photo."),
         garment: UploadFile = File(..., description="Garment image."),
-        mask: Optional[UploadFile] = File(None, description="Mask, the photo's size, white = regenerate "
-                                          "(default: automatic)."),
-        densepose: Optional[UploadFile] = File(None, description="DensePose rendering, the photo's size "
-                                               "(default: automatic)."),
+        mask: UploadFile | None = File(
+            None, description="Mask, the photo's size, white = regenerate (default: automatic)."
+        ),
+        densepose: UploadFile | None = File(
+            None, description="DensePose rendering, the photo's size (default: automatic)."
+        ),
         garment_type: str = Form("upper_body", description="upper_body, lower_body or dresses."),
         steps: int = Form(30),
         guidance: float = Form(2.5),
@@ -189,20 +201,36 @@ def create_app(tryon, pose=None, limits: Limits = Limits()) -> FastAPI:
         mask_style: str = Form("upstream", description="Automatic mask rules: upstream or tight."),
         mask_grow: int = Form(0, description="Grow the mask by this many pixels."),
         mask_shrink: int = Form(0, description="Shrink the mask by this many pixels."),
-        garment_length: Optional[float] = Form(None, description="lower_body and dresses: fraction (0-1] of the "
-                                               "mask's height kept from its top."),
+        garment_length: float | None = Form(
+            None, description="lower_body and dresses: fraction (0-1] of the mask's height kept from its top."
+        ),
     ) -> Response:
         if garment_type not in GARMENT_TYPES:
             raise LeffaError(f"garment_type {garment_type!r}: choose one of {', '.join(GARMENT_TYPES)}")
         options = _options(steps, guidance, limits)
         edit = MaskEdit(mask_grow, mask_shrink, garment_length).check(garment_type)
-        files = [await _read(upload, role, limits) for upload, role in
-                 ((person, "person photo"), (garment, "garment image"), (mask, "garment mask"),
-                  (densepose, "DensePose"))]
+        files = [
+            await _read(upload, role, limits)
+            for upload, role in (
+                (person, "person photo"),
+                (garment, "garment image"),
+                (mask, "garment mask"),
+                (densepose, "DensePose"),
+            )
+        ]
 
         def call():
-            jobs = tryon.prepare(files[0], files[1], files[2], files[3], garment_type, mask_style=mask_style,
-                                 mask_grow=edit.grow, mask_shrink=edit.shrink, garment_length=edit.length)
+            jobs = tryon.prepare(
+                files[0],
+                files[1],
+                files[2],
+                files[3],
+                garment_type,
+                mask_style=mask_style,
+                mask_grow=edit.grow,
+                mask_shrink=edit.shrink,
+                garment_length=edit.length,
+            )
             return tryon.generate(jobs, options, seed=seed, repaint=repaint)
 
         return await run(call)
@@ -211,8 +239,7 @@ def create_app(tryon, pose=None, limits: Limits = Limits()) -> FastAPI:
     async def pose_route(
         person: UploadFile = File(..., description="Photo of the person to show."),
         target: UploadFile = File(..., description="Photo in the target pose (sets the output size)."),
-        densepose: Optional[UploadFile] = File(None, description="The target's DensePose IUV image "
-                                               "(default: automatic)."),
+        densepose: UploadFile | None = File(None, description="The target's DensePose IUV image (default: automatic)."),
         steps: int = Form(30),
         guidance: float = Form(2.5),
         seed: int = Form(42),
@@ -220,8 +247,10 @@ def create_app(tryon, pose=None, limits: Limits = Limits()) -> FastAPI:
         if pose is None:
             raise NotServed("pose transfer: this server runs no pose model (start it with --pose-model)")
         options = _options(steps, guidance, limits)
-        files = [await _read(upload, role, limits) for upload, role in
-                 ((person, "person photo"), (target, "target pose photo"), (densepose, "DensePose IUV"))]
+        files = [
+            await _read(upload, role, limits)
+            for upload, role in ((person, "person photo"), (target, "target pose photo"), (densepose, "DensePose IUV"))
+        ]
 
         def call():
             return pose.generate(pose.prepare(files[0], files[1], files[2]), options, seed=seed)
@@ -235,8 +264,7 @@ def create_app(tryon, pose=None, limits: Limits = Limits()) -> FastAPI:
             **describe(tryon),
             "pose_model": describe(pose)["model"] if pose is not None else None,
             "queue": {"pending": worker.pending, "limit": limits.queue, "done": worker.done},
-            "limits": {"upload_mb": limits.upload_bytes / MB, "megapixels": limits.pixels / 1e6,
-                       "steps": limits.steps},
+            "limits": {"upload_mb": limits.upload_bytes / MB, "megapixels": limits.pixels / 1e6, "steps": limits.steps},
         }
 
     app.router.on_shutdown.append(worker.close)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from leffa.errors import LeffaError
-
 from leffa_cli.commands.serve import need_extra
 from leffa_cli.options import BASE, DEVICE, DTYPE, MODEL, OFFLINE, SIZE, STEPS, console, load_pipeline
 
@@ -17,17 +15,21 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def demo(
-    model: Optional[str] = MODEL,
+    model: str | None = MODEL,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(7860, "--port", help="Port to listen on (0: any free port)."),
-    examples: Optional[Path] = typer.Option(None, "--examples", help="Folder with person.jpg, garment.jpg, mask.png "
-                                            "and densepose.jpg to preload (default: the repository's examples/)."),
+    examples: Path | None = typer.Option(
+        None,
+        "--examples",
+        help="Folder with person.jpg, garment.jpg, mask.png "
+        "and densepose.jpg to preload (default: the repository's examples/).",
+    ),
     steps: int = STEPS,
-    base: Optional[Path] = BASE,
+    base: Path | None = BASE,
     offline: bool = OFFLINE,
     dtype: str = DTYPE,
     device: str = DEVICE,
-    size: Optional[str] = SIZE,
+    size: str | None = SIZE,
 ) -> None:
     """Start the web demo: upload, check and correct the mask, generate, compare, download. Prints its URL."""
     need_extra("demo", "gradio")
@@ -43,8 +45,9 @@ def demo(
     working = parse_size(size) if size else None
     pipe = load_pipeline(TryOnPipeline, model, base, offline, device, dtype, working)
     app = build_demo(pipe, examples or (EXAMPLES if EXAMPLES.is_dir() else None), steps=steps)
-    app.launch(server_name=host, server_port=port or free_port(host), quiet=True, prevent_thread_lock=True,
-               footer_links=[])
+    app.launch(
+        server_name=host, server_port=port or free_port(host), quiet=True, prevent_thread_lock=True, footer_links=[]
+    )
     typer.echo(f"leffa demo: {app.local_url}")
     console.print("press Ctrl+C to stop", markup=False)
     try:

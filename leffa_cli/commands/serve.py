@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from leffa.errors import LeffaError
-
 from leffa_cli.options import BASE, DEVICE, DTYPE, MODEL, OFFLINE, SIZE, console, load_pipeline
 
 
@@ -22,20 +20,23 @@ def need_extra(extra: str, *modules: str) -> None:
 
 
 def serve(
-    model: Optional[str] = MODEL,
-    pose_model: Optional[str] = typer.Option(None, "--pose-model", help="Also serve POST /pose with this model "
-                                             "(the same spec as --model shares its weights). Default: no /pose."),
+    model: str | None = MODEL,
+    pose_model: str | None = typer.Option(
+        None,
+        "--pose-model",
+        help="Also serve POST /pose with this model (the same spec as --model shares its weights). Default: no /pose.",
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, "--port", help="Port to listen on (0: any free port)."),
     queue: int = typer.Option(8, "--queue", help="Requests generating or waiting; more are answered 503."),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Largest uploaded file (413 beyond)."),
     max_megapixels: float = typer.Option(16.0, "--max-megapixels", help="Largest image (413 beyond)."),
     max_steps: int = typer.Option(100, "--max-steps", help="Most denoising steps a request may ask for."),
-    base: Optional[Path] = BASE,
+    base: Path | None = BASE,
     offline: bool = OFFLINE,
     dtype: str = DTYPE,
     device: str = DEVICE,
-    size: Optional[str] = SIZE,
+    size: str | None = SIZE,
 ) -> None:
     """Serve try-on (and pose transfer) over HTTP: POST /tryon, POST /pose, GET /health, docs at /docs."""
     need_extra("serve", "fastapi", "uvicorn", "multipart")
@@ -48,8 +49,9 @@ def serve(
             raise LeffaError(f"{name} {value}: out of range")
     if not (max_upload_mb > 0 and max_megapixels > 0):
         raise LeffaError("--max-upload-mb and --max-megapixels must be positive")
-    limits = Limits(upload_bytes=int(max_upload_mb * MB), pixels=int(max_megapixels * 1e6), steps=max_steps,
-                    queue=queue)
+    limits = Limits(
+        upload_bytes=int(max_upload_mb * MB), pixels=int(max_megapixels * 1e6), steps=max_steps, queue=queue
+    )
     working = parse_size(size) if size else None
     tryon = load_pipeline(TryOnPipeline, model, base, offline, device, dtype, working)
     pose = None
