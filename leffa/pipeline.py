@@ -40,7 +40,7 @@ import torch
 from PIL import Image, ImageFilter
 
 from leffa import images
-from leffa.atomic import save_image
+from leffa.atomic import ensure_writable_destination, save_image
 from leffa.errors import LeffaError
 from leffa.images import MIN_SIDE, Size, open_image, read_rgb, to_grey, to_rgb
 from leffa.sampler import SamplerOptions, UncondFeatureCache, decode_images, denoise, encode_conditions
@@ -81,6 +81,7 @@ def output_path(path: str | Path) -> Path:
         raise LeffaError(f"-o {path}: outputs are PNG images; give a name ending in .png")
     if path.is_dir():
         raise LeffaError(f"-o {path}: is a folder; give a file name ending in .png")
+    ensure_writable_destination(path, "file", "-o")  # before any model loads
     return path
 
 

@@ -92,14 +92,14 @@ class SamplerOptions:
     def check(self) -> "SamplerOptions":
         """Refuse any value that would not sample a real image (NaN and infinities included), naming the option."""
         if isinstance(self.steps, bool) or not isinstance(self.steps, int):
-            raise LeffaError(f"--steps: {self.steps!r} is not a whole number")
+            raise LeffaError(f"steps: {self.steps!r} is not a whole number", option="steps")
         for name in ("guidance", "eta"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise LeffaError(f"--{name}: {value!r} is not a finite number")
+                raise LeffaError(f"{name}: {value!r} is not a finite number", option=name)
         if self.scheduler not in SCHEDULERS:
             raise LeffaError(
-                f"scheduler: unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}",
+                f"scheduler {self.scheduler!r}: unknown; choose one of {', '.join(SCHEDULERS)}",
                 option="scheduler",
             )
         if self.guidance_mode not in GUIDANCE_MODES:
@@ -126,7 +126,7 @@ class SamplerOptions:
 def make_scheduler(name: str, config: dict):
     """A fresh scheduler of kind ``name`` built from a base folder's scheduler config (unknown keys dropped)."""
     if name not in SCHEDULERS:
-        raise LeffaError(f"scheduler: unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}", option="scheduler")
+        raise LeffaError(f"scheduler {name!r}: unknown; choose one of {', '.join(SCHEDULERS)}", option="scheduler")
     cls = SCHEDULERS[name]
     accepted = set(inspect.signature(cls.__init__).parameters)
     return cls.from_config({k: v for k, v in config.items() if k in accepted})
@@ -281,7 +281,7 @@ MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes unsigned 64-bit seeds
 def check_seed(seed) -> int:
     """``seed`` as an int if a generator takes it (0 to 2^64 - 1), else a one-line error."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise LeffaError(f"--seed: {seed!r} is out of range (a whole number from 0 to 2^64 - 1)")
+        raise LeffaError(f"seed: {seed!r} is out of range (a whole number from 0 to 2^64 - 1)", option="seed")
     return int(seed)
 
 

@@ -41,7 +41,7 @@ def test_missing_conditions_come_from_plugins(tmp_path, monkeypatch):
 
 
 def test_tryon_makes_conditions_for_the_chosen_model():
-    from leffa_cli.commands.tryon import conditions_style
+    from leffa.pipelines import conditions_style
 
     assert conditions_style("dress_code") == "dc"
     assert conditions_style(None) == conditions_style("viton_hd") == conditions_style("model.safetensors") == "hd"

@@ -324,7 +324,7 @@ def test_seg_detectron2_style_blends_at_alpha_0_7_on_black():
     # stock detectron2: black * 0.3 + colour * 0.7, truncated to 8 bits
     assert image[60, 15].tolist() == (PARULA_RGB[31].astype(np.float64) * 0.7).astype(np.uint8).tolist()
     assert image[60, 45].tolist() == (PARULA_RGB[159].astype(np.float64) * 0.7).astype(np.uint8).tolist()
-    with pytest.raises(LeffaError, match="--seg-style"):
+    with pytest.raises(LeffaError, match="seg_style"):
         _result().render("seg", seg_style="viridis")
 
 

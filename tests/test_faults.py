@@ -309,7 +309,7 @@ def test_damaged_checkpoints_fall_back_with_a_note_or_refuse(finished_run, viton
     assert "no valid manifest.json" in checkpoints.checkpoint_problem(root / "step-00000001")
 
 
-def test_resume_falls_back_to_the_newest_complete_checkpoint(finished_run, vitonhd, tmp_path, rng):
+def test_resume_falls_back_to_the_newest_complete_checkpoint(finished_run, vitonhd, tmp_path, rng, capsys):
     from leffa.train.loop import Trainer
 
     output = copy_run(finished_run, tmp_path)
@@ -323,11 +323,12 @@ def test_resume_falls_back_to_the_newest_complete_checkpoint(finished_run, viton
     with pytest.raises(LeffaError, match=r"leffa_config.json: the embedded model config is not valid JSON"):
         Trainer(tiny_config(vitonhd, output, max_steps=3, resume="latest"))
     shutil.rmtree(root / "step-00000002")
-    trainer = Trainer(tiny_config(vitonhd, output, max_steps=3, resume="latest"))
-    assert trainer.resume_from.name == "step-00000001" and "step-00000003" in trainer.notes[0]
-    result = trainer.run()
-    assert result.steps == 3 and [r["step"] for r in result.history] == [2, 3]
-    assert_run_folder_sound(output)
+    code, err = run_cli([*TRAIN_ARGS, "--data", vitonhd, "--output", output, "--max-steps", "3", "--resume", "latest"],
+                        capsys)
+    assert code in (0, None), err
+    assert "leffa: note: " in err and "step-00000003: incomplete checkpoint, skipped (random_states_0.pkl" in err
+    assert f"resumed from step 1 ({root / 'step-00000001'})" in err and "trained 3 steps" in err
+    assert [p.name for p in assert_run_folder_sound(output)] == ["step-00000001", "step-00000002", "step-00000003"]
 
 
 # -- export ----------------------------------------------------------------------------------------------------------
@@ -556,14 +557,14 @@ def test_options_generators_cannot_take_are_refused():
     from leffa.sampler import SamplerOptions, check_seed
     from leffa.train.config import load_config
 
-    for options, message in ((dict(guidance=float("nan")), "--guidance: nan is not a finite number"),
-                             (dict(guidance=float("inf")), "--guidance: inf is not a finite number"),
-                             (dict(eta=float("nan")), "--eta"), (dict(eta=3.0), "--eta: 3.0 is out of range"),
-                             (dict(steps=2.5), "--steps: 2.5 is not a whole number")):
+    for options, message in ((dict(guidance=float("nan")), "guidance: nan is not a finite number"),
+                             (dict(guidance=float("inf")), "guidance: inf is not a finite number"),
+                             (dict(eta=float("nan")), "eta"), (dict(eta=3.0), "eta: 3.0 is out of range"),
+                             (dict(steps=2.5), "steps: 2.5 is not a whole number")):
         with pytest.raises(LeffaError, match=message):
             SamplerOptions(**options).check()
     for seed in (-1, 2**64, 1.5):
-        with pytest.raises(LeffaError, match="--seed: .* out of range"):
+        with pytest.raises(LeffaError, match="seed: .* out of range"):
             check_seed(seed)
     assert check_seed(2**64 - 1) == 2**64 - 1
     for setting, value in (("lr", float("nan")), ("leffa_weight", float("inf")), ("seed", 2**32),

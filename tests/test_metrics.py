@@ -232,7 +232,7 @@ def test_metrics_without_their_network_is_a_clear_error(folders):
         evaluate_folders(folders / "pred", folders / "gt", MetricNetworks(), metrics=["fid"])
     with pytest.raises(LeffaError, match="LPIPS"):
         evaluate_folders(folders / "pred", folders / "gt", MetricNetworks(), metrics=["lpips"])
-    with pytest.raises(LeffaError, match="'ssim' is not one of the unpaired metrics"):
+    with pytest.raises(LeffaError, match="'ssim' is not one of the unpaired scores"):
         check_metrics(["ssim"], paired=False)
 
 

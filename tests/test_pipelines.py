@@ -91,7 +91,7 @@ def test_missing_conditions_come_from_the_conditions_plugins(files, pipe, monkey
     calls = []
 
     def fake(name):
-        def make(photo, arg, offline):
+        def make(photo, arg, offline, **options):
             calls.append((name, arg, offline))
             return Image.new("L" if name == "mask" else "RGB", photo.size, 255 if name == "mask" else 0)
         return make
@@ -118,7 +118,7 @@ def test_bad_calls_are_leffa_errors(files, pipe):
         pipe([files / "person.png"] * 2, files / "garment.png", mask=[files / "mask.png"])
     with pytest.raises(leffa.LeffaError, match="person photo not found"):
         pipe(files / "nope.png", files / "garment.png", mask=files / "mask.png", densepose=files / "densepose.png")
-    with pytest.raises(leffa.LeffaError, match="--steps"):
+    with pytest.raises(leffa.LeffaError, match="steps: 0 is out of range"):
         pipe(files / "person.png", files / "garment.png", steps=0)
     with pytest.raises(leffa.LeffaError, match="not a known model"):
         leffa.TryOnPipeline.from_pretrained("no-such-model")

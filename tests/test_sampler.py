@@ -145,7 +145,7 @@ def test_every_scheduler_runs(model, inputs, name):
 def test_scheduler_from_base_config_keeps_schedule(model):
     scheduler = make_scheduler("ddim", model.config.scheduler)
     assert scheduler.config.beta_schedule == model.config.scheduler["beta_schedule"]
-    with pytest.raises(LeffaError, match="scheduler: unknown"):
+    with pytest.raises(LeffaError, match="scheduler 'heun': unknown"):
         make_scheduler("heun", model.config.scheduler)
 
 

@@ -73,7 +73,7 @@ def test_environment_names_are_checked_and_case_insensitive():
 
 
 def test_bad_values_are_errors_naming_the_setting():
-    with pytest.raises(LeffaError, match="training setting size: size 100x75") as caught:
+    with pytest.raises(LeffaError, match="training setting size 100x75: height and width") as caught:
         load_config(size="100x75")
     assert caught.value.option == "size"
     with pytest.raises(LeffaError, match="training setting stage") as caught:
@@ -88,7 +88,7 @@ def test_cli_words_the_setting_as_its_flag(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--size", "100x75", "--dry-run"])
     assert exit_info.value.code != 0
-    assert "leffa: error: training setting --size: size 100x75" in capsys.readouterr().err
+    assert "leffa: error: training setting --size 100x75: height and width must be" in capsys.readouterr().err
 
 
 def test_every_setting_is_an_option_of_the_train_command():

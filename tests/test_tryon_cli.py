@@ -157,7 +157,7 @@ def _bad_cases(files, tmp_path):
                              "not a readable safetensors file"),
         "no mask, offline, models not cached": (base() + ["--densepose", files / "densepose.png", "--offline"] + model,
                                                 "parsing_atr.onnx (ATR human parsing model) is not on this machine"),
-        "bad scheduler": (base() + conditions + model + ["--scheduler", "magic"], "unknown scheduler"),
+        "bad scheduler": (base() + conditions + model + ["--scheduler", "magic"], "--scheduler 'magic': unknown"),
         "bad size": (base() + conditions + model + ["--size", "100x77"], "multiples of 8"),
         "not png": (base() + conditions + model, "give a name ending in .png"),
     }

@@ -164,7 +164,7 @@ class OnnxLeffaModel:
         if size[0] % multiple or size[1] % multiple:
             raise LeffaError(
                 f"size {size[0]}x{size[1]}: {self.directory} has dynamic-size graphs, which need multiples of "
-                f"{multiple}; choose such a size or export with height/width",
+                f"{multiple}; choose such multiples or export with height/width",
                 option=("size", "height", "width"),
             )
         return size

@@ -280,7 +280,7 @@ def check_metrics(metrics: Iterable[str], paired: bool) -> tuple[str, ...]:
     if unknown:
         mode = "paired" if paired else "unpaired"
         raise LeffaError(
-            f"metrics: {unknown[0]!r} is not one of the {mode} metrics ({', '.join(allowed)})", option="metrics"
+            f"metrics: {unknown[0]!r} is not one of the {mode} scores ({', '.join(allowed)})", option="metrics"
         )
     if not chosen:
         raise LeffaError("metrics: choose at least one metric", option="metrics")

@@ -304,7 +304,9 @@ def resolve_config(
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         message = first["msg"].removeprefix("Value error, ")
-        raise LeffaError(f"training setting {where or 'config'}: {message}", option=where or None) from None
+        if not (where and message.startswith(f"{where} ")):  # a validator's message may name the setting already
+            message = f"{where or 'config'}: {message}"
+        raise LeffaError(f"training setting {message}", option=where or None) from None
 
 
 def load_config(

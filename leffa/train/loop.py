@@ -349,7 +349,7 @@ class Trainer:
     ):
         """Claim the run folder (``overwrite``: delete the run it holds), then build everything; see ``run``."""
         if config.data is None:
-            raise LeffaError("data: no dataset folder given (data DIR)", option="data")
+            raise LeffaError("data: no dataset folder given", option="data")
         self.config = config
         self.on_step = on_step
         self.validation_hook = validation_hook

@@ -61,10 +61,12 @@ def pose(
 ) -> None:
     """Show PERSON in the pose of TARGET_POSE and write the result to OUT."""
     from leffa.images import parse_size
+    from leffa.sampler import check_seed
     from leffa.pipeline import output_path
     from leffa.pipelines import PosePipeline, prepare_pose
 
     options = sampler_options(steps, guidance, guidance_mode, scheduler, eta, reference_once)
+    check_seed(seed)  # before any model loads
     working = parse_size(size) if size else None
     jobs = prepare_pose(person, target_pose, densepose, [output_path(output)], offline)
     load = lambda: load_pipeline(PosePipeline, model, base, offline, device, dtype, working,  # noqa: E731

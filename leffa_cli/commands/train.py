@@ -37,9 +37,10 @@ def train(
     trainer = Trainer(config, overwrite=overwrite)  # claims and locks --output before any heavy work
     if is_main:
         for note in trainer.notes:
-            console.print(f"leffa: note: {note}", markup=False, highlight=False)
+            console.print(f"leffa: note: {note}", markup=False, highlight=False, soft_wrap=True)
         if trainer.resume_from is not None:
-            console.print(f"resumed from step {trainer.step} ({trainer.resume_from})", markup=False, highlight=False)
+            console.print(f"resumed from step {trainer.step} ({trainer.resume_from})", markup=False, highlight=False,
+                          soft_wrap=True)
     columns = (
         TextColumn("[bold]step {task.completed}/{task.total}"),
         BarColumn(),

@@ -85,10 +85,12 @@ def tryon(
     from leffa.atomic import ensure_writable_destination
     from leffa.images import parse_size
     from leffa.mask_edit import MaskEdit
+    from leffa.sampler import check_seed
     from leffa.pipeline import output_path, viton_hd_items
     from leffa.pipelines import TryOnPipeline, conditions_style, prepare_tryon
 
     options = sampler_options(steps, guidance, guidance_mode, scheduler, eta, reference_once)
+    check_seed(seed)  # before any model loads
     every = every if save_intermediates else 0
     edit = MaskEdit(mask_grow, mask_shrink, garment_length).check(garment_type)
     if save_conditions is not None:
