@@ -190,6 +190,7 @@ def test_bad_requests_get_4xx_with_the_clis_one_line_message(pipe, tmp_path, mon
         "mask size": ({"mask": ("m.png", small_mask.getvalue())}, {}, 400, "they must be the same size"),
         "garment type": ({}, {"garment_type": "hat"}, 400, "garment_type 'hat'"),
         "zero steps": ({}, {"steps": 0}, 400, "steps"),
+        "negative seed": ({}, {"seed": -1}, 400, "seed: -1 is out of range"),
         "many steps": ({}, {"steps": 500}, 400, "steps 500: at most 50 on this server"),
         "steps not a number": ({}, {"steps": "many"}, 422, "steps:"),
         "negative grow": ({}, {"mask_grow": -3}, 400, "mask_grow -3"),

@@ -31,7 +31,7 @@ from leffa.errors import LeffaError
 from leffa.images import Upload, image_size
 from leffa.mask_edit import MaskEdit
 from leffa.pipeline import GARMENT_TYPES
-from leffa.sampler import SamplerOptions
+from leffa.sampler import SamplerOptions, check_seed
 
 MB = 1024 * 1024
 
@@ -92,7 +92,8 @@ def _header(notes: list[str]) -> str:
     return " | ".join(notes).encode("ascii", "backslashreplace").decode("ascii")
 
 
-def _options(steps: int, guidance: float, limits: Limits) -> SamplerOptions:
+def _options(steps: int, guidance: float, seed: int, limits: Limits) -> SamplerOptions:
+    check_seed(seed)
     if steps > limits.steps:
         raise LeffaError(f"steps {steps}: at most {limits.steps} on this server", "steps")
     return SamplerOptions(steps=steps, guidance=guidance).check()
@@ -207,7 +208,7 @@ def create_app(tryon, pose=None, limits: Limits = Limits()) -> FastAPI:
     ) -> Response:
         if garment_type not in GARMENT_TYPES:
             raise LeffaError(f"garment_type {garment_type!r}: choose one of {', '.join(GARMENT_TYPES)}")
-        options = _options(steps, guidance, limits)
+        options = _options(steps, guidance, seed, limits)
         edit = MaskEdit(mask_grow, mask_shrink, garment_length).check(garment_type)
         files = [
             await _read(upload, role, limits)
@@ -246,7 +247,7 @@ def create_app(tryon, pose=None, limits: Limits = Limits()) -> FastAPI:
     ) -> Response:
         if pose is None:
             raise NotServed("pose transfer: this server runs no pose model (start it with --pose-model)")
-        options = _options(steps, guidance, limits)
+        options = _options(steps, guidance, seed, limits)
         files = [
             await _read(upload, role, limits)
             for upload, role in ((person, "person photo"), (target, "target pose photo"), (densepose, "DensePose IUV"))
