@@ -47,6 +47,8 @@ GARMENT_LENGTH = typer.Option(None, "--garment-length", metavar="FRACTION", help
                               "instead of trousers).")
 SAVE_CONDITIONS = typer.Option(None, "--save-conditions", metavar="DIR", help="Also write the mask (after the "
                                "corrections) and DensePose used, as DIR/NAME_mask.png and DIR/NAME_densepose.png.")
+HOST = typer.Option("127.0.0.1", "--host", help="Address to listen on (127.0.0.1: this machine only; 0.0.0.0: "
+                    "every interface).")
 BACKEND = typer.Option("torch", "--backend", help="torch, or onnx: run a `leffa export --onnx` folder (--model DIR) "
                        "with onnxruntime (TensorRT/CUDA execution provider when present, else CPU).")
 

@@ -9,14 +9,14 @@ import typer
 
 from leffa.errors import LeffaError
 from leffa_cli.commands.serve import need_extra
-from leffa_cli.options import BASE, DEVICE, DTYPE, MODEL, OFFLINE, SIZE, STEPS, console, load_pipeline
+from leffa_cli.options import BASE, DEVICE, DTYPE, HOST, MODEL, OFFLINE, SIZE, STEPS, console, load_pipeline
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def demo(
     model: str | None = MODEL,
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    host: str = HOST,
     port: int = typer.Option(7860, "--port", help="Port to listen on (0: any free port)."),
     examples: Path | None = typer.Option(
         None,

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from leffa.errors import LeffaError
-from leffa_cli.options import BASE, DEVICE, DTYPE, MODEL, OFFLINE, SIZE, console, load_pipeline
+from leffa_cli.options import BASE, DEVICE, DTYPE, HOST, MODEL, OFFLINE, SIZE, console, load_pipeline
 
 
 def need_extra(extra: str, *modules: str) -> None:
@@ -26,7 +26,7 @@ def serve(
         "--pose-model",
         help="Also serve POST /pose with this model (the same spec as --model shares its weights). Default: no /pose.",
     ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    host: str = HOST,
     port: int = typer.Option(8000, "--port", help="Port to listen on (0: any free port)."),
     queue: int = typer.Option(8, "--queue", help="Requests generating or waiting; more are answered 503."),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Largest uploaded file (413 beyond)."),
