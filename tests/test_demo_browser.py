@@ -37,9 +37,15 @@ TIMEOUT = 60_000  # ms, for one wait on a loaded 2-core machine
 
 
 @pytest.fixture(scope="module")
-def demo_url():
+def demo_url(tmp_path_factory):
+    from huggingface_hub import constants
+
     from leffa.app.demo import build_demo
 
+    # No automatic-condition weights, whatever this machine has cached: uploads without a mask get the offline error.
+    patch = pytest.MonkeyPatch()
+    patch.setattr(constants, "HF_HUB_CACHE", str(tmp_path_factory.mktemp("empty-hub")))
+    patch.setenv("LEFFA_WEIGHTS", str(tmp_path_factory.mktemp("empty-weights")))
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     pipe = TryOnPipeline.from_pretrained("synth-tiny", device="cpu", dtype="fp32", offline=True)
@@ -51,6 +57,7 @@ def demo_url():
     yield demo.local_url
     demo.close()
     torch.set_num_threads(previous)
+    patch.undo()
 
 
 def _shown_mask(page) -> np.ndarray:
