@@ -11,14 +11,14 @@ STAGE3_STEPS=${STAGE3_STEPS:-1000}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # 2 threads on a shared 2-core machine: 17x slower (measured)
 
 # 1. Data, drawn at the model's size; the test split has the unpaired ground truth.
-[ -f "$RUN/data/train_pairs.txt" ] || leffa prep synth --task vton --n 2048 --size $SIZE -o "$RUN/data" --seed 0
+[ -f "$RUN/data/train_pairs.txt" ] || leffa prep synth --task vton --n 2048 --size $SIZE -o "$RUN/data" --seed 0 --pattern-scale 2
 [ -f "$RUN/data/test_pairs_unpaired.txt" ] || \
-  leffa prep synth --task vton --n 16 --size $SIZE -o "$RUN/data" --seed 0 --split test --unpaired
+  leffa prep synth --task vton --n 16 --size $SIZE -o "$RUN/data" --seed 0 --split test --unpaired --pattern-scale 2
 
 # 2. Base folder: the autoencoder trained on these images, random UNet weights.
 [ -f "$RUN/base/vae/diffusion_pytorch_model.safetensors" ] || \
-  leffa prep synth-base --data "$RUN/data" -o "$RUN/base" --size $SIZE --steps 2000 \
-    --vae-channels 32,64,64 --unet-channels 32,32,64,64
+  leffa prep synth-base --data "$RUN/data" -o "$RUN/base" --size $SIZE --steps 1500 \
+    --vae-channels 16,32,64 --unet-channels 32,32,64,64
 
 # 3. Stage 1: diffusion loss only.
 leffa train --config examples/synth-tiny.toml --stage 1 --data "$RUN/data" --base "$RUN/base" --init base \

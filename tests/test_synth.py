@@ -193,6 +193,24 @@ def test_unpaired_pairs_are_what_the_loader_reads(tmp_path):
     assert paired.entries == [("000000.jpg", "000000.jpg"), ("000001.jpg", "000001.jpg")]
 
 
+def test_pattern_scale_coarsens_the_fabric_and_nothing_else():
+    """--pattern-scale draws the same person, fit and garment outline with a longer pattern period."""
+    plain, coarse = make_sample("vton", 0, "train", 3, 64, 48), make_sample("vton", 0, "train", 3, 64, 48, 2.0)
+    np.testing.assert_array_equal(plain.mask, coarse.mask)
+    np.testing.assert_array_equal(plain.flow, coarse.flow)
+    background = ~plain.mask
+    np.testing.assert_array_equal(plain.target[background][:200], coarse.target[background][:200])  # backdrop
+    assert np.abs(plain.reference - coarse.reference).mean() > 0.02
+
+    def roughness(image):  # mean absolute difference of horizontal neighbours inside the garment region
+        inside = plain.region[:, 1:] & plain.region[:, :-1]
+        return np.abs(np.diff(image, axis=1))[inside].mean()
+
+    assert roughness(coarse.target) < roughness(plain.target)
+    with pytest.raises(LeffaError, match="--pattern-scale"):
+        make_sample("vton", 0, "train", 3, 64, 48, 20.0)
+
+
 def test_user_mistakes_are_one_line_errors(tmp_path):
     with pytest.raises(LeffaError, match="--task"):
         generate_dataset("dance", tmp_path, 1, SIZE)
