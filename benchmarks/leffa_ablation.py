@@ -213,15 +213,15 @@ def main() -> None:
 
     size = trained_size(load_model(args.init))
     text = table(results, constant_flow_epe(args.heldout, args.n_test, size))
+    (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                                       "results": results}, indent=1))
+    print(text, flush=True)
     if args.figures:
         args.figures.mkdir(parents=True, exist_ok=True)
         for arm, path in models.items():
             slug = arm.split(" ")[0]
             figure(path, args.heldout, args.figures / f"ablation-flow-{slug}.png", args.eval_temperature,
                    args.eval_timesteps[0])
-    (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                       "results": results}, indent=1))
-    print(text)
     print(f"total {time.time() - started:.0f} s")
     if any(math.isnan(r["epe"]["mean"]) for r in results.values()):
         raise SystemExit(1)
