@@ -125,6 +125,53 @@ def evaluate(args: dict) -> dict:
     return {"arm": args["arm"], "epe": epe, "psnr_mask": float(psnr.nanmean())}
 
 
+def gradient_share(init: str, data: Path, temperatures: list[float], batch_size: int = 16, timestep: int = 250) -> list[str]:
+    """How much of the attention weights' gradient the Leffa loss contributes at lambda = 1: the norm of its
+    gradient on the self-attention query/key weights (and on all parameters) over the diffusion loss's, one batch
+    at a fixed timestep below theta_t. Lambda x this ratio is the Leffa loss's share."""
+    from diffusers import DDPMScheduler
+
+    from leffa.checkpoint import load_model
+    from leffa.data import collate, open_dataset
+    from leffa.loss import LeffaLossSettings, select_layers
+    from leffa.train.loop import TrainingForward, compute_losses, prepare_inputs, release_features
+    from leffa.weights import trained_size
+
+    model = load_model(init).float().train()
+    model.vae.requires_grad_(False)
+    scheduler = DDPMScheduler.from_config(model.config.scheduler)
+    layers = select_layers(model.layer_downscale(), 1 / 32, True)
+    dataset = open_dataset(data, "vitonhd", "train", trained_size(model))
+    batch = collate([dataset[i] for i in range(batch_size)])
+    named = dict(model.named_parameters())
+    attention = [p for n, p in named.items() if ".attn1.to_q." in n or ".attn1.to_k." in n]
+    trainable = [p for p in named.values() if p.requires_grad]
+
+    def gradients(settings):
+        inputs = prepare_inputs(model, scheduler, batch, torch.Generator().manual_seed(0), 0.0)
+        inputs.timesteps = torch.full_like(inputs.timesteps, timestep)
+        total, _, leffa, _ = compute_losses(TrainingForward(model, layers if settings else None), inputs, batch, settings)
+        for parameter in trainable:
+            parameter.grad = None
+        total.backward()
+        release_features(model)
+        grab = lambda group: [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in group]
+        return grab(attention), grab(trainable), float(leffa)
+
+    def norm(tensors):
+        return float(torch.sqrt(sum((t ** 2).sum() for t in tensors)))
+
+    base_attention, base_all, _ = gradients(None)
+    lines = []
+    for tau in temperatures:
+        with_attention, with_all, leffa = gradients(LeffaLossSettings(weight=1.0, temperature=tau))
+        share = norm([a - b for a, b in zip(with_attention, base_attention)]) / norm(base_attention)
+        share_all = norm([a - b for a, b in zip(with_all, base_all)]) / norm(base_all)
+        lines.append(f"tau {tau:g}: Leffa loss {leffa:.4f}; |grad Leffa| / |grad diffusion| at lambda 1: "
+                     f"attention q/k {share:.3g}, all parameters {share_all:.3g}")
+    return lines
+
+
 def constant_flow_epe(heldout: Path, n_test: int, size: tuple[int, int]) -> float:
     """Context for the table: EPE of the best constant flow (each sample's mean ground-truth coordinate)."""
     from leffa.synth.dataset import load_gt_flow
@@ -139,6 +186,9 @@ def constant_flow_epe(heldout: Path, n_test: int, size: tuple[int, int]) -> floa
     return float(np.mean(errors))
 
 
+FIGURE_LAYERS = "down2.a0.b0,mid.a0.b0,up1.a0.b0,up2.a0.b0,up3.a0.b0"  # one per resolution and direction
+
+
 def figure(model: str, heldout: Path, out: Path, temperature: float, timestep: int) -> None:
     """``leffa viz-flow --gt-flow`` on the first held-out sample (the figure in docs/benchmarks.md)."""
     split = heldout / "test"
@@ -148,6 +198,7 @@ def figure(model: str, heldout: Path, out: Path, temperature: float, timestep: i
          "--model", model, "--mask", str(split / "agnostic-mask" / f"{name}_mask.png"), "--densepose",
          str(split / "image-densepose" / f"{name}.jpg"), "--gt-flow", str(split / "gt-flow" / f"{name}.npy"),
          "--target", str(split / "image" / f"{name}.jpg"), "--t", str(timestep), "--temperature", str(temperature),
+         "--layers", FIGURE_LAYERS,
          "--device", "cpu", "-o", str(out)],
         check=True, capture_output=True,
     )
@@ -184,8 +235,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--figures", type=Path, help="write the viz-flow figure of each arm into this folder")
     parser.add_argument("--processes", type=int, default=0, help="parallel arms (default: all at once)")
+    parser.add_argument("--gradient-share", type=float, nargs="+", metavar="TAU",
+                        help="only print the Leffa loss's gradient share at these temperatures, then exit")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.gradient_share:
+        for line in gradient_share(args.init, args.data, args.gradient_share):
+            print(line)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     common = {"out": str(args.out), "init": args.init, "data": str(args.data), "lr": args.lr, "seed": args.seed,

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The recipe of the shipped `synth-tiny` model (leffa/assets/synth-tiny.safetensors), from nothing, on one CPU
-# thread. Settings: examples/synth-tiny.toml. Measurements and curves: docs/synthetic.md.
+# thread (about 75 minutes on the shared 2-core machine). Settings: examples/synth-tiny.toml.
+# Measurements and curves: docs/synthetic.md.
 #   examples/train-synth-tiny.sh [RUN_FOLDER]      (default runs/synth-tiny)
 # Each step can be rerun: `leffa train` resumes from the run folder's latest checkpoint.
 set -euo pipefail
 RUN=${1:-runs/synth-tiny}
 SIZE=64x48
-STAGE1_STEPS=${STAGE1_STEPS:-2000}
-STAGE3_STEPS=${STAGE3_STEPS:-1000}
+STAGE1_STEPS=${STAGE1_STEPS:-1000}
+STAGE3_STEPS=${STAGE3_STEPS:-700}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # 2 threads on a shared 2-core machine: 17x slower (measured)
 
 # 1. Data, drawn at the model's size; the test split has the unpaired ground truth.
