@@ -1,19 +1,23 @@
-"""The Leffa ablation in miniature: does the Leffa loss make attention follow the true correspondence?
+"""The Leffa ablation in miniature: from one checkpoint, does the Leffa loss make attention follow the true
+correspondence (lower flow end-point error) without hurting the images?
 
-Trains the same tiny model from the same seed several times on synthetic try-on data (``leffa prep synth``), with
-the diffusion loss only and with the Leffa loss on (given weights), for equal steps, with identical batches, noise
-and timesteps in every arm. Training goes through the trainer's own step code (``leffa.train.loop.prepare_inputs`` /
-``compute_losses``) and dataset loader (``leffa.data``). Then, on the synthetic test split:
+Protocol (the paper's: the Leffa loss is a last fine-tuning stage): every arm starts from the same checkpoint
+(``--init``, e.g. the recipe's stage-1 model, trained with the diffusion loss only) and continues for the same
+number of steps with identical batches, noise, timesteps and reference dropout; arms differ only in the Leffa
+loss weight lambda and temperature tau (``--arms 0 1e-3 1 10 1@0.5``: ``WEIGHT[@TAU]``; 0 = diffusion loss only).
+Training goes through the trainer's own step code (``leffa.train.loop.prepare_inputs`` / ``compute_losses``) and
+the ``leffa.data`` VITON-HD loader. Then, on a held-out synthetic split (a seed not trained on):
 
-- attention-flow end-point error (EPE) against the ground-truth correspondence, per Leffa layer and mean, in pixels
-  of the image: each layer's head-averaged attention flow (as the loss computes it) upsampled to image size,
-  compared with ``gt-flow`` on the garment pixels, at fixed timesteps below ``theta_t`` with fixed noise;
-- masked-region PSNR / SSIM of generated images (the trainer's ancestral DDPM sampler, fixed seeds) against the
-  targets, inside the region to regenerate.
+- attention-flow EPE per layer and mean, in image pixels, against ``gt-flow`` on the garment pixels
+  (``leffa.metrics.flow.evaluate_flow``, the code behind ``leffa eval --flow``; fixed noise; one tau for all arms);
+- masked PSNR of images from the inference sampler (``leffa.sampler.sample``: 30 DDPM steps, guidance 2.5, the
+  CLI's defaults) against the targets inside the agnostic mask;
+- a figure per arm: ``leffa viz-flow --gt-flow`` on the first held-out sample.
 
-Arms run as parallel processes (one thread each). Example (the numbers in docs/benchmarks.md):
+Arms run as parallel processes (one thread each). The numbers in docs/benchmarks.md come from
 
-    OMP_NUM_THREADS=1 python benchmarks/leffa_ablation.py --out runs/ablation --steps 80 --lr 5e-4 --weights 1e-3 0.1 1
+    OMP_NUM_THREADS=1 python benchmarks/leffa_ablation.py --init runs/synth-tiny/stage1/model.safetensors \\
+        --data runs/synth-tiny/data --heldout runs/heldout --out runs/ablation --steps 200 --arms 0 1e-3 1 10
 """
 
 from __future__ import annotations
@@ -22,53 +26,30 @@ import argparse
 import json
 import math
 import multiprocessing
+import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from leffa.flow import flow_epe
-from leffa.probe import capture_attention, short_layer_name
 
-SIZE = (64, 48)
-
-
-# -- data and base ---------------------------------------------------------------------------------------------
+def parse_arm(text: str) -> tuple[float, float | None]:
+    weight, _, tau = text.partition("@")
+    return float(weight), float(tau) if tau else None
 
 
-def prepare(out: Path, n_train: int, n_test: int, vae_steps: int, seed: int, data: Path | None = None,
-            base: Path | None = None) -> tuple[Path, Path, dict]:
-    """Synthetic data and the tiny base folder (reused when given or already there)."""
-    from leffa.synth.dataset import generate_dataset
-    from leffa.synth.base import make_base_folder
-
-    data, base = data or out / "data", base or out / "base"
-    if not (data / "train_pairs.txt").is_file():
-        generate_dataset("vton", data, n_train, SIZE, seed=seed, split="train")
-    if not (data / "test_pairs.txt").is_file():
-        generate_dataset("vton", data, n_test, SIZE, seed=seed, split="test")
-    stats_path = out / "base.json"
-    if not (base / "vae" / "diffusion_pytorch_model.safetensors").is_file():
-        stats = make_base_folder(base, data, SIZE, steps=vae_steps, seed=seed)
-        stats_path.write_text(json.dumps(stats))
-    return data, base, json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+def arm_name(weight: float, tau: float | None) -> str:
+    if weight == 0:
+        return "diffusion-only"
+    return f"leffa-{weight:g}" + (f"-tau{tau:g}" if tau is not None else "")
 
 
-def build_model(base: Path, seed: int):
-    """Both UNets from the base's random weights, its trained VAE: the trainer's own ``--init base`` path."""
-    from leffa.train.loop import initialise_model
-    from leffa.train.config import TrainConfig
-
-    config = TrainConfig(task="vton", base=str(base), init="base", size=SIZE, seed=seed, mixed_precision="no")
-    return initialise_model(config)
-
-
-def batches(data: Path, batch_size: int, seed: int):
+def batches(data: Path, size: tuple[int, int], batch_size: int, seed: int):
     """An endless, seeded stream of training batches (no augmentation: identical in every arm)."""
     from leffa.data import collate, open_dataset
 
-    dataset = open_dataset(data, "vitonhd", "train", SIZE)
+    dataset = open_dataset(data, "vitonhd", "train", size)
     generator = torch.Generator().manual_seed(seed)
     while True:
         order = torch.randperm(len(dataset), generator=generator).tolist()
@@ -76,34 +57,33 @@ def batches(data: Path, batch_size: int, seed: int):
             yield collate([dataset[i] for i in order[start:start + batch_size]])
 
 
-# -- training --------------------------------------------------------------------------------------------------
-
-
 def train_arm(args: dict) -> dict:
-    """Train one arm; ``weight`` 0 = diffusion loss only. Saves ``model.safetensors`` and a loss log."""
+    """Continue ``args["init"]`` for ``steps`` steps with the arm's Leffa weight; save the model and a loss log."""
     from diffusers import DDPMScheduler
 
-    from leffa.checkpoint import save_model
+    from leffa.checkpoint import load_model, save_model
     from leffa.loss import LeffaLossSettings, select_layers
     from leffa.train.loop import TrainingForward, compute_losses, prepare_inputs, release_features
+    from leffa.weights import trained_size
 
     torch.set_num_threads(1)
-    out, weight = Path(args["out"]), args["weight"]
-    torch.manual_seed(args["seed"])
-    model = build_model(Path(args["base"]), args["seed"]).train()
+    out, weight, tau = Path(args["out"]), args["weight"], args["tau"] or args["temperature"]
+    name = arm_name(args["weight"], args["tau"])
+    model = load_model(args["init"]).float().train()
     model.vae.requires_grad_(False)
+    size = trained_size(model)
     scheduler = DDPMScheduler.from_config(model.config.scheduler)
     layers = select_layers(model.layer_downscale(), 1 / 32, True)
-    settings = LeffaLossSettings(weight=weight, temperature=args["temperature"]) if weight > 0 else None
+    settings = LeffaLossSettings(weight=weight, temperature=tau) if weight > 0 else None
     forward = TrainingForward(model, layers if settings else None)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(parameters, lr=args["lr"], betas=(0.9, 0.999), weight_decay=1e-2)
     generator = torch.Generator().manual_seed(args["seed"] + 1)
-    stream = batches(Path(args["data"]), args["batch_size"], args["seed"])
+    stream = batches(Path(args["data"]), size, args["batch_size"], args["seed"])
     log, started = [], time.time()
     for step in range(args["steps"]):
         batch = next(stream)
-        inputs = prepare_inputs(model, scheduler, batch, generator, dropout=0.0)
+        inputs = prepare_inputs(model, scheduler, batch, generator, dropout=args["dropout"])
         total, diffusion, leffa, _ = compute_losses(forward, inputs, batch, settings)
         optimiser.zero_grad(set_to_none=True)
         total.backward()
@@ -112,170 +92,196 @@ def train_arm(args: dict) -> dict:
         optimiser.step()
         log.append((step, float(diffusion), float(leffa)))
     model.eval()
-    name = arm_name(weight, args["steps"])
     save_model(model, out / name / "model.safetensors", dtype="fp32")
     (out / name / "loss.json").write_text(json.dumps(log))
-    seconds = time.time() - started
-    result = evaluate(model, Path(args["data"]), args["eval_timesteps"], args["sample_steps"], args["seed"],
-                      args["temperature"], args["n_test"])
-    return {"arm": name, "seconds": seconds, "result": result}
-
-
-def arm_name(weight: float, steps: int) -> str:
-    if steps == 0:
-        return "untrained (step 0)"
-    return "diffusion-only" if weight == 0 else f"leffa-{weight:g}"
-
-
-# -- evaluation ------------------------------------------------------------------------------------------------
+    return {"arm": name, "seconds": time.time() - started, "model": str(out / name / "model.safetensors")}
 
 
 @torch.no_grad()
-def evaluate(model, data: Path, timesteps: list[int], sample_steps: int, seed: int, temperature: float,
-             n_test: int) -> dict:
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
+def evaluate(args: dict) -> dict:
+    """Held-out EPE per layer (``evaluate_flow``) and masked PSNR of sampled images for one saved model."""
+    from leffa.checkpoint import load_model
     from leffa.data import collate, open_dataset
-    from leffa.flow import upsample_flow
-    from leffa.loss import layer_flow, select_layers
-    from leffa.synth.dataset import load_gt_flow
-    from leffa.train.loop import sample_preview
+    from leffa.metrics.flow import evaluate_flow
+    from leffa.metrics.masked import masked_psnr
+    from leffa.sampler import SamplerOptions, sample
+    from leffa.weights import trained_size
 
-    dataset = open_dataset(data, "vitonhd", "test", SIZE)
-    batch = collate([dataset[i] for i in range(min(n_test, len(dataset)))])
-    gt = torch.from_numpy(np.stack([load_gt_flow(data / "test" / "gt-flow" / f"{n}.npy") for n in batch["name"]]))
-    layers = select_layers(model.layer_downscale(), 1 / 32, True)
-    per_layer = {name: [] for name in layers}
-    for t in timesteps:
-        captured = capture_attention(model, batch["image"], batch["reference"], batch["mask"], batch["densepose"], t,
-                                     layers, seed=seed + t)
-        for name, (queries, keys) in captured.items():
-            flow = upsample_flow(layer_flow(queries.float(), keys.float(), SIZE, temperature), SIZE)
-            per_layer[name].append(float(flow_epe(flow, gt)))
-    epe = {name: float(np.mean(values)) for name, values in per_layer.items()}
-    generated = sample_preview(model, batch, sample_steps, torch.Generator().manual_seed(seed))
-    target, mask = (batch["image"] + 1) / 2, batch["mask"]
-    output = (generated.float() + 1) / 2
-    mse = (((output - target) ** 2) * mask).sum() / (mask.sum() * 3)
-    _, ssim_map = structural_similarity_index_measure(output, target, data_range=1.0, return_full_image=True)
-    ssim = float((ssim_map * mask).sum() / (mask.sum() * 3))
-    reconstruction = (model.decode(model.encode(batch["image"], sample=False)).float().clamp(-1, 1) + 1) / 2
-    vae_mse = (((reconstruction - target) ** 2) * mask).sum() / (mask.sum() * 3)
-    return {
-        "epe": epe,
-        "epe_mean": float(np.mean(list(epe.values()))),
-        "psnr": float(10 * math.log10(1 / float(mse))),
-        "ssim": ssim,
-        "vae_psnr": float(10 * math.log10(1 / float(vae_mse))),
-        "downscale": {name: model.layer_downscale()[name] for name in layers},
-    }
+    torch.set_num_threads(1)
+    model = load_model(args["model"]).float().eval()
+    size = trained_size(model)
+    heldout = Path(args["heldout"])
+    epe = {}
+    for t in args["eval_timesteps"]:
+        result = evaluate_flow(model, heldout, t, args["eval_temperature"], args["seed"], None, args["n_test"])
+        for layer, value in result.metrics.items():
+            epe.setdefault(layer, []).append(value)
+    epe = {layer: float(np.mean(values)) for layer, values in epe.items()}
+    dataset = open_dataset(heldout, "vitonhd", "test", size)
+    batch = collate([dataset[i] for i in range(min(args["n_test"], len(dataset)))])
+    images = sample(model, batch["image"], batch["reference"], batch["mask"], batch["densepose"],
+                    SamplerOptions(steps=args["sample_steps"]), seed=args["seed"])
+    psnr = masked_psnr(images.float(), batch["image"] / 2 + 0.5, batch["mask"])
+    return {"arm": args["arm"], "epe": epe, "psnr_mask": float(psnr.nanmean())}
 
 
-@torch.no_grad()
-def diagnose(model, data: Path, timestep: int, temperature: float, n_test: int, seed: int) -> list[str]:
-    """Why a flow stays put: per layer, how far from uniform the attention is and how much the flow spreads."""
+def gradient_share(init: str, data: Path, temperatures: list[float], batch_size: int = 16, timestep: int = 250) -> list[str]:
+    """How much of the attention weights' gradient the Leffa loss contributes at lambda = 1: the norm of its
+    gradient on the self-attention query/key weights (and on all parameters) over the diffusion loss's, one batch
+    at a fixed timestep below theta_t. Lambda x this ratio is the Leffa loss's share."""
+    from diffusers import DDPMScheduler
+
+    from leffa.checkpoint import load_model
     from leffa.data import collate, open_dataset
-    from leffa.flow import attention_map, upsample_flow
-    from leffa.loss import layer_flow, select_layers
-    from leffa.synth.dataset import load_gt_flow
+    from leffa.loss import LeffaLossSettings, select_layers
+    from leffa.train.loop import TrainingForward, compute_losses, prepare_inputs, release_features
+    from leffa.weights import trained_size
 
-    dataset = open_dataset(data, "vitonhd", "test", SIZE)
-    batch = collate([dataset[i] for i in range(min(n_test, len(dataset)))])
-    gt = torch.from_numpy(np.stack([load_gt_flow(data / "test" / "gt-flow" / f"{n}.npy") for n in batch["name"]]))
-    valid = ~torch.isnan(gt[..., 0])
-    half = torch.tensor([SIZE[1] / 2, SIZE[0] / 2])
-    spread = (gt[valid] * half).std(dim=0)
-    lines = [f"ground-truth flow spread x {spread[0]:.2f} px, y {spread[1]:.2f} px"]
+    model = load_model(init).float().train()
+    model.vae.requires_grad_(False)
+    scheduler = DDPMScheduler.from_config(model.config.scheduler)
     layers = select_layers(model.layer_downscale(), 1 / 32, True)
-    captured = capture_attention(model, batch["image"], batch["reference"], batch["mask"], batch["densepose"],
-                                 timestep, layers, seed=seed + timestep)
-    for name, (queries, keys) in captured.items():
-        queries, keys = queries.float(), keys.float()
-        peak = attention_map(queries, keys, temperature).max(dim=-1).values.mean()
-        logits = (queries @ keys.transpose(-1, -2)).std() / (temperature * queries.shape[-1] ** 0.5)
-        flow = upsample_flow(layer_flow(queries, keys, SIZE, temperature), SIZE)[valid] * half
-        lines.append(f"{short_layer_name(name)}: tokens {keys.shape[2]}, max attention {peak:.4f} (uniform "
-                     f"{1 / keys.shape[2]:.4f}), logit std {logits:.3f}, flow spread x {flow[:, 0].std():.2f} "
-                     f"y {flow[:, 1].std():.2f} px")
+    dataset = open_dataset(data, "vitonhd", "train", trained_size(model))
+    batch = collate([dataset[i] for i in range(batch_size)])
+    named = dict(model.named_parameters())
+    attention = [p for n, p in named.items() if ".attn1.to_q." in n or ".attn1.to_k." in n]
+    trainable = [p for p in named.values() if p.requires_grad]
+
+    def gradients(settings):
+        inputs = prepare_inputs(model, scheduler, batch, torch.Generator().manual_seed(0), 0.0)
+        inputs.timesteps = torch.full_like(inputs.timesteps, timestep)
+        total, _, leffa, _ = compute_losses(TrainingForward(model, layers if settings else None), inputs, batch, settings)
+        for parameter in trainable:
+            parameter.grad = None
+        total.backward()
+        release_features(model)
+        grab = lambda group: [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in group]
+        return grab(attention), grab(trainable), float(leffa)
+
+    def norm(tensors):
+        return float(torch.sqrt(sum((t ** 2).sum() for t in tensors)))
+
+    base_attention, base_all, _ = gradients(None)
+    lines = []
+    for tau in temperatures:
+        with_attention, with_all, leffa = gradients(LeffaLossSettings(weight=1.0, temperature=tau))
+        share = norm([a - b for a, b in zip(with_attention, base_attention)]) / norm(base_attention)
+        share_all = norm([a - b for a, b in zip(with_all, base_all)]) / norm(base_all)
+        lines.append(f"tau {tau:g}: Leffa loss {leffa:.4f}; |grad Leffa| / |grad diffusion| at lambda 1: "
+                     f"attention q/k {share:.3g}, all parameters {share_all:.3g}")
     return lines
 
 
-def constant_flow_epe(data: Path, n_test: int) -> float:
+def constant_flow_epe(heldout: Path, n_test: int, size: tuple[int, int]) -> float:
     """Context for the table: EPE of the best constant flow (each sample's mean ground-truth coordinate)."""
     from leffa.synth.dataset import load_gt_flow
 
     errors = []
-    for path in sorted((data / "test" / "gt-flow").glob("*.npy"))[:n_test]:
-        gt = torch.from_numpy(load_gt_flow(path))[None]
-        mean = torch.nanmean(gt.reshape(-1, 2), dim=0)
-        errors.append(float(flow_epe(mean.expand_as(gt).clone(), gt)))
+    half = np.array([size[1] / 2, size[0] / 2])
+    for path in sorted((heldout / "test" / "gt-flow").glob("*.npy"))[:n_test]:
+        gt = load_gt_flow(path)
+        valid = ~np.isnan(gt[..., 0])
+        points = gt[valid]
+        errors.append(float(np.linalg.norm((points - points.mean(axis=0)) * half, axis=-1).mean()))
     return float(np.mean(errors))
 
 
+FIGURE_LAYERS = "down2.a0.b0,mid.a0.b0,up1.a0.b0,up2.a0.b0,up3.a0.b0"  # one per resolution and direction
+
+
+def figure(model: str, heldout: Path, out: Path, temperature: float, timestep: int) -> None:
+    """``leffa viz-flow --gt-flow`` on the first held-out sample (the figure in docs/benchmarks.md)."""
+    split = heldout / "test"
+    name = sorted((split / "gt-flow").glob("*.npy"))[0].stem
+    subprocess.run(
+        ["leffa", "viz-flow", str(split / "image" / f"{name}.jpg"), str(split / "cloth" / f"{name}.jpg"),
+         "--model", model, "--mask", str(split / "agnostic-mask" / f"{name}_mask.png"), "--densepose",
+         str(split / "image-densepose" / f"{name}.jpg"), "--gt-flow", str(split / "gt-flow" / f"{name}.npy"),
+         "--target", str(split / "image" / f"{name}.jpg"), "--t", str(timestep), "--temperature", str(temperature),
+         "--layers", FIGURE_LAYERS,
+         "--device", "cpu", "-o", str(out)],
+        check=True, capture_output=True,
+    )
+
+
 def table(results: dict, constant: float) -> str:
-    names = list(next(iter(results.values()))["epe"])
-    downscale = next(iter(results.values()))["downscale"]
-    header = "| arm | " + " | ".join(f"EPE {short_layer_name(n)} (1/{downscale[n]})" for n in names) + " | mean EPE | masked PSNR | masked SSIM |"
-    lines = [header, "|" + "---|" * (len(names) + 4)]
+    layers = [name for name in next(iter(results.values()))["epe"] if name != "mean"]
+    header = "| arm | " + " | ".join(f"EPE {n}" for n in layers) + " | mean EPE | masked PSNR |"
+    lines = [header, "|" + "---|" * (len(layers) + 3)]
     for arm, result in results.items():
-        cells = " | ".join(f"{result['epe'][n]:.2f}" for n in names)
-        lines.append(f"| {arm} | {cells} | **{result['epe_mean']:.2f}** | {result['psnr']:.2f} | {result['ssim']:.3f} |")
+        cells = " | ".join(f"{result['epe'][n]:.2f}" for n in layers)
+        lines.append(f"| {arm} | {cells} | **{result['epe']['mean']:.2f}** | {result['psnr_mask']:.2f} |")
     lines.append("")
-    lines.append(f"Constant-flow EPE (each sample's mean ground-truth coordinate): {constant:.2f} px. "
-                 f"VAE reconstruction PSNR in the mask (ceiling): {next(iter(results.values()))['vae_psnr']:.2f} dB.")
+    lines.append(f"Constant-flow EPE (each sample's mean ground-truth coordinate): {constant:.2f} px.")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--init", required=True, help="checkpoint every arm starts from (model.safetensors)")
+    parser.add_argument("--data", type=Path, required=True, help="synthetic training data (the checkpoint's)")
+    parser.add_argument("--heldout", type=Path, required=True, help="held-out synthetic split (another seed)")
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
-    parser.add_argument("--steps", type=int, default=80)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--weights", type=float, nargs="+", default=[1e-3], help="Leffa loss weights (lambda) to try")
-    parser.add_argument("--temperature", type=float, default=2.0)
-    parser.add_argument("--n-train", type=int, default=256)
-    parser.add_argument("--n-test", type=int, default=8, help="test samples evaluated (of those in the data)")
-    parser.add_argument("--vae-steps", type=int, default=400)
-    parser.add_argument("--eval-timesteps", type=int, nargs="+", default=[200])
-    parser.add_argument("--sample-steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--dropout", type=float, default=0.1, help="reference dropout (as in the recipe)")
+    parser.add_argument("--arms", nargs="+", default=["0", "1e-3", "1", "10"], help="WEIGHT[@TAU]; 0 = no Leffa loss")
+    parser.add_argument("--temperature", type=float, default=2.0, help="tau of arms that do not give one")
+    parser.add_argument("--eval-temperature", type=float, default=2.0, help="tau of the measured flow (all arms)")
+    parser.add_argument("--n-test", type=int, default=16)
+    parser.add_argument("--eval-timesteps", type=int, nargs="+", default=[250])
+    parser.add_argument("--sample-steps", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data", type=Path, help="reuse a synthetic vton dataset (64x48) instead of drawing one")
-    parser.add_argument("--base", type=Path, help="reuse a base folder from `leffa prep synth-base`")
-    parser.add_argument("--diagnose", nargs="+", metavar="ARM",
-                        help="only print attention sharpness and flow spread of trained arms (e.g. leffa-1)")
+    parser.add_argument("--figures", type=Path, help="write the viz-flow figure of each arm into this folder")
+    parser.add_argument("--processes", type=int, default=0, help="parallel arms (default: all at once)")
+    parser.add_argument("--gradient-share", type=float, nargs="+", metavar="TAU",
+                        help="only print the Leffa loss's gradient share at these temperatures, then exit")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if args.diagnose:
-        from leffa.checkpoint import load_model
-
-        for arm in args.diagnose:
-            model = load_model(args.out / arm / "model.safetensors")
-            data = args.data or args.out / "data"
-            for line in diagnose(model, data, args.eval_timesteps[0], args.temperature, args.n_test, args.seed):
-                print(f"{arm}: {line}")
+    if args.gradient_share:
+        for line in gradient_share(args.init, args.data, args.gradient_share):
+            print(line)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    data, base, base_stats = prepare(args.out, args.n_train, args.n_test, args.vae_steps, args.seed,
-                                      args.data, args.base)
-    print(f"data + base ready in {time.time() - started:.0f} s; autoencoder {base_stats}", flush=True)
-    common = {"out": str(args.out), "base": str(base), "data": str(data), "lr": args.lr, "seed": args.seed,
-              "batch_size": args.batch_size, "temperature": args.temperature, "n_test": args.n_test,
-              "eval_timesteps": args.eval_timesteps, "sample_steps": args.sample_steps}
-    arms = [dict(common, weight=0.0, steps=0)] + [dict(common, weight=w, steps=args.steps) for w in [0.0, *args.weights]]
-    results = {}
-    with multiprocessing.get_context("spawn").Pool(len(arms)) as pool:
+    common = {"out": str(args.out), "init": args.init, "data": str(args.data), "lr": args.lr, "seed": args.seed,
+              "batch_size": args.batch_size, "temperature": args.temperature, "steps": args.steps,
+              "dropout": args.dropout}
+    arms = [dict(common, weight=w, tau=t) for w, t in map(parse_arm, args.arms)]
+    processes = args.processes or len(arms) + 1
+    models = {"start (the --init checkpoint)": args.init}
+    with multiprocessing.get_context("spawn").Pool(min(processes, len(arms))) as pool:
         for done in pool.imap_unordered(train_arm, arms):
-            results[done["arm"]] = done["result"]
-            print(f"{done['arm']}: trained in {done['seconds']:.0f} s, {json.dumps(done['result'])}", flush=True)
-    order = [arm_name(arm["weight"], arm["steps"]) for arm in arms]
-    results = {name: results[name] for name in order}
-    text = table(results, constant_flow_epe(data, args.n_test))
+            models[done["arm"]] = done["model"]
+            print(f"{done['arm']}: {args.steps} steps in {done['seconds']:.0f} s", flush=True)
+    evaluations = [{"arm": arm, "model": path, "heldout": str(args.heldout), "eval_timesteps": args.eval_timesteps,
+                    "eval_temperature": args.eval_temperature, "seed": args.seed, "n_test": args.n_test,
+                    "sample_steps": args.sample_steps} for arm, path in models.items()]
+    results = {}
+    with multiprocessing.get_context("spawn").Pool(min(processes, len(evaluations))) as pool:
+        for done in pool.imap_unordered(evaluate, evaluations):
+            results[done["arm"]] = done
+            print(f"{done['arm']}: mean EPE {done['epe']['mean']:.2f} px, masked PSNR {done['psnr_mask']:.2f} dB",
+                  flush=True)
+    results = {arm: results[arm] for arm in models}
+    from leffa.checkpoint import load_model
+    from leffa.weights import trained_size
+
+    size = trained_size(load_model(args.init))
+    text = table(results, constant_flow_epe(args.heldout, args.n_test, size))
     (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                        "results": results}, indent=1))
-    print(text)
+    print(text, flush=True)
+    if args.figures:
+        args.figures.mkdir(parents=True, exist_ok=True)
+        for arm, path in models.items():
+            slug = arm.split(" ")[0]
+            figure(path, args.heldout, args.figures / f"ablation-flow-{slug}.png", args.eval_temperature,
+                   args.eval_timesteps[0])
     print(f"total {time.time() - started:.0f} s")
+    if any(math.isnan(r["epe"]["mean"]) for r in results.values()):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

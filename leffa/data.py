@@ -198,10 +198,13 @@ class VitonHD(PairDataset):
         self.folder = self.root / split
         if not self.folder.is_dir():
             raise LeffaError(f"{self.folder}: VITON-HD split folder not found")
-        for row in read_pairs_txt(self.root / f"{split}_pairs.txt"):
+        pairs = self.root / f"{split}_pairs.txt"
+        if mode == "unpaired" and (self.root / f"{split}_pairs_unpaired.txt").is_file():
+            pairs = self.root / f"{split}_pairs_unpaired.txt"  # `leffa prep synth --unpaired`
+        for row in read_pairs_txt(pairs):
             person, garment = row[0], row[1]
             self.entries.append((person, person if mode == "paired" else garment))
-        self._check_not_empty(self.root / f"{split}_pairs.txt")
+        self._check_not_empty(pairs)
 
     def load(self, entry) -> dict:
         person, garment = entry

@@ -18,6 +18,8 @@ from leffa.synth.dataset import (
     load_gt_flow,
     make_sample,
     pixels_to_grid,
+    unpaired_sample,
+    vton_sample,
 )
 from leffa.synth.body import DENSEPOSE
 
@@ -149,6 +151,66 @@ def test_grid_units_hit_pixel_centres():
     np.testing.assert_allclose(warped[1:], image[1:], atol=1e-6)
 
 
+def test_unpaired_ground_truth_is_the_person_in_the_next_garment(tmp_path):
+    """--unpaired: same person, pose, background and mask; inside the garment region exactly the partner's
+    garment under this person's fit (so pixels match warping the partner's cloth), elsewhere the photo."""
+    size = (96, 72)
+    names = generate_dataset("vton", tmp_path, 3, size, seed=5, split="test", unpaired=True)
+    assert names == ["000000", "000001", "000002"]
+    assert (tmp_path / "test_pairs_unpaired.txt").read_text().splitlines() == [
+        "000000.jpg 000001.jpg", "000001.jpg 000002.jpg", "000002.jpg 000000.jpg"]
+    split = tmp_path / "test"
+    for index in range(3):
+        partner = (index + 1) % 3
+        own = vton_sample(5, "test", index, *size)
+        other = unpaired_sample(5, "test", index, partner, *size)
+        np.testing.assert_array_equal(other.mask, own.mask)  # the person's own agnostic mask
+        np.testing.assert_array_equal(other.target[~own.mask], own.target[~own.mask])  # the photo outside it
+        assert other.region.any() and not other.region[~own.mask].any()
+        garment = vton_sample(5, "test", partner, *size).reference
+        np.testing.assert_array_equal(other.reference, garment)
+        warped = gt_warp(garment, other.flow)
+        assert psnr(warped[other.region], other.target[other.region]) > 80
+        assert np.abs(other.target[own.mask] - own.target[own.mask]).mean() > 0.02  # the garment did change
+        stem = f"{index:06d}__{partner:06d}"
+        written = read(split / "image-unpaired" / f"{stem}.png")
+        assert np.abs(written - other.target).max() <= 0.5 / 255 + 1e-6  # lossless PNG
+        region = np.asarray(Image.open(split / "cloth-mask-unpaired" / f"{stem}.png")) > 127
+        np.testing.assert_array_equal(region, other.region)
+    # The paired files are those of a run without --unpaired.
+    plain = tmp_path / "plain"
+    generate_dataset("vton", plain, 3, size, seed=5, split="test")
+    assert (plain / "test" / "image" / "000001.jpg").read_bytes() == (split / "image" / "000001.jpg").read_bytes()
+
+
+def test_unpaired_pairs_are_what_the_loader_reads(tmp_path):
+    from leffa.data import open_dataset
+
+    generate_dataset("vton", tmp_path, 2, (64, 48), seed=0, split="test", unpaired=True)
+    unpaired = open_dataset(tmp_path, "vitonhd", "test", (64, 48), mode="unpaired")
+    assert unpaired.entries == [("000000.jpg", "000001.jpg"), ("000001.jpg", "000000.jpg")]
+    paired = open_dataset(tmp_path, "vitonhd", "test", (64, 48), mode="paired")
+    assert paired.entries == [("000000.jpg", "000000.jpg"), ("000001.jpg", "000001.jpg")]
+
+
+def test_pattern_scale_coarsens_the_fabric_and_nothing_else():
+    """--pattern-scale draws the same person, fit and garment outline with a longer pattern period."""
+    plain, coarse = make_sample("vton", 0, "train", 3, 64, 48), make_sample("vton", 0, "train", 3, 64, 48, 2.0)
+    np.testing.assert_array_equal(plain.mask, coarse.mask)
+    np.testing.assert_array_equal(plain.flow, coarse.flow)
+    background = ~plain.mask
+    np.testing.assert_array_equal(plain.target[background][:200], coarse.target[background][:200])  # backdrop
+    assert np.abs(plain.reference - coarse.reference).mean() > 0.02
+
+    def roughness(image):  # mean absolute difference of horizontal neighbours inside the garment region
+        inside = plain.region[:, 1:] & plain.region[:, :-1]
+        return np.abs(np.diff(image, axis=1))[inside].mean()
+
+    assert roughness(coarse.target) < roughness(plain.target)
+    with pytest.raises(LeffaError, match="--pattern-scale"):
+        make_sample("vton", 0, "train", 3, 64, 48, 20.0)
+
+
 def test_user_mistakes_are_one_line_errors(tmp_path):
     with pytest.raises(LeffaError, match="task 'dance'"):
         generate_dataset("dance", tmp_path, 1, SIZE)
@@ -158,6 +220,10 @@ def test_user_mistakes_are_one_line_errors(tmp_path):
         parse_size("256by192", min_side=32)
     with pytest.raises(LeffaError, match="n 0"):
         generate_dataset("vton", tmp_path, 0, SIZE)
+    with pytest.raises(LeffaError, match="--unpaired: only for --task vton"):
+        generate_dataset("pose", tmp_path, 2, SIZE, unpaired=True)
+    with pytest.raises(LeffaError, match="--unpaired: needs --n of at least 2"):
+        generate_dataset("vton", tmp_path, 1, SIZE, unpaired=True)
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((4, 4), dtype=np.float32))
     with pytest.raises(LeffaError, match="bad.npy"):

@@ -2,9 +2,13 @@
 
 Inputs come from ``leffa.data.open_dataset`` (the layouts the trainer reads) at the model's working size; images are
 sampled in batches with ``leffa.sampler.sample`` (the inference sampler, seeded per image) and written as PNG to
-``OUT/pred/NAME.png``; the dataset's target images at the same size go to ``OUT/gt/NAME.png``. Both folders are then
-scored with ``leffa.metrics`` like any other pair of folders. Predictions already on disk are kept, so an interrupted
-run resumes where it stopped; under ``torchrun`` / ``accelerate launch`` the split is shared out (``leffa.shard``).
+``OUT/pred/NAME.png``; the dataset's target images at the same size go to ``OUT/gt/NAME.png``, and the region to
+regenerate to ``OUT/mask/NAME.png``. Synthetic try-on data (``leffa prep synth``) knows more: the garment region
+(``cloth-mask/``) goes to ``OUT/region/NAME.png``, and for unpaired pairs the ground truth is the person really
+wearing the other garment (``image-unpaired/``, ``cloth-mask-unpaired/``), so unpaired results are scored pixel for
+pixel too. Both folders are then scored with ``leffa.metrics`` like any other pair of folders. Predictions already
+on disk are kept, so an interrupted run resumes where it stopped; under ``torchrun`` / ``accelerate launch``
+the split is shared out (``leffa.shard``).
 """
 
 from __future__ import annotations
@@ -89,12 +93,53 @@ def generate_split(
             images = sample(model, stack["image"], stack["reference"], stack["mask"], stack["densepose"],
                             options, seed=seed, cache=cache)
         for item, index, image in zip(items, group, images):
-            save_image(_to_pil(item["image"] / 2 + 0.5), gt_dir / f"{names[index]}.png")
-            save_image(_to_pil(image), preds[index])  # last: a prediction on disk means both exist
+            name = names[index]
+            truth, region = synthetic_truth(dataset, index, size)
+            save_image(_to_pil((item["image"] if truth is None else truth) / 2 + 0.5), gt_dir / f"{name}.png")
+            save_image(_mask_to_pil(item["mask"]), out_dir / "mask" / f"{name}.png")
+            if region is not None:
+                save_image(_mask_to_pil(region), out_dir / "region" / f"{name}.png")
+            save_image(_to_pil(image), preds[index])  # last: a prediction on disk means the rest exist
         if report is not None:
             report(count_done(preds))
     shard.wait_for(preds, report)
     return pred_dir, gt_dir, made
+
+
+def _mask_to_pil(mask: torch.Tensor):
+    """(1, H, W) in {0, 1} -> PIL L (255 = inside)."""
+    from PIL import Image
+
+    return Image.fromarray((mask[0] > 0.5).to(torch.uint8).mul(255).cpu().numpy())
+
+
+def unpaired_truth(data, split: str) -> bool:
+    """Whether a dataset folder has unpaired ground truth (``leffa prep synth --unpaired``) for ``split``."""
+    return data is not None and (Path(data) / split / "image-unpaired").is_dir()
+
+
+def synthetic_truth(dataset, index: int, size: tuple[int, int]):
+    """(ground-truth image (3, H, W) in [-1, 1] or None, garment region (1, H, W) or None) of a try-on entry.
+
+    Paired: the region is ``cloth-mask/PERSON.png`` (the target is the dataset's image). Unpaired: the person
+    wearing the other garment, ``image-unpaired/PERSON__CLOTH.png``, and its region, when the data has them
+    (``leffa prep synth --unpaired``); None otherwise (a real dataset has no unpaired ground truth).
+    """
+    from leffa.data import VitonHD, load_mask, load_rgb
+
+    if not isinstance(dataset, VitonHD):
+        return None, None
+    person, garment = (Path(part).stem for part in dataset.entries[index])
+    folder = dataset.folder
+    if person == garment:
+        region = folder / "cloth-mask" / f"{person}.png"
+        return None, load_mask(region, size, "garment region") if region.is_file() else None
+    name = f"{person}__{garment}"
+    image, region = folder / "image-unpaired" / f"{name}.png", folder / "cloth-mask-unpaired" / f"{name}.png"
+    if not image.is_file():
+        return None, None
+    truth = load_rgb(image, size, "unpaired ground truth")
+    return truth, load_mask(region, size, "garment region") if region.is_file() else None
 
 
 def _entry_name(dataset, index: int) -> str:

@@ -25,13 +25,15 @@ from torch import nn
 from leffa import images
 from leffa.atomic import atomic_path
 from leffa.errors import LeffaError
+from leffa.metrics.masked import MASK_METRICS, region_scores
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 PAIRED_METRICS = ("fid", "kid", "ssim", "lpips", "psnr")
 UNPAIRED_METRICS = ("fid", "kid")
 PER_IMAGE_METRICS = ("ssim", "lpips", "psnr")
 FEATURE_METRICS = ("fid", "kid")
-LOWER_IS_BETTER = {"fid": True, "kid": True, "lpips": True, "ssim": False, "psnr": False}
+LOWER_IS_BETTER = {"fid": True, "kid": True, "lpips": True, "ssim": False, "psnr": False, "psnr_mask": False,
+                   "psnr_outside": False, "delta_e": True}
 
 
 def lower_is_better(metric: str, mode: str) -> bool | None:
@@ -273,8 +275,9 @@ class EvalResult:
 
 
 def check_metrics(metrics: Iterable[str], paired: bool) -> tuple[str, ...]:
-    """Validate a metric selection for the mode, in the canonical order."""
-    allowed = PAIRED_METRICS if paired else UNPAIRED_METRICS
+    """Validate a metric selection for the mode, in the canonical order (the region metrics of
+    ``leffa.metrics.masked`` are paired metrics that need masks)."""
+    allowed = PAIRED_METRICS + MASK_METRICS if paired else UNPAIRED_METRICS
     chosen = set(metrics)
     unknown = sorted(chosen - set(allowed))
     if unknown:
@@ -308,16 +311,20 @@ def evaluate_paired(
     batch_size: int = 16,
     progress: Progress | None = None,
     device: str | torch.device = "cpu",
+    masks: Sequence[tuple[Path | None, Path | None]] | None = None,
 ) -> EvalResult:
     """Score predictions against their own ground truth (SSIM, PSNR, LPIPS per pair; FID, KID over the sets).
 
-    Every metric runs on ``device`` (the networks must already be there)."""
+    ``masks``, one ``(agnostic mask, garment region)`` per pair (PNG, 255 = inside), enables the region metrics
+    (``psnr_mask``, ``psnr_outside`` need the mask, ``delta_e`` the region). Every metric runs on ``device``
+    (the networks must already be there)."""
     metrics = check_metrics(metrics, paired=True)
     features = any(m in FEATURE_METRICS for m in metrics)
     inception = _needs(metrics, networks, "inception") if features else None
     lpips = _needs(metrics, networks, "lpips") if "lpips" in metrics else None
     if not pairs:
         raise LeffaError("no image pairs to evaluate")
+    _check_masks(metrics, pairs, masks)
     sets = FeatureSetMetrics(inception, metrics) if inception is not None else None
     per_image: dict[str, dict[str, float]] = {}
     done = 0
@@ -325,6 +332,7 @@ def evaluate_paired(
         preds = [load_image(pred, role="prediction") for pred, _ in chunk]
         gts = [load_image(gt, (p.shape[1], p.shape[2]), "ground truth") for (_, gt), p in zip(chunk, preds)]
         stems = [pred.stem for pred, _ in chunk]
+        region_maps = _load_masks(masks[done : done + len(chunk)], preds) if masks is not None else None
         offset = 0
         for pred_stack, gt_stack in zip(_stack_by_size(preds), _stack_by_size(gts)):
             pred_stack, gt_stack = pred_stack.to(device), gt_stack.to(device)
@@ -335,6 +343,12 @@ def evaluate_paired(
                 scores["psnr"] = psnr(pred_stack, gt_stack).cpu()
             if lpips is not None:
                 scores["lpips"] = lpips_distance(lpips, pred_stack, gt_stack).cpu()
+            if any(m in MASK_METRICS for m in metrics):
+                span = slice(offset, offset + pred_stack.shape[0])
+                mask, region = (torch.stack(maps[span]).to(device) if maps[0] is not None else None
+                                for maps in region_maps)
+                scores.update({name: value.cpu() for name, value in
+                               region_scores(pred_stack, gt_stack, mask, region, metrics).items()})
             if sets is not None:
                 sets.update(gt_stack, real=True)
                 sets.update(pred_stack, real=False)
@@ -344,10 +358,10 @@ def evaluate_paired(
         done += len(chunk)
         if progress is not None:
             progress(done, len(pairs))
-    summary = {name: _mean(per_image, name) for name in PER_IMAGE_METRICS if name in metrics}
+    summary = {name: _mean(per_image, name) for name in (*PER_IMAGE_METRICS, *MASK_METRICS) if name in metrics}
     if sets is not None:
         summary.update(sets.compute())
-    ordered = {name: summary[name] for name in (*PAIRED_METRICS, "kid_std") if name in summary}
+    ordered = {name: summary[name] for name in (*PAIRED_METRICS, *MASK_METRICS, "kid_std") if name in summary}
     return EvalResult(
         mode="paired",
         count=len(pairs),
@@ -417,6 +431,33 @@ def evaluate_folders(
     return evaluate_unpaired(preds, gts, networks, metrics or UNPAIRED_METRICS, batch_size, progress)
 
 
+def _check_masks(metrics, pairs, masks) -> None:
+    """Region metrics need a mask (and, for ``delta_e``, a garment region) for every pair; fail before scoring."""
+    needs = [(m, 0 if m != "delta_e" else 1) for m in metrics if m in MASK_METRICS]
+    if not needs:
+        return
+    option = {0: "--mask DIR", 1: "--region DIR"}
+    for metric, slot in needs:
+        if masks is None:
+            raise LeffaError(f"--metrics {metric}: needs {option[slot]} (a PNG per prediction, 255 = inside)")
+        for (pred, _), entry in zip(pairs, masks):
+            if entry[slot] is None or not Path(entry[slot]).is_file():
+                raise LeffaError(f"{pred}: no {'mask' if slot == 0 else 'garment region'} for {metric} "
+                                 f"({entry[slot] or option[slot]} not found)")
+
+
+def _load_masks(entries, preds: list[torch.Tensor]) -> tuple[list, list]:
+    """(masks, regions) as (1, H, W) {0, 1} tensors at each prediction's size (nearest), None where not given."""
+    from leffa.data import load_mask
+
+    masks, regions = [], []
+    for (mask, region), pred in zip(entries, preds):
+        size = tuple(pred.shape[1:])
+        masks.append(load_mask(Path(mask), size, "mask") if mask is not None else None)
+        regions.append(load_mask(Path(region), size, "garment region") if region is not None else None)
+    return masks, regions
+
+
 def evaluation_settings(metrics: Sequence[str], pred_count: int, gt_count: int) -> dict:
     """How the numbers were computed, stored beside them so runs stay comparable."""
     settings: dict = {"metrics": list(metrics), "gt_resize": "lanczos to prediction size"}
@@ -426,6 +467,10 @@ def evaluation_settings(metrics: Sequence[str], pred_count: int, gt_count: int) 
         settings["psnr"] = "torchmetrics, data range 1, per image then mean"
     if "lpips" in metrics:
         settings["lpips"] = "v0.1 squeezenet, inputs in [-1, 1]"
+    if "psnr_mask" in metrics or "psnr_outside" in metrics:
+        settings["psnr_mask"] = "inside / outside the agnostic mask, data range 1"
+    if "delta_e" in metrics:
+        settings["delta_e"] = "CIE76 between the garment region's mean CIE Lab (D65) colours"
     if "fid" in metrics or "kid" in metrics:
         settings["features"] = "pytorch-fid inception-v3 2048-d pool, bilinear resize to 299"
     if "kid" in metrics:

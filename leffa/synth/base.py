@@ -89,14 +89,50 @@ def collect_images(data: str | Path, size: tuple[int, int], limit: int = 4000) -
     return torch.stack(pictures).contiguous()
 
 
-def train_autoencoder(images: torch.Tensor, steps: int, batch_size: int = 16, lr: float = 2e-3, seed: int = 0,
-                      kl_weight: float = 1e-6, progress=None) -> tuple[AutoencoderKL, dict]:
-    """Train the tiny VAE on ``images``: L1 + MSE reconstruction, a small KL term, AdamW with cosine decay.
+LOG_VARIANCE = -30.0  # diffusers clamps the posterior's log-variance to [-30, 20]: std = exp(-15)
 
+
+@torch.no_grad()
+def pin_variance(vae: AutoencoderKL) -> None:
+    """Make the posterior deterministic: the log-variance half of ``quant_conv``'s output is the constant -30."""
+    latent = vae.config.latent_channels
+    vae.quant_conv.weight[latent:] = 0
+    vae.quant_conv.bias[latent:] = LOG_VARIANCE
+
+
+def vae_config(channels: list[int] | None = None) -> dict:
+    """The tiny VAE's config; ``channels`` (one width per level; latents at 1 / 2^(levels - 1)) replaces 8-16-32."""
+    config = dict(VAE_CONFIG)
+    if channels:
+        config.update(block_out_channels=list(channels), down_block_types=["DownEncoderBlock2D"] * len(channels),
+                      up_block_types=["UpDecoderBlock2D"] * len(channels))
+    return config
+
+
+def unet_config(channels: list[int] | None = None) -> dict:
+    """The tiny UNet's config; ``channels`` (four widths, multiples of 8) replaces 16-16-32-32."""
+    config = dict(UNET_CONFIG)
+    if channels:
+        if len(channels) != 4 or any(c % 8 for c in channels):
+            raise LeffaError(f"--unet-channels {','.join(map(str, channels))}: give four widths, multiples of 8")
+        config["block_out_channels"] = list(channels)
+    return config
+
+
+def train_autoencoder(images: torch.Tensor, steps: int, batch_size: int = 16, lr: float = 2e-3, seed: int = 0,
+                      kl_weight: float = 1e-6, progress=None, config: dict | None = None) -> tuple[AutoencoderKL, dict]:
+    """Train the tiny VAE on ``images``: L1 + MSE reconstruction of the posterior's mode, a small KL term on the
+    mean, AdamW with one-cycle decay.
+
+    The autoencoder is deterministic: its log-variance output is pinned to the minimum (``pin_variance``), so a
+    posterior sample (what the trainer encodes with) is the mode. Training through samples of an unpinned variance
+    (std about 1 at initialisation, shrinking slowly) feeds the decoder noise: with the 16-32-64 widths and 1,500
+    steps it reached 15.1 dB inside the try-on mask (synthetic test split), 15.6 dB through the mode.
     Returns the VAE (scaling factor set so latents have unit spread) and the final reconstruction PSNR (dB).
     """
     torch.manual_seed(seed)
-    vae = AutoencoderKL.from_config(_clean(VAE_CONFIG))
+    vae = AutoencoderKL.from_config(_clean(config or VAE_CONFIG))
+    pin_variance(vae)
     optimiser = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.05)
     generator = torch.Generator().manual_seed(seed)
@@ -110,14 +146,15 @@ def train_autoencoder(images: torch.Tensor, steps: int, batch_size: int = 16, lr
         left = int(torch.randint(0, width - crop_w + 1, (1,), generator=generator))
         batch = images[picks, :, top:top + crop_h, left:left + crop_w]
         posterior = vae.encode(batch).latent_dist
-        reconstruction = vae.decode(posterior.sample(generator=generator)).sample
+        reconstruction = vae.decode(posterior.mode()).sample
         loss = F.l1_loss(reconstruction, batch) + F.mse_loss(reconstruction, batch)
-        loss = loss + kl_weight * posterior.kl().mean()
+        loss = loss + kl_weight * posterior.mean.pow(2).sum(dim=(1, 2, 3)).mean() / 2  # the KL's mean term
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         optimiser.step()
         schedule.step()
+        pin_variance(vae)
         if progress is not None:
             progress(step, loss.item())
     vae.eval()
@@ -143,18 +180,22 @@ def _write_weights(module: torch.nn.Module, path: Path) -> None:
 
 
 def make_base_folder(out: str | Path, data: str | Path, size: tuple[int, int] = (64, 48), steps: int = 400,
-                     seed: int = 0, progress=None) -> dict:
-    """Write a tiny base-model folder whose VAE is trained on the synthetic images in ``data``; returns stats."""
+                     seed: int = 0, progress=None, unet_channels: list[int] | None = None,
+                     vae_channels: list[int] | None = None) -> dict:
+    """Write a tiny base-model folder whose VAE is trained on the synthetic images in ``data``; returns stats.
+
+    ``unet_channels`` / ``vae_channels`` change the widths (defaults: UNet 16-16-32-32, VAE 8-16-32)."""
     if steps < 1:
         raise LeffaError(f"steps {steps}: need at least one autoencoder step", option="steps")
+    unet_settings, vae_settings = unet_config(unet_channels), vae_config(vae_channels)
     images = collect_images(data, size)
-    vae, stats = train_autoencoder(images, steps, seed=seed, progress=progress)
+    vae, stats = train_autoencoder(images, steps, seed=seed, progress=progress, config=vae_settings)
     out = Path(out)
-    vae_config = dict(VAE_CONFIG, sample_size=max(size), scaling_factor=stats["scaling_factor"])
+    vae_settings = dict(vae_settings, sample_size=max(size), scaling_factor=stats["scaling_factor"])
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel.from_config(_clean(UNET_CONFIG))
-    _write_json(copy.deepcopy(UNET_CONFIG), out / "unet" / "config.json")
-    _write_json(vae_config, out / "vae" / "config.json")
+    unet = UNet2DConditionModel.from_config(_clean(unet_settings))
+    _write_json(copy.deepcopy(unet_settings), out / "unet" / "config.json")
+    _write_json(vae_settings, out / "vae" / "config.json")
     _write_json(copy.deepcopy(SCHEDULER_CONFIG), out / "scheduler" / "scheduler_config.json")
     _write_weights(unet, out / "unet" / WEIGHTS)
     _write_weights(vae, out / "vae" / WEIGHTS)

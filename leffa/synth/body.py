@@ -45,6 +45,7 @@ class Appearance:
     eyes: np.ndarray
     sizes: dict = field(default_factory=dict)
     background: tuple = ()
+    pattern_scale: float = 1.0  # multiplies the trousers' check period (5% of the image height at 1)
 
 
 @dataclass
@@ -211,7 +212,8 @@ def _texture(name: str, look: Appearance, s: np.ndarray, r: np.ndarray, part: Pa
     shade = 1 - 0.18 * np.clip(r / width, -1, 1) ** 2
     if name.endswith(("upper_leg", "lower_leg")):
         offset = part.length if name.endswith("lower_leg") else 0.0
-        check = 0.5 + 0.5 * np.tanh(3 * np.sin(2 * np.pi * (s + offset) / (0.05 * unit)) * np.sin(2 * np.pi * r / (0.05 * unit)))
+        period = 0.05 * unit * look.pattern_scale
+        check = 0.5 + 0.5 * np.tanh(3 * np.sin(2 * np.pi * (s + offset) / period) * np.sin(2 * np.pi * r / period))
         colour = look.pants[None] * (1 - 0.35 * check[:, None]) + look.pants_second[None] * 0.35 * check[:, None]
     elif name.endswith("foot"):
         colour = np.broadcast_to(look.shoes, (s.size, 3))

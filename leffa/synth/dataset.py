@@ -180,14 +180,23 @@ def _generator(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, _SPLIT_CODE[split], index])
 
 
-def vton_sample(seed: int, split: str, index: int, height: int, width: int) -> Sample:
-    """A flat garment and a person wearing it; the flow maps garment pixels of the person into the garment image."""
+@dataclass
+class Outfit:
+    """What one try-on sample draws (from its own generator): the person's look and pose, a garment and the fit."""
+
+    look: object
+    garment: object
+    pose: dict
+    fit: dict
+
+
+def draw_outfit(seed: int, split: str, index: int, height: int, width: int, pattern_scale: float = 1.0) -> Outfit:
+    """Sample ``index``'s person, garment and fit, always drawn in the same order from its generator."""
     rng = _generator(seed, split, index)
     look = random_appearance(rng)
-    garment = draw_garment(height, width, rng)
+    look.pattern_scale = pattern_scale
+    garment = draw_garment(height, width, rng, pattern_scale)
     pose = random_pose(rng, sleeve_friendly=True)
-    parts, joints = build_parts(look, pose, height, width)
-    rendering = render(look, parts, joints, height, width)
     fit = {
         "width": rng.uniform(1.0, 1.15), "length": rng.uniform(0.92, 1.05), "unit": float(height),
         "waves": [
@@ -195,6 +204,19 @@ def vton_sample(seed: int, split: str, index: int, height: int, width: int) -> S
             (rng.uniform(0.5, 2.0) * height / 256, rng.uniform(0.5, 2.5), rng.uniform(-1.5, 1.5), rng.uniform(0, 6.3), 1),
         ],
     }
+    return Outfit(look, garment, pose, fit)
+
+
+def dress(outfit: Outfit, garment, height: int, width: int, name: str, keep_mask: np.ndarray | None = None) -> Sample:
+    """Render ``outfit``'s person wearing ``garment`` under the outfit's fit.
+
+    ``keep_mask`` (H, W) bool, when given, is the region a try-on may change (the person's own agnostic mask):
+    the garment is drawn only inside it and the returned sample keeps that mask, so everything outside it is
+    exactly the person's photo (the unpaired ground truth). Without it the mask is grown from this garment.
+    """
+    look, pose, fit = outfit.look, outfit.pose, outfit.fit
+    parts, joints = build_parts(look, pose, height, width)
+    rendering = render(look, parts, joints, height, width)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
     s, r = parts["torso"].local(xs, ys)
     gx, gy = torso_to_garment(parts["torso"], garment, s, r, fit)
@@ -202,29 +224,57 @@ def vton_sample(seed: int, split: str, index: int, height: int, width: int) -> S
     in_front = np.isin(rendering.part_map, [PART_INDEX[n] for n in
                                             ("head", "right_lower_arm", "left_lower_arm", "right_hand", "left_hand")])
     region = covered & ~in_front
+    if keep_mask is not None:
+        region &= keep_mask
     person = rendering.image.copy()
     person[region] = sample_bilinear(garment.image, gx[region], gy[region])
     flow = np.full((height, width, 2), np.nan, dtype=np.float32)
     flow[region] = pixels_to_grid(gx[region], gy[region], height, width)
 
-    upper_body = np.isin(rendering.part_map, [PART_INDEX[n] for n in ("torso", "right_upper_arm", "left_upper_arm")])
-    grown = Image.fromarray(((region | upper_body) * 255).astype(np.uint8)).filter(
-        ImageFilter.BoxBlur(max(1, round(height / 48)))
-    )  # any coverage after a box blur = dilation by a square
-    mask = (np.asarray(grown) > 0) & (rendering.part_map != PART_INDEX["head"])
+    if keep_mask is None:
+        upper_body = np.isin(rendering.part_map,
+                             [PART_INDEX[n] for n in ("torso", "right_upper_arm", "left_upper_arm")])
+        grown = Image.fromarray(((region | upper_body) * 255).astype(np.uint8)).filter(
+            ImageFilter.BoxBlur(max(1, round(height / 48)))
+        )  # any coverage after a box blur = dilation by a square
+        mask = (np.asarray(grown) > 0) & (rendering.part_map != PART_INDEX["head"]) | region
+    else:
+        mask = keep_mask
     return Sample(
-        name=f"{index:06d}", target=person, reference=garment.image, flow=flow, mask=mask | region, region=region,
+        name=name, target=person, reference=garment.image, flow=flow, mask=mask, region=region,
         densepose_iuv=_iuv(rendering), parse=_parse_map(rendering, region), keypoints=_keypoints(rendering),
     )
 
 
-def pose_sample(seed: int, split: str, index: int, height: int, width: int) -> Sample:
+def vton_sample(seed: int, split: str, index: int, height: int, width: int, pattern_scale: float = 1.0) -> Sample:
+    """A flat garment and a person wearing it; the flow maps garment pixels of the person into the garment image."""
+    outfit = draw_outfit(seed, split, index, height, width, pattern_scale)
+    return dress(outfit, outfit.garment, height, width, f"{index:06d}")
+
+
+def unpaired_partner(index: int, n: int) -> int:
+    """The sample whose garment sample ``index`` wears in the unpaired set: the next one (a derangement for n > 1)."""
+    return (index + 1) % n
+
+
+def unpaired_sample(seed: int, split: str, index: int, partner: int, height: int, width: int,
+                    pattern_scale: float = 1.0) -> Sample:
+    """Sample ``index``'s person (same body, pose, background, trousers and agnostic mask) wearing sample
+    ``partner``'s garment under ``index``'s fit; named ``PERSON__CLOTH``. The ground truth of unpaired try-on."""
+    outfit = draw_outfit(seed, split, index, height, width, pattern_scale)
+    own = dress(outfit, outfit.garment, height, width, f"{index:06d}")
+    garment = draw_outfit(seed, split, partner, height, width, pattern_scale).garment
+    return dress(outfit, garment, height, width, f"{index:06d}__{partner:06d}", keep_mask=own.mask)
+
+
+def pose_sample(seed: int, split: str, index: int, height: int, width: int, pattern_scale: float = 1.0) -> Sample:
     """One person in two poses; the flow maps each visible person pixel of the target into the reference."""
     rng = _generator(seed, split, index)
     look = random_appearance(rng)
+    look.pattern_scale = pattern_scale
     # The torso wears the garment at about 1:1 pixel scale, so its detail survives being resampled twice.
     garment_width = round(look.sizes["shoulder"] * height * 1.08 / BODY_HALF_WIDTH)
-    garment = draw_garment(max(32, round(garment_width * height / width)), max(32, garment_width), rng)
+    garment = draw_garment(max(32, round(garment_width * height / width)), max(32, garment_width), rng, pattern_scale)
     pose_ref, pose_tgt = random_pose(rng), random_pose(rng)
     parts_ref, joints_ref = build_parts(look, pose_ref, height, width)
     parts_tgt, joints_tgt = build_parts(look, pose_tgt, height, width)
@@ -330,22 +380,44 @@ def write_pose(sample: Sample, split_dir: Path) -> None:
     _write_npy(sample.flow, split_dir / "gt-flow" / f"{target}__{source}.npy")
 
 
-def make_sample(task: str, seed: int, split: str, index: int, height: int, width: int) -> Sample:
+def make_sample(task: str, seed: int, split: str, index: int, height: int, width: int,
+                pattern_scale: float = 1.0) -> Sample:
     if task not in TASKS:
         raise LeffaError(f"task {task!r}: choose one of {', '.join(TASKS)}", option="task")
     if split not in SPLITS:
         raise LeffaError(f"split {split!r}: choose one of {', '.join(SPLITS)}", option="split")
-    return (vton_sample if task == "vton" else pose_sample)(seed, split, index, height, width)
+    if not 0.25 <= pattern_scale <= 8:
+        raise LeffaError(f"pattern_scale {pattern_scale:g}: choose a value from 0.25 to 8", option="pattern_scale")
+    return (vton_sample if task == "vton" else pose_sample)(seed, split, index, height, width, pattern_scale)
+
+
+def write_unpaired(sample: Sample, split_dir: Path) -> None:
+    """The unpaired ground truth: ``image-unpaired/PERSON__CLOTH.png`` (lossless) and the new garment's region
+    ``cloth-mask-unpaired/PERSON__CLOTH.png`` (L, 255 = garment pixels; the region its colour is scored on)."""
+    _write_png(_uint8(sample.target), split_dir / "image-unpaired" / f"{sample.name}.png")
+    _write_png(Image.fromarray((sample.region * 255).astype(np.uint8)),
+               split_dir / "cloth-mask-unpaired" / f"{sample.name}.png")
 
 
 def generate_dataset(task: str, out: str | Path, n: int, size: tuple[int, int], seed: int = 0,
-                     split: str = "train", progress=None) -> list[str]:
+                     split: str = "train", progress=None, unpaired: bool = False,
+                     pattern_scale: float = 1.0) -> list[str]:
     """Draw ``n`` samples into ``out/<split>/`` and write the pairs list; returns the target names written.
 
+    ``unpaired`` (try-on only, n >= 2) also renders every person wearing the next sample's garment and writes
+    ``<split>_pairs_unpaired.txt`` (``person.jpg cloth.jpg``) with that ground truth (``write_unpaired``).
+    ``pattern_scale`` multiplies the period of the garments' and trousers' patterns (coarser for small images:
+    a 1/4 autoencoder cannot carry stripes finer than its latent grid; see docs/synthetic.md).
     ``progress``, when given, is called once per finished sample (for a CLI progress bar).
     """
     if n < 1:
         raise LeffaError(f"n {n}: need at least one sample", option="n")
+    if unpaired and task != "vton":
+        raise LeffaError(f"unpaired: only for task vton (pose pairs differ already), not {task!r}",
+                         option=("unpaired", "task"))
+    if unpaired and n < 2:
+        raise LeffaError(f"unpaired: needs n of at least 2 (each person wears another sample's garment), got {n}",
+                         option=("unpaired", "n"))
     height, width = size
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -353,12 +425,18 @@ def generate_dataset(task: str, out: str | Path, n: int, size: tuple[int, int], 
     split_dir = out / split
     names: list[str] = []
     rows: list[tuple[str, str]] = []  # (reference, target) file names
+    unpaired_rows: list[str] = []
     for index in range(n):
-        sample = make_sample(task, seed, split, index, height, width)
+        sample = make_sample(task, seed, split, index, height, width, pattern_scale)
         if task == "vton":
             write_vton(sample, split_dir)
             rows.append((f"{sample.name}.jpg", f"{sample.name}.jpg"))
             names.append(sample.name)
+            if unpaired:
+                partner = unpaired_partner(index, n)
+                write_unpaired(unpaired_sample(seed, split, index, partner, height, width, pattern_scale),
+                               split_dir)
+                unpaired_rows.append(f"{sample.name}.jpg {partner:06d}.jpg")
         else:
             write_pose(sample, split_dir)
             source, target = pose_names(sample)
@@ -368,6 +446,8 @@ def generate_dataset(task: str, out: str | Path, n: int, size: tuple[int, int], 
             progress()
     if task == "vton":
         _write_bytes(("\n".join(" ".join(row) for row in rows) + "\n").encode(), out / f"{split}_pairs.txt")
+        if unpaired:
+            _write_bytes(("\n".join(unpaired_rows) + "\n").encode(), out / f"{split}_pairs_unpaired.txt")
     else:
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")

@@ -71,13 +71,14 @@ def _silhouette(height: int, width: int, sleeves: bool, rng: np.random.Generator
     return left + right + neckline[1:-1]
 
 
-def _pattern(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """A repeating fabric pattern (H, W, 3) in [0, 1]: stripes, checks or dots, with a soft edge."""
+def _pattern(height: int, width: int, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+    """A repeating fabric pattern (H, W, 3) in [0, 1]: stripes, checks or dots, with a soft edge; ``scale``
+    multiplies the period (7-16 px of the flat garment at scale 1)."""
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
     base = _random_colour(rng).astype(np.float32)
     second = _contrasting(rng, base).astype(np.float32)
     kind = rng.choice(["stripes", "checks", "dots", "stripes"])
-    period = np.float32(rng.uniform(7, 16) * SUPERSAMPLE)
+    period = np.float32(rng.uniform(7, 16) * SUPERSAMPLE * scale)
     angle = np.float32(rng.choice([0.0, np.pi / 2, np.pi / 4, -np.pi / 4]))
     u = xs * np.cos(angle) + ys * np.sin(angle)
     v = -xs * np.sin(angle) + ys * np.cos(angle)
@@ -119,15 +120,16 @@ def _draw_logo(draw: ImageDraw.ImageDraw, centre: tuple[float, float], radius: f
         draw.polygon([(x + r * np.cos(a), y + r * np.sin(a)) for a, r in zip(angles, radii)], fill=colour)
 
 
-def draw_garment(height: int, width: int, rng: np.random.Generator) -> Garment:
-    """Draw one flat garment (seeded by ``rng``) on a white ``height`` x ``width`` canvas."""
+def draw_garment(height: int, width: int, rng: np.random.Generator, pattern_scale: float = 1.0) -> Garment:
+    """Draw one flat garment (seeded by ``rng``) on a white ``height`` x ``width`` canvas; ``pattern_scale``
+    multiplies the fabric pattern's period (the same random draws otherwise)."""
     big_h, big_w = height * SUPERSAMPLE, width * SUPERSAMPLE
     sleeves = bool(rng.random() < 0.7)
     outline = _silhouette(big_h, big_w, sleeves, rng)
     mask = Image.new("L", (big_w, big_h), 0)
     ImageDraw.Draw(mask).polygon(outline, fill=255)
 
-    fabric = Image.fromarray((_pattern(big_h, big_w, rng) * 255).astype(np.uint8))
+    fabric = Image.fromarray((_pattern(big_h, big_w, rng, pattern_scale) * 255).astype(np.uint8))
     draw = ImageDraw.Draw(fabric)
     ink = tuple(int(c) for c in (_random_colour(rng) * 255))
     chest_y = (COLLAR_Y + 0.2) * big_h

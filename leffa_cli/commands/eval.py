@@ -181,7 +181,13 @@ def eval_command(
     results_files: Optional[list[Path]] = typer.Argument(None, help="With --compare: result JSON files.", show_default=False),
     pred: Optional[Path] = typer.Option(None, "--pred", help="Folder of predicted images."),
     gt: Optional[Path] = typer.Option(None, "--gt", help="Folder of ground-truth (paired) or real (unpaired) images."),
-    paired: bool = typer.Option(True, "--paired/--unpaired", help="Paired: match by name, all five metrics; unpaired: FID, KID."),
+    paired: bool = typer.Option(True, "--paired/--unpaired", help="Paired: match by name, all five metrics; unpaired: FID, "
+                                "KID (--run on `leffa prep synth --unpaired` data: scored pixel for pixel against the "
+                                "person really wearing the garment)."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Paired: folder of masks NAME.png (255 = regenerated region) "
+                                        "for psnr_mask and psnr_outside (--run writes OUT/mask)."),
+    region: Optional[Path] = typer.Option(None, "--region", help="Paired: folder of garment regions NAME.png for delta_e "
+                                          "(--run on synthetic data writes OUT/region)."),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated subset, e.g. ssim,psnr (default: all for the mode)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Result JSON (default beside --pred), or the chart PNG with --compare."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name stored in the JSON and shown in comparisons."),
@@ -233,6 +239,8 @@ def eval_command(
         return _flow(model, base, offline, data, split, layout, timestep, temperature, 0 if seed is None else seed,
                      layers, limit, device, output)
 
+    from leffa.metrics.masked import MASK_METRICS
+    from leffa.metrics.run import unpaired_truth
     from leffa.metrics.scores import (
         PAIRED_METRICS,
         UNPAIRED_METRICS,
@@ -251,9 +259,20 @@ def eval_command(
         raise LeffaError("give --pred DIR and --gt DIR (or --run / --compare / --flow)")
     if batch_size < 1:
         raise LeffaError(f"--batch-size: must be at least 1, got {batch_size}")
+    if run and (mask is not None or region is not None):
+        raise LeffaError("--run writes its own masks (OUT/mask, OUT/region); --mask/--region go with --pred/--gt")
+    # Unpaired try-on on synthetic data has pixel ground truth: score it like a paired run.
+    truth = run and not paired and unpaired_truth(data, split)
+    score_paired = paired or truth
+    if (mask is not None or region is not None) and not score_paired:
+        raise LeffaError("--mask/--region: only for paired scoring (unpaired sets are compared as distributions)")
+    if run:
+        mask_metrics = ("psnr_mask", "psnr_outside") + (("delta_e",) if data is not None else ())
+    else:
+        mask_metrics = (("psnr_mask", "psnr_outside") if mask else ()) + (("delta_e",) if region else ())
+    default = (PAIRED_METRICS + tuple(m for m in MASK_METRICS if m in mask_metrics)) if score_paired else UNPAIRED_METRICS
     chosen = check_metrics(
-        [m.strip().lower() for m in metrics.split(",") if m.strip()] if metrics else (PAIRED_METRICS if paired else UNPAIRED_METRICS),
-        paired,
+        [m.strip().lower() for m in metrics.split(",") if m.strip()] if metrics else default, score_paired
     )
     device = device or best_device()
     settings = {}
@@ -278,9 +297,18 @@ def eval_command(
             return None
         output = output or pred.parent / "eval.json"
         name = name or pred.parent.name
+    if run:
+        mask = pred.parent / "mask"
+        region = pred.parent / "region" if (pred.parent / "region").is_dir() else None
+        if region is None:
+            chosen = tuple(m for m in chosen if m != "delta_e" or metrics)  # not synthetic: no garment regions
     # Check the folders before fetching any weights, so a typo fails at once.
-    if paired:
+    masks = None
+    if score_paired:
         pairs = match_pairs(pred, gt, allow_extra_gt=ignore_extra_gt)
+        if mask is not None or region is not None:
+            masks = [(mask / f"{p.stem}.png" if mask is not None else None,
+                      region / f"{p.stem}.png" if region is not None else None) for p, _ in pairs]
     else:
         preds = list(list_images(pred, "prediction folder").values())
         reals = list(list_images(gt, "ground-truth folder").values())
@@ -288,8 +316,10 @@ def eval_command(
         networks = load_metric_networks(chosen, inception, lpips, offline, device)
     bar, progress = _progress("scoring")
     with bar:
-        if paired:
-            result = evaluate_paired(pairs, networks, chosen, batch_size, progress, device)
+        if score_paired:
+            result = evaluate_paired(pairs, networks, chosen, batch_size, progress, device, masks)
+            if truth:
+                result.mode = "unpaired-gt"
         else:
             result = evaluate_unpaired(preds, reals, networks, chosen, batch_size, progress)
     result.name = name or pred.name

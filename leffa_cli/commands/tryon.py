@@ -39,7 +39,6 @@ from leffa_cli.options import (
     run_batch,
     run_single,
     sampler_options,
-    save_conditions,
 )
 
 
