@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from leffa.errors import LeffaError
+
 MASK_METRICS = ("psnr_mask", "psnr_outside", "delta_e")
 
 # sRGB (D65) -> XYZ, and the D65 white point.
@@ -55,10 +57,15 @@ def region_scores(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor |
                   region: torch.Tensor | None, metrics) -> dict[str, torch.Tensor]:
     """The chosen ``MASK_METRICS`` for a batch: the mask ones need ``mask``, ``delta_e`` needs ``region``."""
     scores = {}
-    if "psnr_mask" in metrics:
-        scores["psnr_mask"] = masked_psnr(pred, target, mask)
-    if "psnr_outside" in metrics:
-        scores["psnr_outside"] = masked_psnr(pred, target, 1 - mask)
+    if "psnr_mask" in metrics or "psnr_outside" in metrics:
+        if mask is None:
+            raise LeffaError("psnr_mask and psnr_outside need the mask of each prediction", option="mask")
+        if "psnr_mask" in metrics:
+            scores["psnr_mask"] = masked_psnr(pred, target, mask)
+        if "psnr_outside" in metrics:
+            scores["psnr_outside"] = masked_psnr(pred, target, 1 - mask)
     if "delta_e" in metrics:
+        if region is None:
+            raise LeffaError("delta_e needs the garment region of each prediction", option="region")
         scores["delta_e"] = mean_colour_delta_e(pred, target, region)
     return scores

@@ -343,7 +343,7 @@ def evaluate_paired(
                 scores["psnr"] = psnr(pred_stack, gt_stack).cpu()
             if lpips is not None:
                 scores["lpips"] = lpips_distance(lpips, pred_stack, gt_stack).cpu()
-            if any(m in MASK_METRICS for m in metrics):
+            if region_maps is not None and any(m in MASK_METRICS for m in metrics):
                 span = slice(offset, offset + pred_stack.shape[0])
                 mask, region = (torch.stack(maps[span]).to(device) if maps[0] is not None else None
                                 for maps in region_maps)
@@ -452,7 +452,7 @@ def _load_masks(entries, preds: list[torch.Tensor]) -> tuple[list, list]:
 
     masks, regions = [], []
     for (mask, region), pred in zip(entries, preds):
-        size = tuple(pred.shape[1:])
+        size = (pred.shape[1], pred.shape[2])
         masks.append(load_mask(Path(mask), size, "mask") if mask is not None else None)
         regions.append(load_mask(Path(region), size, "garment region") if region is not None else None)
     return masks, regions

@@ -31,6 +31,7 @@ from leffa.errors import LeffaError
 from leffa.preprocess.openpose import coco_18, draw_skeleton
 from leffa.synth.body import (
     DENSEPOSE,
+    Appearance,
     PARSE_LABELS,
     PART_INDEX,
     build_parts,
@@ -184,7 +185,7 @@ def _generator(seed: int, split: str, index: int) -> np.random.Generator:
 class Outfit:
     """What one try-on sample draws (from its own generator): the person's look and pose, a garment and the fit."""
 
-    look: object
+    look: Appearance
     garment: object
     pose: dict
     fit: dict
