@@ -54,7 +54,7 @@ def batches(data: Path, size: tuple[int, int], batch_size: int, seed: int):
     while True:
         order = torch.randperm(len(dataset), generator=generator).tolist()
         for start in range(0, len(order) - batch_size + 1, batch_size):
-            yield collate([dataset[i] for i in order[start:start + batch_size]])
+            yield collate([dataset[i] for i in order[start : start + batch_size]])
 
 
 def train_arm(args: dict) -> dict:
@@ -119,13 +119,22 @@ def evaluate(args: dict) -> dict:
     epe = {layer: float(np.mean(values)) for layer, values in epe.items()}
     dataset = open_dataset(heldout, "vitonhd", "test", size)
     batch = collate([dataset[i] for i in range(min(args["n_test"], len(dataset)))])
-    images = sample(model, batch["image"], batch["reference"], batch["mask"], batch["densepose"],
-                    SamplerOptions(steps=args["sample_steps"]), seed=args["seed"])
+    images = sample(
+        model,
+        batch["image"],
+        batch["reference"],
+        batch["mask"],
+        batch["densepose"],
+        SamplerOptions(steps=args["sample_steps"]),
+        seed=args["seed"],
+    )
     psnr = masked_psnr(images.float(), batch["image"] / 2 + 0.5, batch["mask"])
     return {"arm": args["arm"], "epe": epe, "psnr_mask": float(psnr.nanmean())}
 
 
-def gradient_share(init: str, data: Path, temperatures: list[float], batch_size: int = 16, timestep: int = 250) -> list[str]:
+def gradient_share(
+    init: str, data: Path, temperatures: list[float], batch_size: int = 16, timestep: int = 250
+) -> list[str]:
     """How much of the attention weights' gradient the Leffa loss contributes at lambda = 1: the norm of its
     gradient on the self-attention query/key weights (and on all parameters) over the diffusion loss's, one batch
     at a fixed timestep below theta_t. Lambda x this ratio is the Leffa loss's share."""
@@ -150,7 +159,9 @@ def gradient_share(init: str, data: Path, temperatures: list[float], batch_size:
     def gradients(settings):
         inputs = prepare_inputs(model, scheduler, batch, torch.Generator().manual_seed(0), 0.0)
         inputs.timesteps = torch.full_like(inputs.timesteps, timestep)
-        total, _, leffa, _ = compute_losses(TrainingForward(model, layers if settings else None), inputs, batch, settings)
+        total, _, leffa, _ = compute_losses(
+            TrainingForward(model, layers if settings else None), inputs, batch, settings
+        )
         for parameter in trainable:
             parameter.grad = None
         total.backward()
@@ -159,7 +170,7 @@ def gradient_share(init: str, data: Path, temperatures: list[float], batch_size:
         return grab(attention), grab(trainable), float(leffa)
 
     def norm(tensors):
-        return float(torch.sqrt(sum((t ** 2).sum() for t in tensors)))
+        return float(torch.sqrt(sum((t**2).sum() for t in tensors)))
 
     base_attention, base_all, _ = gradients(None)
     lines = []
@@ -167,8 +178,10 @@ def gradient_share(init: str, data: Path, temperatures: list[float], batch_size:
         with_attention, with_all, leffa = gradients(LeffaLossSettings(weight=1.0, temperature=tau))
         share = norm([a - b for a, b in zip(with_attention, base_attention)]) / norm(base_attention)
         share_all = norm([a - b for a, b in zip(with_all, base_all)]) / norm(base_all)
-        lines.append(f"tau {tau:g}: Leffa loss {leffa:.4f}; |grad Leffa| / |grad diffusion| at lambda 1: "
-                     f"attention q/k {share:.3g}, all parameters {share_all:.3g}")
+        lines.append(
+            f"tau {tau:g}: Leffa loss {leffa:.4f}; |grad Leffa| / |grad diffusion| at lambda 1: "
+            f"attention q/k {share:.3g}, all parameters {share_all:.3g}"
+        )
     return lines
 
 
@@ -194,13 +207,34 @@ def figure(model: str, heldout: Path, out: Path, temperature: float, timestep: i
     split = heldout / "test"
     name = sorted((split / "gt-flow").glob("*.npy"))[0].stem
     subprocess.run(
-        ["leffa", "viz-flow", str(split / "image" / f"{name}.jpg"), str(split / "cloth" / f"{name}.jpg"),
-         "--model", model, "--mask", str(split / "agnostic-mask" / f"{name}_mask.png"), "--densepose",
-         str(split / "image-densepose" / f"{name}.jpg"), "--gt-flow", str(split / "gt-flow" / f"{name}.npy"),
-         "--target", str(split / "image" / f"{name}.jpg"), "--t", str(timestep), "--temperature", str(temperature),
-         "--layers", FIGURE_LAYERS,
-         "--device", "cpu", "-o", str(out)],
-        check=True, capture_output=True,
+        [
+            "leffa",
+            "viz-flow",
+            str(split / "image" / f"{name}.jpg"),
+            str(split / "cloth" / f"{name}.jpg"),
+            "--model",
+            model,
+            "--mask",
+            str(split / "agnostic-mask" / f"{name}_mask.png"),
+            "--densepose",
+            str(split / "image-densepose" / f"{name}.jpg"),
+            "--gt-flow",
+            str(split / "gt-flow" / f"{name}.npy"),
+            "--target",
+            str(split / "image" / f"{name}.jpg"),
+            "--t",
+            str(timestep),
+            "--temperature",
+            str(temperature),
+            "--layers",
+            FIGURE_LAYERS,
+            "--device",
+            "cpu",
+            "-o",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
     )
 
 
@@ -235,8 +269,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--figures", type=Path, help="write the viz-flow figure of each arm into this folder")
     parser.add_argument("--processes", type=int, default=0, help="parallel arms (default: all at once)")
-    parser.add_argument("--gradient-share", type=float, nargs="+", metavar="TAU",
-                        help="only print the Leffa loss's gradient share at these temperatures, then exit")
+    parser.add_argument(
+        "--gradient-share",
+        type=float,
+        nargs="+",
+        metavar="TAU",
+        help="only print the Leffa loss's gradient share at these temperatures, then exit",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.gradient_share:
@@ -245,9 +284,17 @@ def main() -> None:
         return
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    common = {"out": str(args.out), "init": args.init, "data": str(args.data), "lr": args.lr, "seed": args.seed,
-              "batch_size": args.batch_size, "temperature": args.temperature, "steps": args.steps,
-              "dropout": args.dropout}
+    common = {
+        "out": str(args.out),
+        "init": args.init,
+        "data": str(args.data),
+        "lr": args.lr,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "temperature": args.temperature,
+        "steps": args.steps,
+        "dropout": args.dropout,
+    }
     arms = [dict(common, weight=w, tau=t) for w, t in map(parse_arm, args.arms)]
     processes = args.processes or len(arms) + 1
     models = {"start (the --init checkpoint)": args.init}
@@ -255,30 +302,48 @@ def main() -> None:
         for done in pool.imap_unordered(train_arm, arms):
             models[done["arm"]] = done["model"]
             print(f"{done['arm']}: {args.steps} steps in {done['seconds']:.0f} s", flush=True)
-    evaluations = [{"arm": arm, "model": path, "heldout": str(args.heldout), "eval_timesteps": args.eval_timesteps,
-                    "eval_temperature": args.eval_temperature, "seed": args.seed, "n_test": args.n_test,
-                    "sample_steps": args.sample_steps} for arm, path in models.items()]
+    evaluations = [
+        {
+            "arm": arm,
+            "model": path,
+            "heldout": str(args.heldout),
+            "eval_timesteps": args.eval_timesteps,
+            "eval_temperature": args.eval_temperature,
+            "seed": args.seed,
+            "n_test": args.n_test,
+            "sample_steps": args.sample_steps,
+        }
+        for arm, path in models.items()
+    ]
     results = {}
     with multiprocessing.get_context("spawn").Pool(min(processes, len(evaluations))) as pool:
         for done in pool.imap_unordered(evaluate, evaluations):
             results[done["arm"]] = done
-            print(f"{done['arm']}: mean EPE {done['epe']['mean']:.2f} px, masked PSNR {done['psnr_mask']:.2f} dB",
-                  flush=True)
+            print(
+                f"{done['arm']}: mean EPE {done['epe']['mean']:.2f} px, masked PSNR {done['psnr_mask']:.2f} dB",
+                flush=True,
+            )
     results = {arm: results[arm] for arm in models}
     from leffa.checkpoint import load_model
     from leffa.weights import trained_size
 
     size = trained_size(load_model(args.init))
     text = table(results, constant_flow_epe(args.heldout, args.n_test, size))
-    (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                       "results": results}, indent=1))
+    (args.out / "results.json").write_text(
+        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1)
+    )
     print(text, flush=True)
     if args.figures:
         args.figures.mkdir(parents=True, exist_ok=True)
         for arm, path in models.items():
             slug = arm.split(" ")[0]
-            figure(path, args.heldout, args.figures / f"ablation-flow-{slug}.png", args.eval_temperature,
-                   args.eval_timesteps[0])
+            figure(
+                path,
+                args.heldout,
+                args.figures / f"ablation-flow-{slug}.png",
+                args.eval_temperature,
+                args.eval_timesteps[0],
+            )
     print(f"total {time.time() - started:.0f} s")
     if any(math.isnan(r["epe"]["mean"]) for r in results.values()):
         raise SystemExit(1)

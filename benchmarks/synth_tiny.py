@@ -33,8 +33,27 @@ METRICS = "ssim,psnr,psnr_mask,psnr_outside,delta_e"
 
 def ensure_data(data: Path, n: int, size: str) -> None:
     if not (data / "test_pairs_unpaired.txt").is_file():
-        subprocess.run(["leffa", "prep", "synth", "--task", "vton", "--n", str(n), "--size", size, "-o", str(data),
-                        "--seed", "1", "--split", "test", "--unpaired"], check=True)
+        subprocess.run(
+            [
+                "leffa",
+                "prep",
+                "synth",
+                "--task",
+                "vton",
+                "--n",
+                str(n),
+                "--size",
+                size,
+                "-o",
+                str(data),
+                "--seed",
+                "1",
+                "--split",
+                "test",
+                "--unpaired",
+            ],
+            check=True,
+        )
 
 
 @torch.no_grad()
@@ -65,8 +84,24 @@ def autoencoder_ceiling(model_spec: str, data: Path, limit: int | None) -> dict:
 
 def run_eval(model: str, data: Path, out: Path, paired: bool, limit: int | None, steps: int) -> dict:
     folder = out / ("paired" if paired else "unpaired")
-    command = ["leffa", "eval", "--run", "--paired" if paired else "--unpaired", "--model", model, "--data",
-               str(data), "--out-dir", str(folder), "--metrics", METRICS, "--steps", str(steps), "--device", "cpu"]
+    command = [
+        "leffa",
+        "eval",
+        "--run",
+        "--paired" if paired else "--unpaired",
+        "--model",
+        model,
+        "--data",
+        str(data),
+        "--out-dir",
+        str(folder),
+        "--metrics",
+        METRICS,
+        "--steps",
+        str(steps),
+        "--device",
+        "cpu",
+    ]
     if limit:
         command += ["--limit", str(limit)]
     subprocess.run(command, check=True)
@@ -86,20 +121,26 @@ def main() -> None:
     torch.set_num_threads(1)
     ensure_data(args.data, args.n, args.size)
     ceiling = autoencoder_ceiling(args.model, args.data, args.limit)
-    results = {mode: run_eval(args.model, args.data, args.out, mode == "paired", args.limit, args.steps)
-               for mode in ("paired", "unpaired")}
+    results = {
+        mode: run_eval(args.model, args.data, args.out, mode == "paired", args.limit, args.steps)
+        for mode in ("paired", "unpaired")
+    }
     rows = []
     for mode in ("paired", "unpaired"):
         metrics = results[mode]["metrics"]
         gap = ceiling[mode]["psnr_mask"] - metrics["psnr_mask"]
         rows.append((mode, results[mode]["count"], metrics, ceiling[mode], gap))
-    print("| pairing | n | masked PSNR | autoencoder masked PSNR | gap | outside-mask PSNR | SSIM | PSNR | "
-          "garment Delta E | autoencoder Delta E |")
+    print(
+        "| pairing | n | masked PSNR | autoencoder masked PSNR | gap | outside-mask PSNR | SSIM | PSNR | "
+        "garment Delta E | autoencoder Delta E |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for mode, count, metrics, ae, gap in rows:
-        print(f"| {mode} | {count} | {metrics['psnr_mask']:.2f} | {ae['psnr_mask']:.2f} | {gap:.2f} | "
-              f"{metrics['psnr_outside']:.2f} | {metrics['ssim']:.3f} | {metrics['psnr']:.2f} | "
-              f"{metrics['delta_e']:.2f} | {ae['delta_e']:.2f} |")
+        print(
+            f"| {mode} | {count} | {metrics['psnr_mask']:.2f} | {ae['psnr_mask']:.2f} | {gap:.2f} | "
+            f"{metrics['psnr_outside']:.2f} | {metrics['ssim']:.3f} | {metrics['psnr']:.2f} | "
+            f"{metrics['delta_e']:.2f} | {ae['delta_e']:.2f} |"
+        )
     goals = {
         "masked PSNR >= 20 dB (both)": all(r[2]["psnr_mask"] >= 20 for r in rows),
         "within 3 dB of the autoencoder (both)": all(r[4] <= 3 for r in rows),

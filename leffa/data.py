@@ -32,6 +32,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
 from leffa import images
 from leffa.errors import LeffaError
 
@@ -242,11 +243,15 @@ class DressCode(PairDataset):
                 continue
             pairs = next((self.root / category / n for n in names if (self.root / category / n).is_file()), None)
             if pairs is not None:
-                self.entries += [(category, row[0], row[0] if mode == "paired" else row[1]) for row in read_pairs_txt(pairs)]
+                self.entries += [
+                    (category, row[0], row[0] if mode == "paired" else row[1]) for row in read_pairs_txt(pairs)
+                ]
         if not self.entries:
             pairs = next((self.root / n for n in names if (self.root / n).is_file()), None)
             if pairs is None:
-                raise LeffaError(f"{self.root}: no DressCode pairs file ({' or '.join(names)}) at the top or per category")
+                raise LeffaError(
+                    f"{self.root}: no DressCode pairs file ({' or '.join(names)}) at the top or per category"
+                )
             for row in read_pairs_txt(pairs):
                 category = self._category(row)
                 if category in categories:

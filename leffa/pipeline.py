@@ -30,10 +30,10 @@ detectron2).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -43,8 +43,14 @@ from leffa import images
 from leffa.atomic import ensure_writable_destination, save_image
 from leffa.errors import LeffaError
 from leffa.images import MIN_SIDE, Size, open_image, read_rgb, to_grey, to_rgb
-from leffa.sampler import SamplerOptions, UncondFeatureCache, decode_images, denoise, encode_conditions
-from leffa.sampler import seeded_generators
+from leffa.sampler import (
+    SamplerOptions,
+    UncondFeatureCache,
+    decode_images,
+    denoise,
+    encode_conditions,
+    seeded_generators,
+)
 
 MAX_PIXELS = images.MAX_PIXELS
 GARMENT_TYPES = ("upper_body", "lower_body", "dresses")
@@ -184,8 +190,9 @@ def _condition(
     if maker is None:
         raise LeffaError(
             f"--{name} FILE is required: automatic {role} is not available in this install "
-            "(give both --mask FILE and --densepose FILE)" if name == "mask" else
-            f"--{name} FILE is required: automatic {role} is not available in this install"
+            "(give both --mask FILE and --densepose FILE)"
+            if name == "mask"
+            else f"--{name} FILE is required: automatic {role} is not available in this install"
         )
     image = maker(photo, arg, offline=offline, **options)
     if image.size != photo.size:
@@ -237,8 +244,7 @@ def tryon_job(
     if images.is_empty_mask(mask_image):
         named = isinstance(mask, (str, Path, images.Upload))
         where = mask if named else ("the automatic mask" if mask is None else "the mask")
-        notes.append(f"{where}: garment mask is all black, nothing to regenerate; "
-                     "the result is the person photo")
+        notes.append(f"{where}: garment mask is all black, nothing to regenerate; the result is the person photo")
     kind = "index" if style == "dc" else "rgb"
     densepose_image = _condition(densepose, "densepose", "DensePose", photo, "RGB", kind, offline)
     return Job(photo, reference, mask_image, densepose_image, "rgb", _output(output), notes)
@@ -274,8 +280,9 @@ def prepare(job: Job, size: Size, crop: bool = True) -> Prepared:
     photo, mask, densepose = (image.crop(box) for image in (job.photo, job.mask, job.densepose))
     reference = pad_to_aspect(job.reference, size) if crop else job.reference
     densepose_tensor = images.densepose_tensor(densepose, size, job.densepose_kind)[None]
-    return Prepared(image_tensor(photo, size), image_tensor(reference, size), mask_tensor(mask, size),
-                    densepose_tensor, box)
+    return Prepared(
+        image_tensor(photo, size), image_tensor(reference, size), mask_tensor(mask, size), densepose_tensor, box
+    )
 
 
 def finish(job: Job, generated: Image.Image, box, use_repaint: bool) -> Image.Image:
@@ -310,8 +317,9 @@ def run_jobs(
     prepared = [prepare(job, size, crop) for job in jobs]
     stack = lambda name: torch.cat([getattr(p, name) for p in prepared])  # noqa: E731
     generators = seeded_generators(seed, len(jobs))
-    conditions = encode_conditions(model, stack("person"), stack("reference"), stack("mask"), stack("densepose"),
-                                   generators)
+    conditions = encode_conditions(
+        model, stack("person"), stack("reference"), stack("mask"), stack("densepose"), generators
+    )
     on_step = None
     if intermediate_every > 0 and any(job.output is not None for job in jobs):
         for job, item in zip(jobs, prepared):
@@ -380,8 +388,12 @@ class DatasetItem:
     output: Path
 
     def inputs(self) -> dict[str, Path]:
-        return {"person photo": self.person, "garment image": self.garment, "garment mask": self.mask,
-                "DensePose": self.densepose}
+        return {
+            "person photo": self.person,
+            "garment image": self.garment,
+            "garment mask": self.mask,
+            "DensePose": self.densepose,
+        }
 
 
 @dataclass(frozen=True)
@@ -460,11 +472,13 @@ def input_problem(item: DatasetItem | PoseItem) -> str | None:
     for role in ("garment mask", "DensePose", "DensePose IUV"):
         if role in sizes and sizes[role] != sizes[photo]:
             (height, width), (photo_h, photo_w) = sizes[role], sizes[photo]
-            return (f"{item.inputs()[role]}: {role} is {width}x{height} but the {photo} is {photo_w}x{photo_h}; "
-                    "they must be the same size")
+            return (
+                f"{item.inputs()[role]}: {role} is {width}x{height} but the {photo} is {photo_w}x{photo_h}; "
+                "they must be the same size"
+            )
     return None
 
 
 def batches(items: Sequence, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
-        yield list(items[start:start + size])
+        yield list(items[start : start + size])

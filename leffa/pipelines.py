@@ -17,9 +17,9 @@ same inputs and seed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
 
 from PIL import Image
 
@@ -28,8 +28,8 @@ from leffa.mask_edit import MaskEdit
 from leffa.pipeline import Job, pose_job, run_jobs, tryon_job
 from leffa.sampler import SamplerOptions, UncondFeatureCache
 
-ImageInput = Union[str, Path, Image.Image]
-Images = Union[ImageInput, Sequence[ImageInput]]
+ImageInput = str | Path | Image.Image
+Images = ImageInput | Sequence[ImageInput]
 
 
 @dataclass
@@ -67,8 +67,9 @@ class _Pipeline:
 
     task = "vton"
 
-    def __init__(self, model, size: tuple[int, int], source: str = "", notes: Sequence[str] = (),
-                 offline: bool = False):
+    def __init__(
+        self, model, size: tuple[int, int], source: str = "", notes: Sequence[str] = (), offline: bool = False
+    ):
         self.model = model
         height, width = size
         self.size = (height, width)  # working size
@@ -104,17 +105,30 @@ class _Pipeline:
         """
         from leffa.weights import open_model
 
-        resolved = open_model(model, cls.task, device=device, dtype=dtype, size=size, base=base, offline=offline,
-                              backend=backend, channels_last=channels_last, compile=compile, offload=offload,
-                              attention_slice=attention_slice)
+        resolved = open_model(
+            model,
+            cls.task,
+            device=device,
+            dtype=dtype,
+            size=size,
+            base=base,
+            offline=offline,
+            backend=backend,
+            channels_last=channels_last,
+            compile=compile,
+            offload=offload,
+            attention_slice=attention_slice,
+        )
         assert resolved.image_size is not None  # open_model always chooses a working size
         return cls(resolved.model, resolved.image_size, resolved.source, resolved.notes, offline)
 
     def __repr__(self) -> str:
         device = getattr(self.model, "device", "?")
         dtype = str(getattr(self.model, "dtype", "?")).removeprefix("torch.")
-        return (f"{type(self).__name__}(model={self.source!r}, size={self.size[0]}x{self.size[1]}, "
-                f"device={device}, dtype={dtype})")
+        return (
+            f"{type(self).__name__}(model={self.source!r}, size={self.size[0]}x{self.size[1]}, "
+            f"device={device}, dtype={dtype})"
+        )
 
     def generate(
         self,
@@ -139,15 +153,30 @@ class _Pipeline:
             cache = UncondFeatureCache()
         images = []
         for start in range(0, len(jobs), step):
-            images += run_jobs(self.model, jobs[start:start + step], self.size, options, seed=seed, crop=crop,
-                               use_repaint=repaint, cache=cache, intermediate_every=intermediate_every)
+            images += run_jobs(
+                self.model,
+                jobs[start : start + step],
+                self.size,
+                options,
+                seed=seed,
+                crop=crop,
+                use_repaint=repaint,
+                cache=cache,
+                intermediate_every=intermediate_every,
+            )
         notes = [note for job in jobs for note in job.notes]
         return PipelineOutput(images, [job.mask for job in jobs], [job.densepose for job in jobs], notes)
 
 
 def _options(steps, guidance, scheduler, guidance_mode, eta, reference_once) -> SamplerOptions:
-    return SamplerOptions(steps=steps, guidance=guidance, guidance_mode=guidance_mode, scheduler=scheduler, eta=eta,
-                          reference_once=reference_once).check()
+    return SamplerOptions(
+        steps=steps,
+        guidance=guidance,
+        guidance_mode=guidance_mode,
+        scheduler=scheduler,
+        eta=eta,
+        reference_once=reference_once,
+    ).check()
 
 
 class TryOnPipeline(_Pipeline):
@@ -155,16 +184,35 @@ class TryOnPipeline(_Pipeline):
 
     task = "vton"
 
-    def prepare(self, person: Images, garment: Images, mask: Images | None = None, densepose: Images | None = None,
-                garment_type: str = "upper_body", outputs: Sequence[str | Path] | None = None,
-                mask_style: str = "upstream", mask_grow: int = 0, mask_shrink: int = 0,
-                garment_length: float | None = None) -> list[Job]:
+    def prepare(
+        self,
+        person: Images,
+        garment: Images,
+        mask: Images | None = None,
+        densepose: Images | None = None,
+        garment_type: str = "upper_body",
+        outputs: Sequence[str | Path] | None = None,
+        mask_style: str = "upstream",
+        mask_grow: int = 0,
+        mask_shrink: int = 0,
+        garment_length: float | None = None,
+    ) -> list[Job]:
         """Read and check the inputs (no sampling): one job per person; a single garment, mask or DensePose serves
         every person. Missing masks and DensePose images come from the automatic conditions, made as the authors'
         app makes them for this model (``mask_style``: ``upstream`` rules or ``tight``); ``mask_grow``,
         ``mask_shrink`` and ``garment_length`` correct the mask (``leffa.mask_edit``)."""
-        return prepare_tryon(person, garment, mask, densepose, garment_type, outputs, self.offline, mask_style,
-                             conditions_style(self.source), MaskEdit(mask_grow, mask_shrink, garment_length))
+        return prepare_tryon(
+            person,
+            garment,
+            mask,
+            densepose,
+            garment_type,
+            outputs,
+            self.offline,
+            mask_style,
+            conditions_style(self.source),
+            MaskEdit(mask_grow, mask_shrink, garment_length),
+        )
 
     def __call__(
         self,
@@ -199,8 +247,17 @@ class TryOnPipeline(_Pipeline):
         from its top; ``lower_body`` and ``dresses``) correct the mask, given or automatic (``leffa.mask_edit``).
         """
         options = _options(steps, guidance, scheduler, guidance_mode, eta, reference_once)
-        jobs = self.prepare(person, garment, mask, densepose, garment_type, mask_style=mask_style,
-                            mask_grow=mask_grow, mask_shrink=mask_shrink, garment_length=garment_length)
+        jobs = self.prepare(
+            person,
+            garment,
+            mask,
+            densepose,
+            garment_type,
+            mask_style=mask_style,
+            mask_grow=mask_grow,
+            mask_shrink=mask_shrink,
+            garment_length=garment_length,
+        )
         return self.generate(jobs, options, seed=seed, repaint=repaint, crop=crop, batch_size=batch_size)
 
 
@@ -209,8 +266,13 @@ class PosePipeline(_Pipeline):
 
     task = "pose"
 
-    def prepare(self, person: Images, target_pose: Images, densepose: Images | None = None,
-                outputs: Sequence[str | Path] | None = None) -> list[Job]:
+    def prepare(
+        self,
+        person: Images,
+        target_pose: Images,
+        densepose: Images | None = None,
+        outputs: Sequence[str | Path] | None = None,
+    ) -> list[Job]:
         """Read and check the inputs: one job per target-pose photo; a single person serves every target."""
         return prepare_pose(person, target_pose, densepose, outputs, self.offline)
 
@@ -242,8 +304,18 @@ def conditions_style(model) -> str:
     return "dc" if str(model) == "dress_code" else "hd"
 
 
-def prepare_tryon(person, garment, mask=None, densepose=None, garment_type="upper_body", outputs=None,
-                  offline=False, mask_style="upstream", style="hd", edit: MaskEdit | None = None) -> list[Job]:
+def prepare_tryon(
+    person,
+    garment,
+    mask=None,
+    densepose=None,
+    garment_type="upper_body",
+    outputs=None,
+    offline=False,
+    mask_style="upstream",
+    style="hd",
+    edit: MaskEdit | None = None,
+) -> list[Job]:
     """``TryOnPipeline.prepare`` without a model: the commands check every input before loading one."""
     if edit is not None:
         edit.check(garment_type)
@@ -252,9 +324,21 @@ def prepare_tryon(person, garment, mask=None, densepose=None, garment_type="uppe
     garments = _broadcast("garment", garment, count)
     masks, denseposes = _broadcast("mask", mask, count), _broadcast("densepose", densepose, count)
     targets = _matched("outputs", outputs, count)
-    return [tryon_job(p, g, o, mask=m, densepose=d, garment_type=garment_type, offline=offline,
-                      mask_style=mask_style, style=style, edit=edit)
-            for p, g, m, d, o in zip(people, garments, masks, denseposes, targets)]
+    return [
+        tryon_job(
+            p,
+            g,
+            o,
+            mask=m,
+            densepose=d,
+            garment_type=garment_type,
+            offline=offline,
+            mask_style=mask_style,
+            style=style,
+            edit=edit,
+        )
+        for p, g, m, d, o in zip(people, garments, masks, denseposes, targets)
+    ]
 
 
 def prepare_pose(person, target_pose, densepose=None, outputs=None, offline=False) -> list[Job]:

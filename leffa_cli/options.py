@@ -13,48 +13,93 @@ from rich.console import Console
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
-MODEL = typer.Option(None, "--model", "-m", help="viton_hd, dress_code, pose_transfer, synth-tiny, a local file or "
-                     "folder, or a hub repo id (owner/name or owner/name/file.safetensors). Default: the task's "
-                     "upstream model.")
+MODEL = typer.Option(
+    None,
+    "--model",
+    "-m",
+    help="viton_hd, dress_code, pose_transfer, synth-tiny, a local file or "
+    "folder, or a hub repo id (owner/name or owner/name/file.safetensors). Default: the task's "
+    "upstream model.",
+)
 BASE = typer.Option(None, "--base", help="Base-model folder (configs) for a .pth checkpoint that has none beside it.")
 OFFLINE = typer.Option(False, "--offline", help="Use only the local hub cache; never contact the hub.")
 STEPS = typer.Option(30, "--steps", help="Denoising steps.")
 GUIDANCE = typer.Option(2.5, "--guidance", help="Classifier-free guidance scale (1 disables guidance).")
-GUIDANCE_MODE = typer.Option("upstream", "--guidance-mode",
-                             help="upstream (CFG then rescale by the same scale, as upstream) or plain CFG.")
+GUIDANCE_MODE = typer.Option(
+    "upstream", "--guidance-mode", help="upstream (CFG then rescale by the same scale, as upstream) or plain CFG."
+)
 SCHEDULER = typer.Option("ddpm", "--scheduler", help="ddpm (upstream), ddim, dpm++, unipc or euler-a.")
 ETA = typer.Option(1.0, "--eta", help="Eta for schedulers that take one (DDIM); upstream passes 1.0.")
 SEED = typer.Option(42, "--seed", help="Seed of all randomness; the same seed gives the same image.")
 DTYPE = typer.Option("auto", "--dtype", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16.")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
 SIZE = typer.Option(None, "--size", help="Working size HxW (default: the model's, 1024x768 for upstream models).")
-CROP = typer.Option(True, "--crop/--no-crop", help="Crop the photo to the working aspect (3:4) and paste the result "
-                    "back at the original size; --no-crop resizes the whole photo as upstream does.")
-REFERENCE_ONCE = typer.Option(False, "--reference-once",
-                              help="Upstream's reference acceleration: reference UNet once, at the middle step.")
+CROP = typer.Option(
+    True,
+    "--crop/--no-crop",
+    help="Crop the photo to the working aspect (3:4) and paste the result "
+    "back at the original size; --no-crop resizes the whole photo as upstream does.",
+)
+REFERENCE_ONCE = typer.Option(
+    False, "--reference-once", help="Upstream's reference acceleration: reference UNet once, at the middle step."
+)
 COMPILE = typer.Option(False, "--compile", help="torch.compile the UNets (slow first image, faster after).")
 CHANNELS_LAST = typer.Option(False, "--channels-last", help="Channels-last memory format.")
-INTERMEDIATES = typer.Option(False, "--save-intermediates",
-                             help="Also write the mask, DensePose and the predicted image every k steps "
-                                  "into OUT_steps/.")
+INTERMEDIATES = typer.Option(
+    False,
+    "--save-intermediates",
+    help="Also write the mask, DensePose and the predicted image every k steps into OUT_steps/.",
+)
 EVERY = typer.Option(5, "--every", help="k for --save-intermediates.")
-OFFLOAD = typer.Option("none", "--offload", help="Low GPU memory: model (one of VAE / reference UNet / generative "
-                       "UNet on the GPU at a time) or sequential (layer by layer; least memory, slowest).")
-ATTENTION_SLICE = typer.Option(0, "--attention-slice", help="Attention in slices of N queries (0: off); saves "
-                               "memory only where PyTorch has no fused attention kernel (e.g. MPS).")
-MASK_GROW = typer.Option(0, "--mask-grow", metavar="PX", help="Grow the mask (given or automatic) by PX pixels "
-                         "(a disk): when it misses the garment's edges or long sleeves.")
-MASK_SHRINK = typer.Option(0, "--mask-shrink", metavar="PX", help="Shrink the mask by PX pixels (after "
-                           "--mask-grow): when it eats into the background or arms.")
-GARMENT_LENGTH = typer.Option(None, "--garment-length", metavar="FRACTION", help="lower_body and dresses: keep "
-                              "this fraction (0-1] of the mask's height from its top (0.5: a knee-length skirt "
-                              "instead of trousers).")
-SAVE_CONDITIONS = typer.Option(None, "--save-conditions", metavar="DIR", help="Also write the mask (after the "
-                               "corrections) and DensePose used, as DIR/NAME_mask.png and DIR/NAME_densepose.png.")
-HOST = typer.Option("127.0.0.1", "--host", help="Address to listen on (127.0.0.1: this machine only; 0.0.0.0: "
-                    "every interface).")
-BACKEND = typer.Option("torch", "--backend", help="torch, or onnx: run a `leffa export --onnx` folder (--model DIR) "
-                       "with onnxruntime (TensorRT/CUDA execution provider when present, else CPU).")
+OFFLOAD = typer.Option(
+    "none",
+    "--offload",
+    help="Low GPU memory: model (one of VAE / reference UNet / generative "
+    "UNet on the GPU at a time) or sequential (layer by layer; least memory, slowest).",
+)
+ATTENTION_SLICE = typer.Option(
+    0,
+    "--attention-slice",
+    help="Attention in slices of N queries (0: off); saves "
+    "memory only where PyTorch has no fused attention kernel (e.g. MPS).",
+)
+MASK_GROW = typer.Option(
+    0,
+    "--mask-grow",
+    metavar="PX",
+    help="Grow the mask (given or automatic) by PX pixels "
+    "(a disk): when it misses the garment's edges or long sleeves.",
+)
+MASK_SHRINK = typer.Option(
+    0,
+    "--mask-shrink",
+    metavar="PX",
+    help="Shrink the mask by PX pixels (after --mask-grow): when it eats into the background or arms.",
+)
+GARMENT_LENGTH = typer.Option(
+    None,
+    "--garment-length",
+    metavar="FRACTION",
+    help="lower_body and dresses: keep "
+    "this fraction (0-1] of the mask's height from its top (0.5: a knee-length skirt "
+    "instead of trousers).",
+)
+SAVE_CONDITIONS = typer.Option(
+    None,
+    "--save-conditions",
+    metavar="DIR",
+    help="Also write the mask (after the "
+    "corrections) and DensePose used, as DIR/NAME_mask.png and DIR/NAME_densepose.png.",
+)
+HOST = typer.Option(
+    "127.0.0.1", "--host", help="Address to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface)."
+)
+BACKEND = typer.Option(
+    "torch",
+    "--backend",
+    help="torch, or onnx: run a `leffa export --onnx` folder (--model DIR) "
+    "with onnxruntime (TensorRT/CUDA execution provider when present, else CPU).",
+)
 
 
 def print_notes(notes) -> None:
@@ -66,21 +111,48 @@ def sampler_options(steps, guidance, guidance_mode="upstream", scheduler="ddpm",
     """The checked ``SamplerOptions`` (bad values fail here, before any model is loaded)."""
     from leffa.sampler import SamplerOptions
 
-    return SamplerOptions(steps=steps, guidance=guidance, guidance_mode=guidance_mode, scheduler=scheduler,
-                          eta=eta, reference_once=reference_once).check()
+    return SamplerOptions(
+        steps=steps,
+        guidance=guidance,
+        guidance_mode=guidance_mode,
+        scheduler=scheduler,
+        eta=eta,
+        reference_once=reference_once,
+    ).check()
 
 
-def load_pipeline(pipeline_class, model, base, offline, device, dtype, size, channels_last=False, compile=False,
-                  backend="torch", offload="none", attention_slice=0):
+def load_pipeline(
+    pipeline_class,
+    model,
+    base,
+    offline,
+    device,
+    dtype,
+    size,
+    channels_last=False,
+    compile=False,
+    backend="torch",
+    offload="none",
+    attention_slice=0,
+):
     """``pipeline_class.from_pretrained`` with a spinner, quiet hub retries, and the model's notes printed."""
     from huggingface_hub.utils import logging as hub_logging
 
     hub_logging.set_verbosity_error()  # its retry warnings would bury our one-line message
     with console.status("loading the ONNX graphs" if backend == "onnx" else "loading the model"):
-        pipe = pipeline_class.from_pretrained(model, device=device, dtype=dtype, size=size, base=base,
-                                              offline=offline, backend=backend, channels_last=channels_last,
-                                              compile=compile, offload=offload,
-                                              attention_slice=attention_slice or None)
+        pipe = pipeline_class.from_pretrained(
+            model,
+            device=device,
+            dtype=dtype,
+            size=size,
+            base=base,
+            offline=offline,
+            backend=backend,
+            channels_last=channels_last,
+            compile=compile,
+            offload=offload,
+            attention_slice=attention_slice or None,
+        )
     print_notes(pipe.notes)
     return pipe
 
@@ -111,8 +183,20 @@ def run_single(load, jobs, options, seed, crop, use_repaint, every, conditions_d
         typer.echo(str(job.output))
 
 
-def run_batch(load, items, label: str, make_jobs, batch_size: int, options, seed, crop, use_repaint, every,
-              output: Path, conditions_dir=None) -> None:
+def run_batch(
+    load,
+    items,
+    label: str,
+    make_jobs,
+    batch_size: int,
+    options,
+    seed,
+    crop,
+    use_repaint,
+    every,
+    output: Path,
+    conditions_dir=None,
+) -> None:
     """Generate a batch folder's ``items`` (``DatasetItem``/``PoseItem``), sharded over the processes of ``torchrun``
     / ``accelerate launch`` when launched so (``leffa.shard``).
 
@@ -150,8 +234,11 @@ def run_batch(load, items, label: str, make_jobs, batch_size: int, options, seed
     mine = [group for group in mine if group]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=not shard.is_main) as progress:
-        task = progress.add_task(label if shard.world == 1 else f"{label} ({shard.world} processes)",
-                                 total=len(outputs), completed=count_done(outputs))
+        task = progress.add_task(
+            label if shard.world == 1 else f"{label} ({shard.world} processes)",
+            total=len(outputs),
+            completed=count_done(outputs),
+        )
         if mine:
             pipe = load(shard.device_for)
             cache = UncondFeatureCache()  # as one pipe(..., batch_size=N) call shares it across its batches
@@ -160,8 +247,9 @@ def run_batch(load, items, label: str, make_jobs, batch_size: int, options, seed
                 for job in jobs:
                     print_notes(job.notes)
                 save_conditions(jobs, conditions_dir)
-                pipe.generate(jobs, options, seed=seed, repaint=use_repaint, crop=crop, cache=cache,
-                              intermediate_every=every)
+                pipe.generate(
+                    jobs, options, seed=seed, repaint=use_repaint, crop=crop, cache=cache, intermediate_every=every
+                )
                 if shard.is_main:
                     progress.update(task, completed=count_done(outputs))
         shard.wait_for(outputs, (lambda count: progress.update(task, completed=count)) if shard.is_main else None)
@@ -169,5 +257,7 @@ def run_batch(load, items, label: str, make_jobs, batch_size: int, options, seed
         return
     typer.echo(f"{len(outputs)} images in {output}" if outputs else "nothing to do")
     if problems:
-        raise LeffaError(f"{len(problems)} of {len(items)} pairs skipped for bad inputs (listed above); "
-                         "every other output was written")
+        raise LeffaError(
+            f"{len(problems)} of {len(items)} pairs skipped for bad inputs (listed above); "
+            "every other output was written"
+        )

@@ -122,8 +122,9 @@ def commands(page: Path, root: Path = ROOT) -> list[DocCommand]:
                     text.append(lines[index])
             command_text = "\n".join(text)
             first = command_text.split("\n", 1)[0] if heredoc else command_text
-            found.append(DocCommand(name, first_line + start, command_text,
-                                    block_needs | pending | _needs(first, where)))
+            found.append(
+                DocCommand(name, first_line + start, command_text, block_needs | pending | _needs(first, where))
+            )
             pending = set()
             seen_command = True
             index += 1
@@ -212,7 +213,10 @@ def test_extraction_joins_continuations_heredocs_and_reads_markers(tmp_path):
     )
     found = commands(page, root=tmp_path)
     assert [(c.line, c.text.split()[1] if c.text.startswith("leffa") else "heredoc", c.needs) for c in found] == [
-        (3, "a", {"gpu"}), (8, "b", {"weights", "dataset"}), (10, "c", set()), (12, "heredoc", {"slow"}),
+        (3, "a", {"gpu"}),
+        (8, "b", {"weights", "dataset"}),
+        (10, "c", set()),
+        (12, "heredoc", {"slow"}),
     ]
     assert found[0].text == "leffa a \\\n  --x 1" and found[3].text.endswith("PY")
 
@@ -235,8 +239,9 @@ def test_documented_commands_run_as_written(page, kit, tmp_path):
             continue
         text = PIP_PREFIX.sub("", command.text)
         script = "\n".join(["set -euo pipefail", *exports, text])
-        result = subprocess.run(["bash", "-c", script], cwd=workspace, env=env, capture_output=True, text=True,
-                                timeout=COMMAND_TIMEOUT)
+        result = subprocess.run(
+            ["bash", "-c", script], cwd=workspace, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
+        )
         output = (result.stdout + result.stderr).strip()
         assert result.returncode == 0, (
             f"{command.where}: `{text.splitlines()[0]}` exited {result.returncode}:\n{output[-2000:]}\n"
@@ -264,9 +269,13 @@ def leffa_invocations(command: DocCommand) -> list[list[str]]:
         if word in SEPARATORS:
             while segment and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", segment[0]):
                 segment.pop(0)
-            for prefix in (["leffa"], ["accelerate", "launch", "-m", "leffa_cli.app"], ["python", "-m", "leffa_cli.app"]):
+            for prefix in (
+                ["leffa"],
+                ["accelerate", "launch", "-m", "leffa_cli.app"],
+                ["python", "-m", "leffa_cli.app"],
+            ):
                 if segment[: len(prefix)] == prefix:
-                    calls.append(segment[len(prefix):])
+                    calls.append(segment[len(prefix) :])
             segment = []
         else:
             segment.append(word)

@@ -58,9 +58,22 @@ def weights(tmp_path):
 
 def test_paired_all_metrics_with_local_weights(capsys, images, weights):
     code, out, err = run(
-        capsys, "eval", "--pred", str(images / "pred"), "--gt", str(images / "gt"),
-        "--inception", str(weights / "pt_inception-2015-12-05-6726825d.pth"), "--lpips", str(weights / "lpips"),
-        "-o", str(images / "run.json"), "--name", "baseline", "--device", "cpu",
+        capsys,
+        "eval",
+        "--pred",
+        str(images / "pred"),
+        "--gt",
+        str(images / "gt"),
+        "--inception",
+        str(weights / "pt_inception-2015-12-05-6726825d.pth"),
+        "--lpips",
+        str(weights / "lpips"),
+        "-o",
+        str(images / "run.json"),
+        "--name",
+        "baseline",
+        "--device",
+        "cpu",
     )
     assert code == 0, err
     for column in ("FID", "KID", "SSIM", "LPIPS", "PSNR", "baseline"):
@@ -73,7 +86,9 @@ def test_paired_all_metrics_with_local_weights(capsys, images, weights):
 
 
 def test_metric_subset_needs_no_weights_and_json_defaults_beside_pred(capsys, images):
-    code, out, err = run(capsys, "eval", "--pred", str(images / "pred"), "--gt", str(images / "gt"), "--metrics", "ssim,psnr")
+    code, out, err = run(
+        capsys, "eval", "--pred", str(images / "pred"), "--gt", str(images / "gt"), "--metrics", "ssim,psnr"
+    )
     assert code == 0, err
     written = images / "pred.paired.eval.json"
     assert written.is_file() and str(written) in out.replace("\n", "")
@@ -82,13 +97,26 @@ def test_metric_subset_needs_no_weights_and_json_defaults_beside_pred(capsys, im
 
 def test_user_mistakes_are_one_line_errors(capsys, images, tmp_path):
     (images / "pred" / "extra.png").write_bytes((images / "gt" / "p0.png").read_bytes())
-    code, out, err = run(capsys, "eval", "--pred", str(images / "pred"), "--gt", str(images / "gt"), "--metrics", "psnr")
+    code, out, err = run(
+        capsys, "eval", "--pred", str(images / "pred"), "--gt", str(images / "gt"), "--metrics", "psnr"
+    )
     assert code == 2
     assert err.strip().count("\n") == 0 and "extra.png: no ground truth named 'extra'" in err
-    code, _, err = run(capsys, "eval", "--pred", str(images / "pred"), "--gt", str(images / "gt"), "--metrics", "psnr,ssim2")
+    code, _, err = run(
+        capsys, "eval", "--pred", str(images / "pred"), "--gt", str(images / "gt"), "--metrics", "psnr,ssim2"
+    )
     assert code == 2 and "--metrics: 'ssim2'" in err
-    code, _, err = run(capsys, "eval", "--pred", str(images / "pred"), "--gt", str(images / "gt"), "--unpaired",
-                       "--inception", str(tmp_path / "absent.pth"))
+    code, _, err = run(
+        capsys,
+        "eval",
+        "--pred",
+        str(images / "pred"),
+        "--gt",
+        str(images / "gt"),
+        "--unpaired",
+        "--inception",
+        str(tmp_path / "absent.pth"),
+    )
     assert code == 2 and "absent.pth: FID Inception (pytorch-fid) weights file not found" in err
     code, _, err = run(capsys, "eval", "--pred", str(images / "pred"))
     assert code == 2 and "--gt" in err
@@ -96,11 +124,18 @@ def test_user_mistakes_are_one_line_errors(capsys, images, tmp_path):
 
 def test_compare_writes_a_chart(capsys, tmp_path):
     for name, fid in (("a", 5.0), ("b", 7.5)):
-        (tmp_path / f"{name}.json").write_text(json.dumps(
-            {"mode": "paired", "count": 10, "metrics": {"fid": fid, "ssim": 0.9}, "pred": "p", "gt": "g"}
-        ))
-    code, out, err = run(capsys, "eval", "--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
-                         "-o", str(tmp_path / "chart.png"))
+        (tmp_path / f"{name}.json").write_text(
+            json.dumps({"mode": "paired", "count": 10, "metrics": {"fid": fid, "ssim": 0.9}, "pred": "p", "gt": "g"})
+        )
+    code, out, err = run(
+        capsys,
+        "eval",
+        "--compare",
+        str(tmp_path / "a.json"),
+        str(tmp_path / "b.json"),
+        "-o",
+        str(tmp_path / "chart.png"),
+    )
     assert code == 0, err
     assert "7.50" in out and "5.00" in out
     with Image.open(tmp_path / "chart.png") as chart:
@@ -127,8 +162,21 @@ def test_flow_mode_with_a_saved_model(capsys, tmp_path, saved_tiny):
     from test_metrics_flow import write_flow_dataset
 
     root = write_flow_dataset(tmp_path / "data", names=("s0",))
-    code, out, err = run(capsys, "eval", "--flow", "--model", str(saved_tiny), "--data", str(root),
-                         "--t", "250", "--layers", "down0.a0.b0,mid.a0.b0", "--device", "cpu")
+    code, out, err = run(
+        capsys,
+        "eval",
+        "--flow",
+        "--model",
+        str(saved_tiny),
+        "--data",
+        str(root),
+        "--t",
+        "250",
+        "--layers",
+        "down0.a0.b0,mid.a0.b0",
+        "--device",
+        "cpu",
+    )
     assert code == 0, err
     assert "down0.a0.b0" in out and "mid.a0.b0" in out and "mean" in out
     result = json.loads((root / "flow-epe.test.t250.tiny.json").read_text())
@@ -141,9 +189,28 @@ def test_run_generates_a_split_and_scores_it(capsys, tmp_path, saved_tiny):
     from test_metrics_flow import write_flow_dataset
 
     root = write_flow_dataset(tmp_path / "data", names=("s0", "s1"))
-    args = ("eval", "--run", "--model", str(saved_tiny), "--data", str(root), "--out-dir",
-            str(tmp_path / "out"), "--size", "64x48", "--steps", "2", "--metrics", "ssim,psnr", "--device", "cpu",
-            "--dtype", "fp32", "--batch-size", "2")
+    args = (
+        "eval",
+        "--run",
+        "--model",
+        str(saved_tiny),
+        "--data",
+        str(root),
+        "--out-dir",
+        str(tmp_path / "out"),
+        "--size",
+        "64x48",
+        "--steps",
+        "2",
+        "--metrics",
+        "ssim,psnr",
+        "--device",
+        "cpu",
+        "--dtype",
+        "fp32",
+        "--batch-size",
+        "2",
+    )
     code, out, err = run(capsys, *args)
     assert code == 0, err
     assert "2 images generated" in out
@@ -169,9 +236,26 @@ def test_unpaired_run_on_synthetic_data_is_scored_against_the_real_unpaired_trut
     root = tmp_path / "data"
     generate_dataset("vton", root, 2, (64, 48), seed=0, split="test", unpaired=True)
     out = tmp_path / "out"
-    code, out_text, err = run(capsys, "eval", "--run", "--unpaired", "--model", str(saved_tiny), "--data", str(root),
-                              "--out-dir", str(out), "--steps", "2", "--metrics",
-                              "ssim,psnr,psnr_mask,psnr_outside,delta_e", "--device", "cpu", "--dtype", "fp32")
+    code, out_text, err = run(
+        capsys,
+        "eval",
+        "--run",
+        "--unpaired",
+        "--model",
+        str(saved_tiny),
+        "--data",
+        str(root),
+        "--out-dir",
+        str(out),
+        "--steps",
+        "2",
+        "--metrics",
+        "ssim,psnr,psnr_mask,psnr_outside,delta_e",
+        "--device",
+        "cpu",
+        "--dtype",
+        "fp32",
+    )
     assert code == 0, err
     names = ["000000__000001.png", "000001__000000.png"]
     for folder in ("pred", "gt", "mask", "region"):
@@ -185,16 +269,42 @@ def test_unpaired_run_on_synthetic_data_is_scored_against_the_real_unpaired_trut
 
     # The same folders scored with --pred/--gt/--mask/--region give the same numbers; a ground truth scored
     # against itself is perfect on every region metric.
-    code, _, err = run(capsys, "eval", "--pred", str(out / "pred"), "--gt", str(out / "gt"), "--mask",
-                       str(out / "mask"), "--region", str(out / "region"), "--metrics", "psnr_mask,delta_e",
-                       "-o", str(tmp_path / "again.json"))
+    code, _, err = run(
+        capsys,
+        "eval",
+        "--pred",
+        str(out / "pred"),
+        "--gt",
+        str(out / "gt"),
+        "--mask",
+        str(out / "mask"),
+        "--region",
+        str(out / "region"),
+        "--metrics",
+        "psnr_mask,delta_e",
+        "-o",
+        str(tmp_path / "again.json"),
+    )
     assert code == 0, err
     again = json.loads((tmp_path / "again.json").read_text())["metrics"]
     assert again["psnr_mask"] == pytest.approx(result["metrics"]["psnr_mask"])
     assert again["delta_e"] == pytest.approx(result["metrics"]["delta_e"])
-    code, _, err = run(capsys, "eval", "--pred", str(out / "gt"), "--gt", str(out / "gt"), "--mask", str(out / "mask"),
-                       "--region", str(out / "region"), "--metrics", "psnr_mask,psnr_outside,delta_e",
-                       "-o", str(tmp_path / "self.json"))
+    code, _, err = run(
+        capsys,
+        "eval",
+        "--pred",
+        str(out / "gt"),
+        "--gt",
+        str(out / "gt"),
+        "--mask",
+        str(out / "mask"),
+        "--region",
+        str(out / "region"),
+        "--metrics",
+        "psnr_mask,psnr_outside,delta_e",
+        "-o",
+        str(tmp_path / "self.json"),
+    )
     assert code == 0, err
     perfect = json.loads((tmp_path / "self.json").read_text())["metrics"]
     assert perfect["psnr_mask"] == pytest.approx(100.0) and perfect["delta_e"] == pytest.approx(0.0, abs=1e-3)

@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
-
 from PIL import Image
 
 from leffa.errors import LeffaError
 from leffa.images import parse_size
+from leffa.synth.body import DENSEPOSE
 from leffa.synth.dataset import (
     generate_dataset,
     gt_warp,
@@ -21,7 +21,6 @@ from leffa.synth.dataset import (
     unpaired_sample,
     vton_sample,
 )
-from leffa.synth.body import DENSEPOSE
 
 SIZE = (256, 192)
 
@@ -158,7 +157,10 @@ def test_unpaired_ground_truth_is_the_person_in_the_next_garment(tmp_path):
     names = generate_dataset("vton", tmp_path, 3, size, seed=5, split="test", unpaired=True)
     assert names == ["000000", "000001", "000002"]
     assert (tmp_path / "test_pairs_unpaired.txt").read_text().splitlines() == [
-        "000000.jpg 000001.jpg", "000001.jpg 000002.jpg", "000002.jpg 000000.jpg"]
+        "000000.jpg 000001.jpg",
+        "000001.jpg 000002.jpg",
+        "000002.jpg 000000.jpg",
+    ]
     split = tmp_path / "test"
     for index in range(3):
         partner = (index + 1) % 3
@@ -254,7 +256,7 @@ def test_training_dataset_loader_reads_the_generated_folders(vton_dir, pose_dir)
     sample = vton[1]
     assert sample["name"] == "000001"
     assert sample["image"].shape == (3, *SIZE) and sample["reference"].shape == (3, *SIZE)
-    assert -1 <= float(sample["image"].min()) and float(sample["image"].max()) <= 1
+    assert float(sample["image"].min()) >= -1 and float(sample["image"].max()) <= 1
     flow = load_gt_flow(vton_dir / "train" / "gt-flow" / "000001.npy")
     region = ~np.isnan(flow[..., 0])
     assert (sample["mask"][0].numpy()[region] == 1).all()

@@ -6,16 +6,17 @@ import re
 from types import SimpleNamespace
 
 import torch
+from test_train import TINY_ARGS, vitonhd  # noqa: F401  (fixture)
 from typer.testing import CliRunner
 
 from leffa_cli.app import build_app
 from leffa_cli.commands.train import log_line
-from test_train import TINY_ARGS, vitonhd  # noqa: F401  (fixture)
 
 
 def test_log_line_shows_losses_speed_and_time_left():
-    report = SimpleNamespace(step=50, max_steps=150, loss=0.1234, diffusion=0.1, leffa=0.0234, steps_per_second=2.0,
-                             lr=5e-4)
+    report = SimpleNamespace(
+        step=50, max_steps=150, loss=0.1234, diffusion=0.1, leffa=0.0234, steps_per_second=2.0, lr=5e-4
+    )
     line = log_line(report, leffa=True)
     assert "step 50/150" in line and "loss 0.1234" in line and "leffa 0.0234" in line and "2.00 steps/s" in line
     assert re.search(r"ETA \d\d:\d\d:\d\d \(0\.8 min\)", line)  # 100 steps left at 2 steps/s
@@ -27,8 +28,24 @@ def test_train_without_a_terminal_logs_every_n_steps(vitonhd, tmp_path):  # noqa
     try:
         result = CliRunner().invoke(
             build_app(),
-            ["train", "--task", "vton", "--stage", "1", "--data", str(vitonhd), "--output", str(tmp_path / "run"),
-             "--max-steps", "3", "--log-every", "2", "--threads", "1", *TINY_ARGS],
+            [
+                "train",
+                "--task",
+                "vton",
+                "--stage",
+                "1",
+                "--data",
+                str(vitonhd),
+                "--output",
+                str(tmp_path / "run"),
+                "--max-steps",
+                "3",
+                "--log-every",
+                "2",
+                "--threads",
+                "1",
+                *TINY_ARGS,
+            ],
         )
         assert result.exit_code == 0, result.output
         assert torch.get_num_threads() == 1

@@ -53,8 +53,9 @@ def mean_colour_delta_e(pred: torch.Tensor, target: torch.Tensor, region: torch.
     return torch.where(area > 0, delta, torch.full_like(delta, float("nan")))
 
 
-def region_scores(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None,
-                  region: torch.Tensor | None, metrics) -> dict[str, torch.Tensor]:
+def region_scores(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, region: torch.Tensor | None, metrics
+) -> dict[str, torch.Tensor]:
     """The chosen ``MASK_METRICS`` for a batch: the mask ones need ``mask``, ``delta_e`` needs ``region``."""
     scores = {}
     if "psnr_mask" in metrics or "psnr_outside" in metrics:

@@ -79,7 +79,9 @@ def generate_split(
     todo = [not (preds[index].is_file() and (gt_dir / f"{names[index]}.png").is_file()) for index in range(count)]
     # Batches are cut from the whole split and dealt out to the processes of a sharded run, so an image is sampled
     # in the same batch whatever the number of processes (and the same pixels come out).
-    groups = [[index for index in group if todo[index]] for group in shard.take(list(batches(range(count), batch_size)))]
+    groups = [
+        [index for index in group if todo[index]] for group in shard.take(list(batches(range(count), batch_size)))
+    ]
     groups = [group for group in groups if group]
     made = sum(len(group) for group in groups)
     cache = UncondFeatureCache()
@@ -90,8 +92,16 @@ def generate_split(
         items = [dataset[index] for index in group]
         stack = {key: torch.stack([item[key] for item in items]) for key in ("image", "reference", "mask", "densepose")}
         with torch.no_grad():
-            images = sample(model, stack["image"], stack["reference"], stack["mask"], stack["densepose"],
-                            options, seed=seed, cache=cache)
+            images = sample(
+                model,
+                stack["image"],
+                stack["reference"],
+                stack["mask"],
+                stack["densepose"],
+                options,
+                seed=seed,
+                cache=cache,
+            )
         for item, index, image in zip(items, group, images):
             name = names[index]
             truth, region = synthetic_truth(dataset, index, size)

@@ -32,13 +32,23 @@ PAIRED_METRICS = ("fid", "kid", "ssim", "lpips", "psnr")
 UNPAIRED_METRICS = ("fid", "kid")
 PER_IMAGE_METRICS = ("ssim", "lpips", "psnr")
 FEATURE_METRICS = ("fid", "kid")
-LOWER_IS_BETTER = {"fid": True, "kid": True, "lpips": True, "ssim": False, "psnr": False, "psnr_mask": False,
-                   "psnr_outside": False, "delta_e": True}
+LOWER_IS_BETTER = {
+    "fid": True,
+    "kid": True,
+    "lpips": True,
+    "ssim": False,
+    "psnr": False,
+    "psnr_mask": False,
+    "psnr_outside": False,
+    "delta_e": True,
+}
 
 
 def lower_is_better(metric: str, mode: str) -> bool | None:
     """Which direction is better for a metric (flow results: every layer's end-point error is lower-better)."""
     return True if mode == "flow" else LOWER_IS_BETTER.get(metric)
+
+
 KID_SUBSETS = 100
 KID_MAX_SUBSET_SIZE = 1000
 KID_SCALE = 1000.0
@@ -130,7 +140,9 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
     border = SSIM_BORDER
     if min(pred.shape[-2:]) <= 2 * border:
-        raise LeffaError(f"SSIM needs images larger than {2 * border}x{2 * border}, got {pred.shape[-1]}x{pred.shape[-2]}")
+        raise LeffaError(
+            f"SSIM needs images larger than {2 * border}x{2 * border}, got {pred.shape[-1]}x{pred.shape[-2]}"
+        )
     _, ssim_map = structural_similarity_index_measure(
         pred, target, sigma=SSIM_SIGMA, data_range=1.0, reduction="none", return_full_image=True
     )
@@ -187,7 +199,9 @@ class FeatureSetMetrics:
         """``{"fid", "kid", "kid_std"}`` (KID x 1000, clean-fid's subsets); KID subsets are drawn with ``seed``."""
         smallest = min(self.counts.values())
         if smallest < 2:
-            raise LeffaError(f"FID/KID need at least 2 images in each set, got {self.counts[False]} and {self.counts[True]}")
+            raise LeffaError(
+                f"FID/KID need at least 2 images in each set, got {self.counts[False]} and {self.counts[True]}"
+            )
         scores: dict[str, float] = {}
         if self.fid is not None:
             scores["fid"] = float(self.fid.compute())
@@ -345,10 +359,15 @@ def evaluate_paired(
                 scores["lpips"] = lpips_distance(lpips, pred_stack, gt_stack).cpu()
             if region_maps is not None and any(m in MASK_METRICS for m in metrics):
                 span = slice(offset, offset + pred_stack.shape[0])
-                mask, region = (torch.stack(maps[span]).to(device) if maps[0] is not None else None
-                                for maps in region_maps)
-                scores.update({name: value.cpu() for name, value in
-                               region_scores(pred_stack, gt_stack, mask, region, metrics).items()})
+                mask, region = (
+                    torch.stack(maps[span]).to(device) if maps[0] is not None else None for maps in region_maps
+                )
+                scores.update(
+                    {
+                        name: value.cpu()
+                        for name, value in region_scores(pred_stack, gt_stack, mask, region, metrics).items()
+                    }
+                )
             if sets is not None:
                 sets.update(gt_stack, real=True)
                 sets.update(pred_stack, real=False)
@@ -442,8 +461,10 @@ def _check_masks(metrics, pairs, masks) -> None:
             raise LeffaError(f"--metrics {metric}: needs {option[slot]} (a PNG per prediction, 255 = inside)")
         for (pred, _), entry in zip(pairs, masks):
             if entry[slot] is None or not Path(entry[slot]).is_file():
-                raise LeffaError(f"{pred}: no {'mask' if slot == 0 else 'garment region'} for {metric} "
-                                 f"({entry[slot] or option[slot]} not found)")
+                raise LeffaError(
+                    f"{pred}: no {'mask' if slot == 0 else 'garment region'} for {metric} "
+                    f"({entry[slot] or option[slot]} not found)"
+                )
 
 
 def _load_masks(entries, preds: list[torch.Tensor]) -> tuple[list, list]:

@@ -104,8 +104,11 @@ def vae_config(channels: list[int] | None = None) -> dict:
     """The tiny VAE's config; ``channels`` (one width per level; latents at 1 / 2^(levels - 1)) replaces 8-16-32."""
     config = dict(VAE_CONFIG)
     if channels:
-        config.update(block_out_channels=list(channels), down_block_types=["DownEncoderBlock2D"] * len(channels),
-                      up_block_types=["UpDecoderBlock2D"] * len(channels))
+        config.update(
+            block_out_channels=list(channels),
+            down_block_types=["DownEncoderBlock2D"] * len(channels),
+            up_block_types=["UpDecoderBlock2D"] * len(channels),
+        )
     return config
 
 
@@ -119,8 +122,16 @@ def unet_config(channels: list[int] | None = None) -> dict:
     return config
 
 
-def train_autoencoder(images: torch.Tensor, steps: int, batch_size: int = 16, lr: float = 2e-3, seed: int = 0,
-                      kl_weight: float = 1e-6, progress=None, config: dict | None = None) -> tuple[AutoencoderKL, dict]:
+def train_autoencoder(
+    images: torch.Tensor,
+    steps: int,
+    batch_size: int = 16,
+    lr: float = 2e-3,
+    seed: int = 0,
+    kl_weight: float = 1e-6,
+    progress=None,
+    config: dict | None = None,
+) -> tuple[AutoencoderKL, dict]:
     """Train the tiny VAE on ``images``: L1 + MSE reconstruction of the posterior's mode, a small KL term on the
     mean, AdamW with one-cycle decay.
 
@@ -144,7 +155,7 @@ def train_autoencoder(images: torch.Tensor, steps: int, batch_size: int = 16, lr
         picks = torch.randint(0, len(images), (batch_size,), generator=generator)
         top = int(torch.randint(0, height - crop_h + 1, (1,), generator=generator))
         left = int(torch.randint(0, width - crop_w + 1, (1,), generator=generator))
-        batch = images[picks, :, top:top + crop_h, left:left + crop_w]
+        batch = images[picks, :, top : top + crop_h, left : left + crop_w]
         posterior = vae.encode(batch).latent_dist
         reconstruction = vae.decode(posterior.mode()).sample
         loss = F.l1_loss(reconstruction, batch) + F.mse_loss(reconstruction, batch)
@@ -179,9 +190,16 @@ def _write_weights(module: torch.nn.Module, path: Path) -> None:
         save_file(tensors, str(temp))
 
 
-def make_base_folder(out: str | Path, data: str | Path, size: tuple[int, int] = (64, 48), steps: int = 400,
-                     seed: int = 0, progress=None, unet_channels: list[int] | None = None,
-                     vae_channels: list[int] | None = None) -> dict:
+def make_base_folder(
+    out: str | Path,
+    data: str | Path,
+    size: tuple[int, int] = (64, 48),
+    steps: int = 400,
+    seed: int = 0,
+    progress=None,
+    unet_channels: list[int] | None = None,
+    vae_channels: list[int] | None = None,
+) -> dict:
     """Write a tiny base-model folder whose VAE is trained on the synthetic images in ``data``; returns stats.
 
     ``unet_channels`` / ``vae_channels`` change the widths (defaults: UNet 16-16-32-32, VAE 8-16-32)."""

@@ -16,19 +16,50 @@ from leffa.synth.garment import Garment
 
 # DensePose part indices (front views) and LIP / VITON-HD parsing labels of our parts.
 DENSEPOSE = {
-    "torso": 2, "right_hand": 3, "left_hand": 4, "left_foot": 5, "right_foot": 6,
-    "right_upper_leg": 9, "left_upper_leg": 10, "right_lower_leg": 13, "left_lower_leg": 14,
-    "left_upper_arm": 15, "right_upper_arm": 16, "left_lower_arm": 19, "right_lower_arm": 20, "head": 23,
+    "torso": 2,
+    "right_hand": 3,
+    "left_hand": 4,
+    "left_foot": 5,
+    "right_foot": 6,
+    "right_upper_leg": 9,
+    "left_upper_leg": 10,
+    "right_lower_leg": 13,
+    "left_lower_leg": 14,
+    "left_upper_arm": 15,
+    "right_upper_arm": 16,
+    "left_lower_arm": 19,
+    "right_lower_arm": 20,
+    "head": 23,
 }
 PARSE_LABELS = {
-    "background": 0, "hair": 2, "upper_clothes": 5, "pants": 9, "face": 13, "left_arm": 14, "right_arm": 15,
-    "left_leg": 16, "right_leg": 17, "left_shoe": 18, "right_shoe": 19,
+    "background": 0,
+    "hair": 2,
+    "upper_clothes": 5,
+    "pants": 9,
+    "face": 13,
+    "left_arm": 14,
+    "right_arm": 15,
+    "left_leg": 16,
+    "right_leg": 17,
+    "left_shoe": 18,
+    "right_shoe": 19,
 }
 # Back-to-front drawing order. The person faces the viewer: their right side is on the image's left.
 DRAW_ORDER = [
-    "right_upper_leg", "left_upper_leg", "right_lower_leg", "left_lower_leg", "right_foot", "left_foot",
-    "torso", "head", "right_upper_arm", "left_upper_arm", "right_lower_arm", "left_lower_arm",
-    "right_hand", "left_hand",
+    "right_upper_leg",
+    "left_upper_leg",
+    "right_lower_leg",
+    "left_lower_leg",
+    "right_foot",
+    "left_foot",
+    "torso",
+    "head",
+    "right_upper_arm",
+    "left_upper_arm",
+    "right_lower_arm",
+    "left_lower_arm",
+    "right_hand",
+    "left_hand",
 ]
 PART_INDEX = {name: index + 1 for index, name in enumerate(DRAW_ORDER)}  # 0 = background
 
@@ -113,12 +144,22 @@ def random_appearance(rng: np.random.Generator) -> Appearance:
     tone = rng.uniform(0.25, 1.0)
     skin = np.array([0.45 + 0.5 * tone, 0.3 + 0.45 * tone, 0.2 + 0.4 * tone]) * rng.uniform(0.9, 1.05)
     sizes = {
-        "head_y": rng.uniform(0.09, 0.11), "head_ry": rng.uniform(0.06, 0.07), "head_rx": rng.uniform(0.045, 0.052),
-        "neck_y": rng.uniform(0.17, 0.19), "hip_y": rng.uniform(0.5, 0.54),
-        "shoulder": rng.uniform(0.105, 0.125), "hip": rng.uniform(0.075, 0.09), "waist": rng.uniform(0.08, 0.095),
-        "upper_arm": rng.uniform(0.15, 0.17), "lower_arm": rng.uniform(0.13, 0.15), "arm_r": rng.uniform(0.022, 0.028),
-        "upper_leg": rng.uniform(0.2, 0.22), "lower_leg": rng.uniform(0.19, 0.21), "leg_r": rng.uniform(0.035, 0.042),
-        "hip_offset": rng.uniform(0.04, 0.05), "foot": rng.uniform(0.045, 0.055),
+        "head_y": rng.uniform(0.09, 0.11),
+        "head_ry": rng.uniform(0.06, 0.07),
+        "head_rx": rng.uniform(0.045, 0.052),
+        "neck_y": rng.uniform(0.17, 0.19),
+        "hip_y": rng.uniform(0.5, 0.54),
+        "shoulder": rng.uniform(0.105, 0.125),
+        "hip": rng.uniform(0.075, 0.09),
+        "waist": rng.uniform(0.08, 0.095),
+        "upper_arm": rng.uniform(0.15, 0.17),
+        "lower_arm": rng.uniform(0.13, 0.15),
+        "arm_r": rng.uniform(0.022, 0.028),
+        "upper_leg": rng.uniform(0.2, 0.22),
+        "lower_leg": rng.uniform(0.19, 0.21),
+        "leg_r": rng.uniform(0.035, 0.042),
+        "hip_offset": rng.uniform(0.04, 0.05),
+        "foot": rng.uniform(0.045, 0.055),
     }
     top, bottom = rng.uniform(0.55, 0.95, size=3), rng.uniform(0.35, 0.9, size=3)
     return Appearance(
@@ -137,12 +178,18 @@ def random_pose(rng: np.random.Generator, sleeve_friendly: bool = False) -> dict
     """Joint angles (degrees) and a small body shift; ``sleeve_friendly`` keeps upper arms near a T-shirt's sleeves."""
     arm_low, arm_high = (20, 40) if sleeve_friendly else (12, 70)
     return {
-        "shift_x": rng.uniform(-0.04, 0.04), "shift_y": rng.uniform(-0.015, 0.015), "tilt": rng.uniform(-4, 4),
+        "shift_x": rng.uniform(-0.04, 0.04),
+        "shift_y": rng.uniform(-0.015, 0.015),
+        "tilt": rng.uniform(-4, 4),
         "head_tilt": rng.uniform(-10, 10),
-        "right_arm": rng.uniform(arm_low, arm_high), "left_arm": rng.uniform(arm_low, arm_high),
-        "right_elbow": rng.uniform(-30, 70), "left_elbow": rng.uniform(-30, 70),
-        "right_leg": rng.uniform(-2, 14), "left_leg": rng.uniform(-2, 14),
-        "right_knee": rng.uniform(-12, 12), "left_knee": rng.uniform(-12, 12),
+        "right_arm": rng.uniform(arm_low, arm_high),
+        "left_arm": rng.uniform(arm_low, arm_high),
+        "right_elbow": rng.uniform(-30, 70),
+        "left_elbow": rng.uniform(-30, 70),
+        "right_leg": rng.uniform(-2, 14),
+        "left_leg": rng.uniform(-2, 14),
+        "right_knee": rng.uniform(-12, 12),
+        "left_knee": rng.uniform(-12, 12),
     }
 
 
@@ -172,26 +219,46 @@ def build_parts(look: Appearance, pose: dict, height: int, width: int) -> tuple[
     for side_name, sign in (("right", -1.0), ("left", 1.0)):
         shoulder = neck + side * sign * (z["shoulder"] - z["arm_r"]) * unit + down * 0.02 * unit
         elbow = shoulder + _direction(pose["tilt"] + sign * pose[f"{side_name}_arm"]) * z["upper_arm"] * unit
-        wrist = elbow + _direction(
-            pose["tilt"] + sign * (pose[f"{side_name}_arm"] - pose[f"{side_name}_elbow"])
-        ) * z["lower_arm"] * unit
+        wrist = (
+            elbow
+            + _direction(pose["tilt"] + sign * (pose[f"{side_name}_arm"] - pose[f"{side_name}_elbow"]))
+            * z["lower_arm"]
+            * unit
+        )
         hand = wrist + (wrist - elbow) / np.linalg.norm(wrist - elbow) * 0.035 * unit
         hip = mid_hip + side * sign * z["hip_offset"] * unit
         knee = hip + _direction(pose["tilt"] + sign * pose[f"{side_name}_leg"]) * z["upper_leg"] * unit
-        ankle = knee + _direction(
-            pose["tilt"] + sign * (pose[f"{side_name}_leg"] - pose[f"{side_name}_knee"])
-        ) * z["lower_leg"] * unit
+        ankle = (
+            knee
+            + _direction(pose["tilt"] + sign * (pose[f"{side_name}_leg"] - pose[f"{side_name}_knee"]))
+            * z["lower_leg"]
+            * unit
+        )
         toe = ankle + np.array([sign * z["foot"] * unit * 0.6, 0.02 * unit])
         r_arm, r_leg = z["arm_r"] * unit, z["leg_r"] * unit
-        parts[f"{side_name}_upper_arm"] = Part(f"{side_name}_upper_arm", "capsule", shoulder, elbow, r_arm, r_arm * 0.85)
-        parts[f"{side_name}_lower_arm"] = Part(f"{side_name}_lower_arm", "capsule", elbow, wrist, r_arm * 0.85, r_arm * 0.7)
+        parts[f"{side_name}_upper_arm"] = Part(
+            f"{side_name}_upper_arm", "capsule", shoulder, elbow, r_arm, r_arm * 0.85
+        )
+        parts[f"{side_name}_lower_arm"] = Part(
+            f"{side_name}_lower_arm", "capsule", elbow, wrist, r_arm * 0.85, r_arm * 0.7
+        )
         parts[f"{side_name}_hand"] = Part(f"{side_name}_hand", "capsule", wrist, hand, r_arm * 0.8, r_arm * 0.8)
         parts[f"{side_name}_upper_leg"] = Part(f"{side_name}_upper_leg", "capsule", hip, knee, r_leg, r_leg * 0.8)
-        parts[f"{side_name}_lower_leg"] = Part(f"{side_name}_lower_leg", "capsule", knee, ankle, r_leg * 0.8, r_leg * 0.6)
+        parts[f"{side_name}_lower_leg"] = Part(
+            f"{side_name}_lower_leg", "capsule", knee, ankle, r_leg * 0.8, r_leg * 0.6
+        )
         parts[f"{side_name}_foot"] = Part(f"{side_name}_foot", "capsule", ankle, toe, r_leg * 0.6, r_leg * 0.5)
-        joints.update({f"{side_name}_shoulder": shoulder, f"{side_name}_elbow": elbow, f"{side_name}_wrist": wrist,
-                       f"{side_name}_hip": hip, f"{side_name}_knee": knee, f"{side_name}_ankle": ankle,
-                       f"{side_name}_toe": toe})
+        joints.update(
+            {
+                f"{side_name}_shoulder": shoulder,
+                f"{side_name}_elbow": elbow,
+                f"{side_name}_wrist": wrist,
+                f"{side_name}_hip": hip,
+                f"{side_name}_knee": knee,
+                f"{side_name}_ankle": ankle,
+                f"{side_name}_toe": toe,
+            }
+        )
     return parts, joints
 
 
@@ -220,7 +287,13 @@ def _texture(name: str, look: Appearance, s: np.ndarray, r: np.ndarray, part: Pa
     elif name == "head":
         rel_s, rel_r = s / part.radius_a, r / part.radius_b
         hair = np.clip((-0.25 - rel_s) * 8 + 0.25 * np.sin(rel_r * 8), 0, 1)[:, None]
-        eye = np.clip(1 - (np.minimum(np.hypot(rel_r - 0.38, rel_s + 0.05), np.hypot(rel_r + 0.38, rel_s + 0.05)) / 0.13) ** 2 * 1.0, 0, 1)
+        eye = np.clip(
+            1
+            - (np.minimum(np.hypot(rel_r - 0.38, rel_s + 0.05), np.hypot(rel_r + 0.38, rel_s + 0.05)) / 0.13) ** 2
+            * 1.0,
+            0,
+            1,
+        )
         mouth = np.clip(1 - (np.hypot(rel_r / 0.3, (rel_s - 0.5) / 0.06)) ** 2, 0, 1)
         colour = look.skin[None] * (1 - hair) + look.hair[None] * hair
         colour = colour * (1 - eye[:, None]) + look.eyes[None] * eye[:, None]
@@ -245,8 +318,14 @@ class Rendering:
     joints: dict
 
 
-def render(look: Appearance, parts: dict[str, Part], joints: dict, height: int, width: int,
-           torso_garment: Garment | None = None) -> Rendering:
+def render(
+    look: Appearance,
+    parts: dict[str, Part],
+    joints: dict,
+    height: int,
+    width: int,
+    torso_garment: Garment | None = None,
+) -> Rendering:
     """Draw the parts back to front; with ``torso_garment`` the torso wears it (used for pose pairs)."""
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
     part_map = np.zeros((height, width), dtype=np.int32)
@@ -291,7 +370,9 @@ def torso_to_garment(torso: Part, garment: Garment, s: np.ndarray, r: np.ndarray
     gx = garment.collar[0] - r * kx  # the torso normal points to the image left
     gy = garment.collar[1] + (s - 0.01 * fit.get("unit", 0.0)) * ky
     for amplitude, fx, fy, phase, axis in fit.get("waves", ()):
-        wave = amplitude * np.sin(2 * np.pi * (fx * gx / garment.image.shape[1] + fy * gy / garment.image.shape[0]) + phase)
+        wave = amplitude * np.sin(
+            2 * np.pi * (fx * gx / garment.image.shape[1] + fy * gy / garment.image.shape[0]) + phase
+        )
         if axis == 0:
             gx = gx + wave
         else:

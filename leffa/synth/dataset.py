@@ -31,9 +31,9 @@ from leffa.errors import LeffaError
 from leffa.preprocess.openpose import coco_18, draw_skeleton
 from leffa.synth.body import (
     DENSEPOSE,
-    Appearance,
     PARSE_LABELS,
     PART_INDEX,
+    Appearance,
     build_parts,
     random_appearance,
     random_pose,
@@ -122,8 +122,14 @@ def densepose_colours(iuv: np.ndarray) -> np.ndarray:
     brightness from U, background black."""
     part = iuv[..., 2].astype(np.float32)
     t = part / 24.0
-    palette = np.stack([0.5 + 0.5 * np.cos(2 * np.pi * (t + 0.0)), 0.5 + 0.5 * np.cos(2 * np.pi * (t + 0.33)),
-                        0.5 + 0.5 * np.cos(2 * np.pi * (t + 0.67))], axis=-1)
+    palette = np.stack(
+        [
+            0.5 + 0.5 * np.cos(2 * np.pi * (t + 0.0)),
+            0.5 + 0.5 * np.cos(2 * np.pi * (t + 0.33)),
+            0.5 + 0.5 * np.cos(2 * np.pi * (t + 0.67)),
+        ],
+        axis=-1,
+    )
     colour = palette * (0.6 + 0.4 * iuv[..., 0:1].astype(np.float32) / 255)
     colour[part == 0] = 0
     return colour
@@ -133,8 +139,14 @@ def _parse_map(rendering, garment_region: np.ndarray) -> np.ndarray:
     part_map = rendering.part_map
     labels = np.zeros(part_map.shape, dtype=np.uint8)
     by_part = {
-        "head": "face", "torso": "upper_clothes", "right_foot": "right_shoe", "left_foot": "left_shoe",
-        "right_upper_leg": "pants", "left_upper_leg": "pants", "right_lower_leg": "pants", "left_lower_leg": "pants",
+        "head": "face",
+        "torso": "upper_clothes",
+        "right_foot": "right_shoe",
+        "left_foot": "left_shoe",
+        "right_upper_leg": "pants",
+        "left_upper_leg": "pants",
+        "right_lower_leg": "pants",
+        "left_lower_leg": "pants",
     }
     for name, index in PART_INDEX.items():
         if name in by_part:
@@ -152,9 +164,30 @@ def _parse_map(rendering, garment_region: np.ndarray) -> np.ndarray:
 
 
 BODY_25 = [
-    "head", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow", "left_wrist",
-    "mid_hip", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
-    "right_eye", "left_eye", "right_ear", "left_ear", "left_toe", "left_toe", "left_ankle", "right_toe", "right_toe",
+    "head",
+    "neck",
+    "right_shoulder",
+    "right_elbow",
+    "right_wrist",
+    "left_shoulder",
+    "left_elbow",
+    "left_wrist",
+    "mid_hip",
+    "right_hip",
+    "right_knee",
+    "right_ankle",
+    "left_hip",
+    "left_knee",
+    "left_ankle",
+    "right_eye",
+    "left_eye",
+    "right_ear",
+    "left_ear",
+    "left_toe",
+    "left_toe",
+    "left_ankle",
+    "right_toe",
+    "right_toe",
     "right_ankle",
 ]
 
@@ -163,8 +196,13 @@ def _keypoints(rendering) -> list[float]:
     """OpenPose BODY_25 keypoints (x, y, confidence) from the skeleton; face points from the head ellipse."""
     joints = dict(rendering.joints)
     head = rendering.parts["head"]
-    for name, (s, r) in {"head": (0.2, 0.0), "right_eye": (-0.05, -0.38), "left_eye": (-0.05, 0.38),
-                         "right_ear": (0.0, -1.0), "left_ear": (0.0, 1.0)}.items():
+    for name, (s, r) in {
+        "head": (0.2, 0.0),
+        "right_eye": (-0.05, -0.38),
+        "left_eye": (-0.05, 0.38),
+        "right_ear": (0.0, -1.0),
+        "left_ear": (0.0, 1.0),
+    }.items():
         x, y = head.to_image(np.array(s * head.radius_a), np.array(r * head.radius_b))
         joints[name] = np.array([float(x), float(y)])
     flat = []
@@ -199,10 +237,24 @@ def draw_outfit(seed: int, split: str, index: int, height: int, width: int, patt
     garment = draw_garment(height, width, rng, pattern_scale)
     pose = random_pose(rng, sleeve_friendly=True)
     fit = {
-        "width": rng.uniform(1.0, 1.15), "length": rng.uniform(0.92, 1.05), "unit": float(height),
+        "width": rng.uniform(1.0, 1.15),
+        "length": rng.uniform(0.92, 1.05),
+        "unit": float(height),
         "waves": [
-            (rng.uniform(0.5, 2.0) * height / 256, rng.uniform(-1.5, 1.5), rng.uniform(0.5, 2.5), rng.uniform(0, 6.3), 0),
-            (rng.uniform(0.5, 2.0) * height / 256, rng.uniform(0.5, 2.5), rng.uniform(-1.5, 1.5), rng.uniform(0, 6.3), 1),
+            (
+                rng.uniform(0.5, 2.0) * height / 256,
+                rng.uniform(-1.5, 1.5),
+                rng.uniform(0.5, 2.5),
+                rng.uniform(0, 6.3),
+                0,
+            ),
+            (
+                rng.uniform(0.5, 2.0) * height / 256,
+                rng.uniform(0.5, 2.5),
+                rng.uniform(-1.5, 1.5),
+                rng.uniform(0, 6.3),
+                1,
+            ),
         ],
     }
     return Outfit(look, garment, pose, fit)
@@ -222,8 +274,10 @@ def dress(outfit: Outfit, garment, height: int, width: int, name: str, keep_mask
     s, r = parts["torso"].local(xs, ys)
     gx, gy = torso_to_garment(parts["torso"], garment, s, r, fit)
     covered = sample_bilinear(garment.alpha[..., None], gx, gy)[..., 0] > 0.5
-    in_front = np.isin(rendering.part_map, [PART_INDEX[n] for n in
-                                            ("head", "right_lower_arm", "left_lower_arm", "right_hand", "left_hand")])
+    in_front = np.isin(
+        rendering.part_map,
+        [PART_INDEX[n] for n in ("head", "right_lower_arm", "left_lower_arm", "right_hand", "left_hand")],
+    )
     region = covered & ~in_front
     if keep_mask is not None:
         region &= keep_mask
@@ -233,8 +287,9 @@ def dress(outfit: Outfit, garment, height: int, width: int, name: str, keep_mask
     flow[region] = pixels_to_grid(gx[region], gy[region], height, width)
 
     if keep_mask is None:
-        upper_body = np.isin(rendering.part_map,
-                             [PART_INDEX[n] for n in ("torso", "right_upper_arm", "left_upper_arm")])
+        upper_body = np.isin(
+            rendering.part_map, [PART_INDEX[n] for n in ("torso", "right_upper_arm", "left_upper_arm")]
+        )
         grown = Image.fromarray(((region | upper_body) * 255).astype(np.uint8)).filter(
             ImageFilter.BoxBlur(max(1, round(height / 48)))
         )  # any coverage after a box blur = dilation by a square
@@ -242,8 +297,15 @@ def dress(outfit: Outfit, garment, height: int, width: int, name: str, keep_mask
     else:
         mask = keep_mask
     return Sample(
-        name=name, target=person, reference=garment.image, flow=flow, mask=mask, region=region,
-        densepose_iuv=_iuv(rendering), parse=_parse_map(rendering, region), keypoints=_keypoints(rendering),
+        name=name,
+        target=person,
+        reference=garment.image,
+        flow=flow,
+        mask=mask,
+        region=region,
+        densepose_iuv=_iuv(rendering),
+        parse=_parse_map(rendering, region),
+        keypoints=_keypoints(rendering),
     )
 
 
@@ -258,8 +320,9 @@ def unpaired_partner(index: int, n: int) -> int:
     return (index + 1) % n
 
 
-def unpaired_sample(seed: int, split: str, index: int, partner: int, height: int, width: int,
-                    pattern_scale: float = 1.0) -> Sample:
+def unpaired_sample(
+    seed: int, split: str, index: int, partner: int, height: int, width: int, pattern_scale: float = 1.0
+) -> Sample:
     """Sample ``index``'s person (same body, pose, background, trousers and agnostic mask) wearing sample
     ``partner``'s garment under ``index``'s fit; named ``PERSON__CLOTH``. The ground truth of unpaired try-on."""
     outfit = draw_outfit(seed, split, index, height, width, pattern_scale)
@@ -301,8 +364,13 @@ def pose_sample(seed: int, split: str, index: int, height: int, width: int, patt
         flow[rows, cols] = pixels_to_grid(px[visible], py[visible], height, width)
         region[rows, cols] = True
     return Sample(
-        name=f"{index:06d}", target=target.image, reference=reference.image, flow=flow,
-        mask=np.ones((height, width), dtype=bool), region=region, densepose_iuv=_iuv(target),
+        name=f"{index:06d}",
+        target=target.image,
+        reference=reference.image,
+        flow=flow,
+        mask=np.ones((height, width), dtype=bool),
+        region=region,
+        densepose_iuv=_iuv(target),
         reference_iuv=_iuv(reference),
     )
 
@@ -335,9 +403,68 @@ def _write_npy(array: np.ndarray, path: Path) -> None:
     _write_bytes(buffer.getvalue(), path)
 
 
-_LIP_PALETTE = [0, 0, 0, 128, 0, 0, 254, 0, 0, 0, 85, 0, 169, 0, 51, 254, 85, 0, 0, 0, 85, 0, 119, 220, 85, 85, 0,
-                0, 85, 85, 85, 51, 0, 52, 86, 128, 0, 128, 0, 0, 0, 254, 51, 169, 220, 0, 254, 254, 85, 254, 169,
-                169, 254, 85, 254, 254, 0, 254, 169, 0]
+_LIP_PALETTE = [
+    0,
+    0,
+    0,
+    128,
+    0,
+    0,
+    254,
+    0,
+    0,
+    0,
+    85,
+    0,
+    169,
+    0,
+    51,
+    254,
+    85,
+    0,
+    0,
+    0,
+    85,
+    0,
+    119,
+    220,
+    85,
+    85,
+    0,
+    0,
+    85,
+    85,
+    85,
+    51,
+    0,
+    52,
+    86,
+    128,
+    0,
+    128,
+    0,
+    0,
+    0,
+    254,
+    51,
+    169,
+    220,
+    0,
+    254,
+    254,
+    85,
+    254,
+    169,
+    169,
+    254,
+    85,
+    254,
+    254,
+    0,
+    254,
+    169,
+    0,
+]
 
 
 def _write_parse(labels: np.ndarray, path: Path) -> None:
@@ -356,9 +483,18 @@ def write_vton(sample: Sample, split_dir: Path) -> None:
     _write_jpeg(_uint8(densepose_colours(sample.densepose_iuv)), split_dir / "image-densepose" / f"{name}.jpg")
     _write_png(Image.fromarray(sample.densepose_iuv), split_dir / "densepose-iuv" / f"{name}.png")
     _write_parse(sample.parse, split_dir / "image-parse-v3" / f"{name}.png")
-    keypoints = {"version": 1.3, "people": [{"person_id": [-1], "pose_keypoints_2d": sample.keypoints,
-                                             "face_keypoints_2d": [], "hand_left_keypoints_2d": [],
-                                             "hand_right_keypoints_2d": []}]}
+    keypoints = {
+        "version": 1.3,
+        "people": [
+            {
+                "person_id": [-1],
+                "pose_keypoints_2d": sample.keypoints,
+                "face_keypoints_2d": [],
+                "hand_left_keypoints_2d": [],
+                "hand_right_keypoints_2d": [],
+            }
+        ],
+    }
     _write_bytes(json.dumps(keypoints).encode(), split_dir / "openpose_json" / f"{name}_keypoints.json")
     height, width = sample.target.shape[:2]
     skeleton = draw_skeleton(coco_18(np.reshape(sample.keypoints, (25, 3))), (width, height))
@@ -381,8 +517,9 @@ def write_pose(sample: Sample, split_dir: Path) -> None:
     _write_npy(sample.flow, split_dir / "gt-flow" / f"{target}__{source}.npy")
 
 
-def make_sample(task: str, seed: int, split: str, index: int, height: int, width: int,
-                pattern_scale: float = 1.0) -> Sample:
+def make_sample(
+    task: str, seed: int, split: str, index: int, height: int, width: int, pattern_scale: float = 1.0
+) -> Sample:
     if task not in TASKS:
         raise LeffaError(f"task {task!r}: choose one of {', '.join(TASKS)}", option="task")
     if split not in SPLITS:
@@ -396,13 +533,23 @@ def write_unpaired(sample: Sample, split_dir: Path) -> None:
     """The unpaired ground truth: ``image-unpaired/PERSON__CLOTH.png`` (lossless) and the new garment's region
     ``cloth-mask-unpaired/PERSON__CLOTH.png`` (L, 255 = garment pixels; the region its colour is scored on)."""
     _write_png(_uint8(sample.target), split_dir / "image-unpaired" / f"{sample.name}.png")
-    _write_png(Image.fromarray((sample.region * 255).astype(np.uint8)),
-               split_dir / "cloth-mask-unpaired" / f"{sample.name}.png")
+    _write_png(
+        Image.fromarray((sample.region * 255).astype(np.uint8)),
+        split_dir / "cloth-mask-unpaired" / f"{sample.name}.png",
+    )
 
 
-def generate_dataset(task: str, out: str | Path, n: int, size: tuple[int, int], seed: int = 0,
-                     split: str = "train", progress=None, unpaired: bool = False,
-                     pattern_scale: float = 1.0) -> list[str]:
+def generate_dataset(
+    task: str,
+    out: str | Path,
+    n: int,
+    size: tuple[int, int],
+    seed: int = 0,
+    split: str = "train",
+    progress=None,
+    unpaired: bool = False,
+    pattern_scale: float = 1.0,
+) -> list[str]:
     """Draw ``n`` samples into ``out/<split>/`` and write the pairs list; returns the target names written.
 
     ``unpaired`` (try-on only, n >= 2) also renders every person wearing the next sample's garment and writes
@@ -414,11 +561,14 @@ def generate_dataset(task: str, out: str | Path, n: int, size: tuple[int, int], 
     if n < 1:
         raise LeffaError(f"n {n}: need at least one sample", option="n")
     if unpaired and task != "vton":
-        raise LeffaError(f"unpaired: only for task vton (pose pairs differ already), not {task!r}",
-                         option=("unpaired", "task"))
+        raise LeffaError(
+            f"unpaired: only for task vton (pose pairs differ already), not {task!r}", option=("unpaired", "task")
+        )
     if unpaired and n < 2:
-        raise LeffaError(f"unpaired: needs n of at least 2 (each person wears another sample's garment), got {n}",
-                         option=("unpaired", "n"))
+        raise LeffaError(
+            f"unpaired: needs n of at least 2 (each person wears another sample's garment), got {n}",
+            option=("unpaired", "n"),
+        )
     height, width = size
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -435,8 +585,7 @@ def generate_dataset(task: str, out: str | Path, n: int, size: tuple[int, int], 
             names.append(sample.name)
             if unpaired:
                 partner = unpaired_partner(index, n)
-                write_unpaired(unpaired_sample(seed, split, index, partner, height, width, pattern_scale),
-                               split_dir)
+                write_unpaired(unpaired_sample(seed, split, index, partner, height, width, pattern_scale), split_dir)
                 unpaired_rows.append(f"{sample.name}.jpg {partner:06d}.jpg")
         else:
             write_pose(sample, split_dir)

@@ -65,9 +65,7 @@ def _silhouette(height: int, width: int, sleeves: bool, rng: np.random.Generator
         left += [(sx + dx, sy + dy), (ax + dx * 0.55, ay + dy * 0.55 + 0.02 * height)]
     left += [(cx - chest, armpit), (cx - waist, hem)]
     right = [(2 * cx - x, y) for x, y in reversed(left)]
-    neckline = [
-        (cx + neck * np.cos(a), top - 0.01 * height + neck_depth * np.sin(a)) for a in np.linspace(0, np.pi, 9)
-    ]
+    neckline = [(cx + neck * np.cos(a), top - 0.01 * height + neck_depth * np.sin(a)) for a in np.linspace(0, np.pi, 9)]
     return left + right + neckline[1:-1]
 
 
@@ -97,7 +95,9 @@ def _pattern(height: int, width: int, rng: np.random.Generator, scale: float = 1
 
 def _glyph_stamp(rng: np.random.Generator, scale: int) -> Image.Image:
     """A row or two of random capital letters and digits from PIL's built-in bitmap font, scaled up blockily."""
-    font = ImageFont.load_default_imagefont() if hasattr(ImageFont, "load_default_imagefont") else ImageFont.load_default()
+    font = (
+        ImageFont.load_default_imagefont() if hasattr(ImageFont, "load_default_imagefont") else ImageFont.load_default()
+    )
     lines = ["".join(rng.choice(list(_GLYPHS), size=rng.integers(3, 7))) for _ in range(rng.integers(1, 3))]
     text = "\n".join(lines)
     probe = ImageDraw.Draw(Image.new("L", (1, 1)))
@@ -111,12 +111,18 @@ def _draw_logo(draw: ImageDraw.ImageDraw, centre: tuple[float, float], radius: f
     kind = rng.choice(["circle", "star", "triangle", "ring"])
     x, y = centre
     if kind in ("circle", "ring"):
-        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=None if kind == "ring" else colour,
-                     outline=colour, width=max(2, int(radius / 3)))
+        draw.ellipse(
+            [x - radius, y - radius, x + radius, y + radius],
+            fill=None if kind == "ring" else colour,
+            outline=colour,
+            width=max(2, int(radius / 3)),
+        )
     else:
         points = 5 if kind == "star" else 3
         angles = np.linspace(-np.pi / 2, 1.5 * np.pi, 2 * points if kind == "star" else points, endpoint=False)
-        radii = [radius if i % 2 == 0 else radius * 0.45 for i in range(len(angles))] if kind == "star" else [radius] * 3
+        radii = (
+            [radius if i % 2 == 0 else radius * 0.45 for i in range(len(angles))] if kind == "star" else [radius] * 3
+        )
         draw.polygon([(x + r * np.cos(a), y + r * np.sin(a)) for a, r in zip(angles, radii)], fill=colour)
 
 

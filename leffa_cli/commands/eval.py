@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -16,8 +15,9 @@ console = Console()
 def _progress(label: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                   transient=True)
+    bar = Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True
+    )
     task = bar.add_task(label, total=None)
     return bar, lambda done, total: bar.update(task, completed=done, total=total)
 
@@ -37,8 +37,8 @@ def _cell(result, metric: str) -> str:
 
 def _results_table(results, title: str) -> Table:
     """One row per run and a column per metric; transposed (a row per metric) when there are many metrics."""
-    from leffa.metrics.scores import lower_is_better
     from leffa.metrics.chart import shared_metrics
+    from leffa.metrics.scores import lower_is_better
 
     metrics = shared_metrics(results)
     arrows = {m: {True: " ↓", False: " ↑"}.get(lower_is_better(m, results[0].mode), "") for m in metrics}
@@ -74,14 +74,16 @@ def _default_output(pred: Path, mode: str) -> Path:
     return pred.parent / f"{pred.name}.{mode}.eval.json"
 
 
-def _compare(results_files: list[Path], output: Optional[Path]) -> None:
+def _compare(results_files: list[Path], output: Path | None) -> None:
     from leffa.atomic import ensure_writable_destination, save_image
     from leffa.errors import LeffaError
-    from leffa.metrics.scores import read_result
     from leffa.metrics.chart import compare_chart
+    from leffa.metrics.scores import read_result
 
     if not results_files:
-        raise LeffaError("--compare: give the result JSON files to compare, e.g. leffa eval --compare a.json b.json -o chart.png")
+        raise LeffaError(
+            "--compare: give the result JSON files to compare, e.g. leffa eval --compare a.json b.json -o chart.png"
+        )
     if output is not None and output.suffix.lower() != ".png":
         raise LeffaError(f"-o {output}: the comparison chart must be a .png")
     if output is not None:
@@ -100,8 +102,9 @@ def _open(model_spec, base, offline, data, layout, device, dtype, size=None):
 
     task = "pose" if (layout if layout != "auto" else detect_layout(data)) == "deepfashion" else "vton"
     with console.status("loading the model"):
-        resolved = open_model(model_spec, task, device=device or "auto", dtype=dtype, size=size, offline=offline,
-                              base=base)
+        resolved = open_model(
+            model_spec, task, device=device or "auto", dtype=dtype, size=size, offline=offline, base=base
+        )
     for note in resolved.notes:
         console.print(f"leffa: note: {note}", markup=False)
     return resolved
@@ -148,8 +151,24 @@ def _run_out_dir(out_dir, model_spec, split, paired) -> Path:
     return ensure_writable_destination(out_dir, "folder", "--out-dir")
 
 
-def _run(model_spec, base, offline, data, split, layout, paired, size, sampler, seed, dtype, device, batch_size,
-         limit, out_dir, shard):
+def _run(
+    model_spec,
+    base,
+    offline,
+    data,
+    split,
+    layout,
+    paired,
+    size,
+    sampler,
+    seed,
+    dtype,
+    device,
+    batch_size,
+    limit,
+    out_dir,
+    shard,
+):
     """Generate the split (resuming; this process's share under torchrun / accelerate launch), and return (pred dir,
     gt dir, run settings) for scoring."""
     import contextlib
@@ -170,57 +189,107 @@ def _run(model_spec, base, offline, data, split, layout, paired, size, sampler, 
         label += f", {shard.world} processes"
     bar, progress = _progress(label) if shard.is_main else (contextlib.nullcontext(), None)
     with bar:
-        pred_dir, gt_dir, made = generate_split(model, data, out_dir, working, split, mode, layout, sampler, seed,
-                                                batch_size, limit, progress, shard)
+        pred_dir, gt_dir, made = generate_split(
+            model, data, out_dir, working, split, mode, layout, sampler, seed, batch_size, limit, progress, shard
+        )
     if shard.is_main:
         console.print(f"{made} images generated into {pred_dir}" + (" by this process" if shard.world > 1 else ""))
     return pred_dir, gt_dir, run_settings(resolved.source, working, sampler, seed, split, mode)
 
 
 def eval_command(
-    results_files: Optional[list[Path]] = typer.Argument(None, help="With --compare: result JSON files.", show_default=False),
-    pred: Optional[Path] = typer.Option(None, "--pred", help="Folder of predicted images."),
-    gt: Optional[Path] = typer.Option(None, "--gt", help="Folder of ground-truth (paired) or real (unpaired) images."),
-    paired: bool = typer.Option(True, "--paired/--unpaired", help="Paired: match by name, all five metrics; unpaired: FID, "
-                                "KID (--run on `leffa prep synth --unpaired` data: scored pixel for pixel against the "
-                                "person really wearing the garment)."),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="Paired: folder of masks NAME.png (255 = regenerated region) "
-                                        "for psnr_mask and psnr_outside (--run writes OUT/mask)."),
-    region: Optional[Path] = typer.Option(None, "--region", help="Paired: folder of garment regions NAME.png for delta_e "
-                                          "(--run on synthetic data writes OUT/region)."),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated subset, e.g. ssim,psnr (default: all for the mode)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Result JSON (default beside --pred), or the chart PNG with --compare."),
-    name: Optional[str] = typer.Option(None, "--name", help="Run name stored in the JSON and shown in comparisons."),
-    inception: Optional[Path] = typer.Option(None, "--inception", help="Local pt_inception-2015-12-05-6726825d.pth (default: pytorch-fid's release, cached in $TORCH_HOME/hub/checkpoints)."),
-    lpips: Optional[Path] = typer.Option(None, "--lpips", help="Local squeezenet1_1-b8a52dc0.pth, or a folder with it (and optionally squeeze.pth); default: torchvision's file, cached like --inception, and torchmetrics' packaged linear layers."),
-    offline: bool = typer.Option(False, "--offline", help="Never download: metric weights from the caches or local files, models from the hub cache."),
-    ignore_extra_gt: bool = typer.Option(False, "--ignore-extra-gt", help="Paired: allow ground truth without a prediction (score a subset)."),
+    results_files: list[Path] | None = typer.Argument(
+        None, help="With --compare: result JSON files.", show_default=False
+    ),
+    pred: Path | None = typer.Option(None, "--pred", help="Folder of predicted images."),
+    gt: Path | None = typer.Option(None, "--gt", help="Folder of ground-truth (paired) or real (unpaired) images."),
+    paired: bool = typer.Option(
+        True,
+        "--paired/--unpaired",
+        help="Paired: match by name, all five metrics; unpaired: FID, "
+        "KID (--run on `leffa prep synth --unpaired` data: scored pixel for pixel against the "
+        "person really wearing the garment).",
+    ),
+    mask: Path | None = typer.Option(
+        None,
+        "--mask",
+        help="Paired: folder of masks NAME.png (255 = regenerated region) "
+        "for psnr_mask and psnr_outside (--run writes OUT/mask).",
+    ),
+    region: Path | None = typer.Option(
+        None,
+        "--region",
+        help="Paired: folder of garment regions NAME.png for delta_e (--run on synthetic data writes OUT/region).",
+    ),
+    metrics: str | None = typer.Option(
+        None, "--metrics", help="Comma-separated subset, e.g. ssim,psnr (default: all for the mode)."
+    ),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Result JSON (default beside --pred), or the chart PNG with --compare."
+    ),
+    name: str | None = typer.Option(None, "--name", help="Run name stored in the JSON and shown in comparisons."),
+    inception: Path | None = typer.Option(
+        None,
+        "--inception",
+        help="Local pt_inception-2015-12-05-6726825d.pth (default: pytorch-fid's release, cached in $TORCH_HOME/hub/checkpoints).",
+    ),
+    lpips: Path | None = typer.Option(
+        None,
+        "--lpips",
+        help="Local squeezenet1_1-b8a52dc0.pth, or a folder with it (and optionally squeeze.pth); default: torchvision's file, cached like --inception, and torchmetrics' packaged linear layers.",
+    ),
+    offline: bool = typer.Option(
+        False,
+        "--offline",
+        help="Never download: metric weights from the caches or local files, models from the hub cache.",
+    ),
+    ignore_extra_gt: bool = typer.Option(
+        False, "--ignore-extra-gt", help="Paired: allow ground truth without a prediction (score a subset)."
+    ),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per batch."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, mps (default: the best available)."),
-    compare: bool = typer.Option(False, "--compare", help="Compare result JSONs: table, and a bar chart with -o chart.png."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, mps (default: the best available)."),
+    compare: bool = typer.Option(
+        False, "--compare", help="Compare result JSONs: table, and a bar chart with -o chart.png."
+    ),
     flow: bool = typer.Option(False, "--flow", help="Attention-flow end-point error per layer on a synthetic dataset."),
-    run: bool = typer.Option(False, "--run", help="Generate --data's split with --model, then score it (paired: "
-                             "each person with their own garment; --unpaired: the pairs file's garments)."),
-    model: Optional[str] = typer.Option(None, "--model", help="--run/--flow: model (viton_hd, pose_transfer, synth-tiny, "
-                                        "a file or folder, or a hub repo id)."),
-    base: Optional[Path] = typer.Option(None, "--base", help="--run/--flow: base-model folder for an upstream checkpoint."),
-    data: Optional[Path] = typer.Option(None, "--data", help="--run/--flow: dataset folder in a training layout (--flow: "
-                                        "its split has gt-flow/)."),
+    run: bool = typer.Option(
+        False,
+        "--run",
+        help="Generate --data's split with --model, then score it (paired: "
+        "each person with their own garment; --unpaired: the pairs file's garments).",
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="--run/--flow: model (viton_hd, pose_transfer, synth-tiny, a file or folder, or a hub repo id).",
+    ),
+    base: Path | None = typer.Option(
+        None, "--base", help="--run/--flow: base-model folder for an upstream checkpoint."
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="--run/--flow: dataset folder in a training layout (--flow: its split has gt-flow/)."
+    ),
     split: str = typer.Option("test", "--split", help="--run/--flow: dataset split."),
-    layout: str = typer.Option("auto", "--layout", help="--run/--flow: dataset layout (auto, vitonhd, dresscode, deepfashion)."),
-    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="--run: where pred/ and gt/ go "
-                                           "(default eval-runs/MODEL.SPLIT.PAIRING)."),
-    size: Optional[str] = typer.Option(None, "--size", help="--run: working size HxW (default: the model's)."),
+    layout: str = typer.Option(
+        "auto", "--layout", help="--run/--flow: dataset layout (auto, vitonhd, dresscode, deepfashion)."
+    ),
+    out_dir: Path | None = typer.Option(
+        None, "--out-dir", help="--run: where pred/ and gt/ go (default eval-runs/MODEL.SPLIT.PAIRING)."
+    ),
+    size: str | None = typer.Option(None, "--size", help="--run: working size HxW (default: the model's)."),
     steps: int = typer.Option(30, "--steps", help="--run: denoising steps."),
     guidance: float = typer.Option(2.5, "--guidance", help="--run: classifier-free guidance scale."),
     scheduler: str = typer.Option("ddpm", "--scheduler", help="--run: ddpm, ddim, dpm++, unipc or euler-a."),
     dtype: str = typer.Option("auto", "--dtype", help="--run: auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16."),
     timestep: int = typer.Option(250, "--t", help="--flow: diffusion timestep of the forward pass."),
     temperature: float = typer.Option(2.0, "--temperature", help="--flow: attention softmax temperature tau."),
-    layers: str = typer.Option("all", "--layers", help="--flow: 'all' or comma-separated layer names (e.g. up1.a0.b0)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="--flow: noise seed (default 0); --run: sampling seed "
-                                       "(default 42, upstream's)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="--run/--flow: use only the first N examples."),
+    layers: str = typer.Option(
+        "all", "--layers", help="--flow: 'all' or comma-separated layer names (e.g. up1.a0.b0)."
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="--flow: noise seed (default 0); --run: sampling seed (default 42, upstream's)."
+    ),
+    limit: int | None = typer.Option(None, "--limit", help="--run/--flow: use only the first N examples."),
 ) -> None:
     """Score predicted images against ground truth (FID, KID, SSIM, LPIPS, PSNR as the try-on papers report them);
     generate a dataset split and score it (--run); measure attention-flow end-point error on synthetic data
@@ -236,8 +305,21 @@ def eval_command(
     if results_files:
         raise LeffaError(f"{results_files[0]}: result files are only read with --compare")
     if flow:
-        return _flow(model, base, offline, data, split, layout, timestep, temperature, 0 if seed is None else seed,
-                     layers, limit, device, output)
+        return _flow(
+            model,
+            base,
+            offline,
+            data,
+            split,
+            layout,
+            timestep,
+            temperature,
+            0 if seed is None else seed,
+            layers,
+            limit,
+            device,
+            output,
+        )
 
     from leffa.metrics.masked import MASK_METRICS
     from leffa.metrics.run import unpaired_truth
@@ -270,7 +352,9 @@ def eval_command(
         mask_metrics = ("psnr_mask", "psnr_outside") + (("delta_e",) if data is not None else ())
     else:
         mask_metrics = (("psnr_mask", "psnr_outside") if mask else ()) + (("delta_e",) if region else ())
-    default = (PAIRED_METRICS + tuple(m for m in MASK_METRICS if m in mask_metrics)) if score_paired else UNPAIRED_METRICS
+    default = (
+        (PAIRED_METRICS + tuple(m for m in MASK_METRICS if m in mask_metrics)) if score_paired else UNPAIRED_METRICS
+    )
     chosen = check_metrics(
         [m.strip().lower() for m in metrics.split(",") if m.strip()] if metrics else default, score_paired
     )
@@ -291,8 +375,24 @@ def eval_command(
         if shard.is_main:
             networks = load_metric_networks(chosen, inception, lpips, offline, device)
         sampler = sampler_options(steps, guidance, "upstream", scheduler, 1.0, False)
-        pred, gt, settings = _run(model, base, offline, data, split, layout, paired, size, sampler,
-                                  42 if seed is None else seed, dtype, device, batch_size, limit, out_dir, shard)
+        pred, gt, settings = _run(
+            model,
+            base,
+            offline,
+            data,
+            split,
+            layout,
+            paired,
+            size,
+            sampler,
+            42 if seed is None else seed,
+            dtype,
+            device,
+            batch_size,
+            limit,
+            out_dir,
+            shard,
+        )
         if not shard.is_main:
             return None
         output = output or pred.parent / "eval.json"
@@ -307,8 +407,13 @@ def eval_command(
     if score_paired:
         pairs = match_pairs(pred, gt, allow_extra_gt=ignore_extra_gt)
         if mask is not None or region is not None:
-            masks = [(mask / f"{p.stem}.png" if mask is not None else None,
-                      region / f"{p.stem}.png" if region is not None else None) for p, _ in pairs]
+            masks = [
+                (
+                    mask / f"{p.stem}.png" if mask is not None else None,
+                    region / f"{p.stem}.png" if region is not None else None,
+                )
+                for p, _ in pairs
+            ]
     else:
         preds = list(list_images(pred, "prediction folder").values())
         reals = list(list_images(gt, "ground-truth folder").values())

@@ -18,11 +18,18 @@ def synth(
     size: str = typer.Option("256x192", "--size", help="Image size HEIGHTxWIDTH."),
     seed: int = typer.Option(0, "--seed", help="Seed; the same seed, split and index always give the same sample."),
     split: str = typer.Option("train", "--split", help="train or test (different samples for the same seed)."),
-    unpaired: bool = typer.Option(False, "--unpaired", help="Try-on: also render each person wearing the next "
-                                  "sample's garment (SPLIT_pairs_unpaired.txt, SPLIT/image-unpaired/), the ground "
-                                  "truth `leffa eval --run --unpaired` scores against."),
-    pattern_scale: float = typer.Option(1.0, "--pattern-scale", help="Multiply the period of garment and trouser "
-                                        "patterns (2 at 64x48, so a 1/4 autoencoder can carry them)."),
+    unpaired: bool = typer.Option(
+        False,
+        "--unpaired",
+        help="Try-on: also render each person wearing the next "
+        "sample's garment (SPLIT_pairs_unpaired.txt, SPLIT/image-unpaired/), the ground "
+        "truth `leffa eval --run --unpaired` scores against.",
+    ),
+    pattern_scale: float = typer.Option(
+        1.0,
+        "--pattern-scale",
+        help="Multiply the period of garment and trouser patterns (2 at 64x48, so a 1/4 autoencoder can carry them).",
+    ),
 ) -> None:
     """Draw synthetic people wearing detailed garments, with all conditions and the ground-truth correspondence."""
     from leffa.images import parse_size
@@ -31,9 +38,17 @@ def synth(
     height, width = parse_size(size, min_side=32)
     with Progress(transient=True) as progress:
         bar = progress.add_task(f"{task} {split}", total=n)
-        names = generate_dataset(task, out, n, (height, width), seed=seed, split=split,
-                                 progress=lambda: progress.advance(bar), unpaired=unpaired,
-                                 pattern_scale=pattern_scale)
+        names = generate_dataset(
+            task,
+            out,
+            n,
+            (height, width),
+            seed=seed,
+            split=split,
+            progress=lambda: progress.advance(bar),
+            unpaired=unpaired,
+            pattern_scale=pattern_scale,
+        )
     extra = " with unpaired ground truth" if unpaired else ""
     Console().print(f"wrote {len(names)} {task} samples{extra} ({height}x{width}, seed {seed}) to {out / split}")
 
@@ -45,8 +60,9 @@ def synth_base(
     steps: int = typer.Option(400, "--steps", help="Autoencoder optimiser steps (batch 16 half-size crops)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the autoencoder and of the initial UNet weights."),
     unet_channels: str = typer.Option("16,16,32,32", "--unet-channels", help="UNet widths, four multiples of 8."),
-    vae_channels: str = typer.Option("8,16,32", "--vae-channels",
-                                     help="Autoencoder widths per level (latents at 1/2^(levels-1) of the image)."),
+    vae_channels: str = typer.Option(
+        "8,16,32", "--vae-channels", help="Autoencoder widths per level (latents at 1/2^(levels-1) of the image)."
+    ),
 ) -> None:
     """Write a tiny from-scratch base model: train its autoencoder on the synthetic images, random UNet weights."""
     from leffa.errors import LeffaError
@@ -66,10 +82,18 @@ def synth_base(
     unet_widths, vae_widths = widths(unet_channels, "--unet-channels"), widths(vae_channels, "--vae-channels")
     with Progress(transient=True) as progress:
         bar = progress.add_task("autoencoder", total=steps)
-        stats = make_base_folder(out, data, (height, width), steps=steps, seed=seed, unet_channels=unet_widths,
-                                 vae_channels=vae_widths,
-                                 progress=lambda step, loss: progress.update(bar, completed=step + 1,
-                                                                             description=f"autoencoder loss {loss:.4f}"))
+        stats = make_base_folder(
+            out,
+            data,
+            (height, width),
+            steps=steps,
+            seed=seed,
+            unet_channels=unet_widths,
+            vae_channels=vae_widths,
+            progress=lambda step, loss: progress.update(
+                bar, completed=step + 1, description=f"autoencoder loss {loss:.4f}"
+            ),
+        )
     Console().print(
         f"wrote {out}: autoencoder trained on {stats['images']} images, reconstruction PSNR {stats['psnr']:.2f} dB, "
         f"latent scaling factor {stats['scaling_factor']}"

@@ -17,8 +17,10 @@ def train(
         False, "--overwrite", help="Delete the run --output holds (checkpoints, model, logs) and start over."
     ),
     threads: int | None = typer.Option(
-        None, "--threads", help="CPU threads for torch (default: $OMP_NUM_THREADS, else 1: on a shared 2-core "
-        "machine 2 threads ran 17x slower than 1; see docs/training.md)."
+        None,
+        "--threads",
+        help="CPU threads for torch (default: $OMP_NUM_THREADS, else 1: on a shared 2-core "
+        "machine 2 threads ran 17x slower than 1; see docs/training.md).",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and exit."),
     **settings,
@@ -48,8 +50,12 @@ def train(
         for note in trainer.notes:
             console.print(f"leffa: note: {note}", markup=False, highlight=False, soft_wrap=True)
         if trainer.resume_from is not None:
-            console.print(f"resumed from step {trainer.step} ({trainer.resume_from})", markup=False, highlight=False,
-                          soft_wrap=True)
+            console.print(
+                f"resumed from step {trainer.step} ({trainer.resume_from})",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
     log_lines = is_main and not console.is_terminal  # nohup, CI, a pipe: no live bar, a line every log_every steps
     columns = (
         TextColumn("[bold]step {task.completed}/{task.total}"),
@@ -86,12 +92,19 @@ def log_line(report, leffa: bool) -> str:
 
     left = (report.max_steps - report.step) / report.steps_per_second if report.steps_per_second > 0 else float("nan")
     eta = time.strftime("%H:%M:%S", time.localtime(time.time() + left)) if left == left else "?"
-    parts = [time.strftime("%H:%M:%S"), f"step {report.step}/{report.max_steps}", f"loss {report.loss:.4f}",
-             f"diffusion {report.diffusion:.4f}"]
+    parts = [
+        time.strftime("%H:%M:%S"),
+        f"step {report.step}/{report.max_steps}",
+        f"loss {report.loss:.4f}",
+        f"diffusion {report.diffusion:.4f}",
+    ]
     if leffa:
         parts.append(f"leffa {report.leffa:.4f}")
-    parts += [f"lr {report.lr:.2e}", f"{report.steps_per_second:.2f} steps/s",
-              f"ETA {eta} ({left / 60:.1f} min)" if left == left else "ETA ?"]
+    parts += [
+        f"lr {report.lr:.2e}",
+        f"{report.steps_per_second:.2f} steps/s",
+        f"ETA {eta} ({left / 60:.1f} min)" if left == left else "ETA ?",
+    ]
     return "  ".join(parts)
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from leffa.errors import LeffaError
-
 from leffa_cli.options import (
     ATTENTION_SLICE,
     BACKEND,
@@ -20,8 +18,8 @@ from leffa_cli.options import (
     DTYPE,
     ETA,
     EVERY,
-    GUIDANCE,
     GARMENT_LENGTH,
+    GUIDANCE,
     GUIDANCE_MODE,
     INTERMEDIATES,
     MASK_GROW,
@@ -43,25 +41,29 @@ from leffa_cli.options import (
 
 
 def tryon(
-    person: Optional[Path] = typer.Argument(None, help="Person photo."),
-    garment: Optional[Path] = typer.Argument(None, help="Garment image."),
+    person: Path | None = typer.Argument(None, help="Person photo."),
+    garment: Path | None = typer.Argument(None, help="Garment image."),
     output: Path = typer.Option(..., "-o", "--output", help="Output PNG (with --batch: the output folder)."),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="Garment mask, same size as the photo (white = "
-                                        "region to regenerate)."),
-    densepose: Optional[Path] = typer.Option(None, "--densepose", help="DensePose rendering, same size as the photo."),
+    mask: Path | None = typer.Option(
+        None, "--mask", help="Garment mask, same size as the photo (white = region to regenerate)."
+    ),
+    densepose: Path | None = typer.Option(None, "--densepose", help="DensePose rendering, same size as the photo."),
     garment_type: str = typer.Option("upper_body", "--garment-type", help="upper_body, lower_body or dresses."),
-    mask_style: str = typer.Option("upstream", "--mask-style", help="Automatic mask (no --mask): upstream (the "
-                                   "authors' rules, default) or tight (hugs the garment)."),
+    mask_style: str = typer.Option(
+        "upstream",
+        "--mask-style",
+        help="Automatic mask (no --mask): upstream (the authors' rules, default) or tight (hugs the garment).",
+    ),
     mask_grow: int = MASK_GROW,
     mask_shrink: int = MASK_SHRINK,
-    garment_length: Optional[float] = GARMENT_LENGTH,
-    save_conditions: Optional[Path] = SAVE_CONDITIONS,
+    garment_length: float | None = GARMENT_LENGTH,
+    save_conditions: Path | None = SAVE_CONDITIONS,
     repaint: bool = typer.Option(False, "--repaint", help="Keep the original pixels outside a feathered mask."),
-    batch: Optional[Path] = typer.Option(None, "--batch", help="Run a VITON-HD-layout folder (needs --pairs)."),
-    pairs: Optional[Path] = typer.Option(None, "--pairs", help="Pairs file: lines 'person.jpg cloth.jpg'."),
+    batch: Path | None = typer.Option(None, "--batch", help="Run a VITON-HD-layout folder (needs --pairs)."),
+    pairs: Path | None = typer.Option(None, "--pairs", help="Pairs file: lines 'person.jpg cloth.jpg'."),
     batch_size: int = typer.Option(1, "--batch-size", help="Images sampled together in --batch mode."),
-    model: Optional[str] = MODEL,
-    base: Optional[Path] = BASE,
+    model: str | None = MODEL,
+    base: Path | None = BASE,
     offline: bool = OFFLINE,
     steps: int = STEPS,
     guidance: float = GUIDANCE,
@@ -71,7 +73,7 @@ def tryon(
     seed: int = SEED,
     dtype: str = DTYPE,
     device: str = DEVICE,
-    size: Optional[str] = SIZE,
+    size: str | None = SIZE,
     crop: bool = CROP,
     reference_once: bool = REFERENCE_ONCE,
     compile: bool = COMPILE,
@@ -86,9 +88,9 @@ def tryon(
     from leffa.atomic import ensure_writable_destination
     from leffa.images import parse_size
     from leffa.mask_edit import MaskEdit
-    from leffa.sampler import check_seed
     from leffa.pipeline import output_path, viton_hd_items
     from leffa.pipelines import TryOnPipeline, conditions_style, prepare_tryon
+    from leffa.sampler import check_seed
 
     options = sampler_options(steps, guidance, guidance_mode, scheduler, eta, reference_once)
     check_seed(seed)  # before any model loads
@@ -98,8 +100,19 @@ def tryon(
         ensure_writable_destination(save_conditions, "folder", "--save-conditions")
     working = parse_size(size) if size else None
     load = lambda device_for=None: load_pipeline(  # noqa: E731 - device_for: a sharded run's own GPU
-        TryOnPipeline, model, base, offline, device_for(device) if device_for else device, dtype, working,
-        channels_last, compile, backend, offload, attention_slice)
+        TryOnPipeline,
+        model,
+        base,
+        offline,
+        device_for(device) if device_for else device,
+        dtype,
+        working,
+        channels_last,
+        compile,
+        backend,
+        offload,
+        attention_slice,
+    )
     if batch is not None:
         if pairs is None:
             raise LeffaError("--batch needs --pairs FILE (lines 'person.jpg cloth.jpg')")
@@ -108,15 +121,35 @@ def tryon(
         items = viton_hd_items(batch, pairs, output)
         style = conditions_style(model)
         make_jobs = lambda group: prepare_tryon(  # noqa: E731
-            [i.person for i in group], [i.garment for i in group], [i.mask for i in group],
-            [i.densepose for i in group], garment_type, [i.output for i in group], offline, mask_style, style, edit)
-        run_batch(load, items, "try-on", make_jobs, batch_size, options, seed, crop, repaint, every, output,
-                  save_conditions)
+            [i.person for i in group],
+            [i.garment for i in group],
+            [i.mask for i in group],
+            [i.densepose for i in group],
+            garment_type,
+            [i.output for i in group],
+            offline,
+            mask_style,
+            style,
+            edit,
+        )
+        run_batch(
+            load, items, "try-on", make_jobs, batch_size, options, seed, crop, repaint, every, output, save_conditions
+        )
         return
     if person is None or garment is None:
         raise LeffaError("give PERSON and GARMENT images (or --batch DIR --pairs FILE)")
-    jobs = prepare_tryon(person, garment, mask, densepose, garment_type, [output_path(output)], offline,
-                         mask_style, conditions_style(model), edit)
+    jobs = prepare_tryon(
+        person,
+        garment,
+        mask,
+        densepose,
+        garment_type,
+        [output_path(output)],
+        offline,
+        mask_style,
+        conditions_style(model),
+        edit,
+    )
     run_single(load, jobs, options, seed, crop, repaint, every, save_conditions)
 
 
