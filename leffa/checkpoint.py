@@ -168,6 +168,7 @@ def load_model(
         model = LeffaModel(config)
     state = to_our_names(read_state_dict(checkpoint))
     check_matches(state, {key: tuple(value.shape) for key, value in model.state_dict().items()}, checkpoint)
+    check_finite_weights(state, checkpoint)
     target = dtype or torch.float32
     model.load_state_dict({key: value.to(target) for key, value in state.items()}, strict=True, assign=True)
     return model.eval()
