@@ -81,11 +81,15 @@ def main() -> None:
     torch.manual_seed(0)
     model = LeffaModel.from_base_folder(CONFIGS[args.config]).eval().to(args.device).to_dtype(DTYPES[args.dtype])
     result = compare(model, (height, width), args.batch, args.device, args.repeats)
-    print(f"config={args.config} size={height}x{width} tokens@1/8={result['tokens']} batch={args.batch} "
-          f"dtype={args.dtype} device={args.device} repeats={args.repeats}")
+    print(
+        f"config={args.config} size={height}x{width} tokens@1/8={result['tokens']} batch={args.batch} "
+        f"dtype={args.dtype} device={args.device} repeats={args.repeats}"
+    )
     print(f"upstream-equivalent (2n queries): {result['upstream_s'] * 1e3:9.1f} ms / forward")
     print(f"ours (n queries):                 {result['ours_s'] * 1e3:9.1f} ms / forward")
-    print(f"speed-up: {result['upstream_s'] / result['ours_s']:.2f}x   max abs difference: {result['max_abs_diff']:.2e}")
+    print(
+        f"speed-up: {result['upstream_s'] / result['ours_s']:.2f}x   max abs difference: {result['max_abs_diff']:.2e}"
+    )
 
 
 if __name__ == "__main__":

@@ -74,19 +74,36 @@ def main() -> None:
     rows = []
     for kernel in ("default", "math"):
         for queries in (0, args.slice):
-            command = [sys.executable, __file__, "--config", args.config, "--size", args.size, "--dtype", args.dtype,
-                       "--device", args.device, "--child", kernel, str(queries)]
+            command = [
+                sys.executable,
+                __file__,
+                "--config",
+                args.config,
+                "--size",
+                args.size,
+                "--dtype",
+                args.dtype,
+                "--device",
+                args.device,
+                "--child",
+                kernel,
+                str(queries),
+            ]
             run = subprocess.run(command, capture_output=True, text=True, check=True)
             rows.append(json.loads(run.stdout.strip().splitlines()[-1]))
-    print(f"config={args.config} size={args.size} dtype={args.dtype} device={args.device}, one generative-UNet "
-          "forward (batch 2 = one image with CFG), peak memory above the model and the reference features")
+    print(
+        f"config={args.config} size={args.size} dtype={args.dtype} device={args.device}, one generative-UNet "
+        "forward (batch 2 = one image with CFG), peak memory above the model and the reference features"
+    )
     print("| attention kernel | slice (queries) | peak memory (MiB) | s/forward | memory vs unsliced |")
     print("| --- | --- | --- | --- | --- |")
     for row in rows:
         base = next(r for r in rows if r["kernel"] == row["kernel"] and r["queries"] == 0)
         ratio = row["peak_bytes"] / base["peak_bytes"] if base["peak_bytes"] else float("nan")
-        print(f"| {row['kernel']} | {row['queries'] or 'off'} | {row['peak_bytes'] / 2**20:.0f} | "
-              f"{row['seconds']:.2f} | {ratio:.2f} |")
+        print(
+            f"| {row['kernel']} | {row['queries'] or 'off'} | {row['peak_bytes'] / 2**20:.0f} | "
+            f"{row['seconds']:.2f} | {ratio:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -26,9 +26,13 @@ def inputs(count: int, size: tuple[int, int], seed: int = 0):
     width, height = size
     image = lambda: Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))  # noqa: E731
     mask = np.zeros((height, width), np.uint8)
-    mask[height // 4: 3 * height // 4, width // 5: 4 * width // 5] = 255
-    return ([image() for _ in range(count)], [image() for _ in range(count)], Image.fromarray(mask),
-            [image() for _ in range(count)])
+    mask[height // 4 : 3 * height // 4, width // 5 : 4 * width // 5] = 255
+    return (
+        [image() for _ in range(count)],
+        [image() for _ in range(count)],
+        Image.fromarray(mask),
+        [image() for _ in range(count)],
+    )
 
 
 def batch_variant_ops(device: torch.device) -> dict[str, float]:
@@ -38,7 +42,7 @@ def batch_variant_ops(device: torch.device) -> dict[str, float]:
     w = (torch.randn(64, 64, 3, 3, generator=g) * 0.05).to(device)
     t = torch.randn(3, 64, generator=g).to(device)
     lin = torch.randn(128, 64, generator=g).to(device)
-    each = lambda fn, v: torch.cat([fn(v[i:i + 1]) for i in range(3)])  # noqa: E731
+    each = lambda fn, v: torch.cat([fn(v[i : i + 1]) for i in range(3)])  # noqa: E731
     ops = {
         "conv2d 3x3": lambda v: F.conv2d(v, w, padding=1),
         "linear (rows = batch)": lambda v: F.linear(v, lin),
@@ -61,17 +65,27 @@ def main() -> None:
 
     pipe = leffa.TryOnPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     people, garments, mask, denseposes = inputs(args.count, tuple(int(v) for v in args.photo.split("x")))
-    run = lambda batch: pipe(people, garments, mask=mask, densepose=denseposes, steps=args.steps,  # noqa: E731
-                             batch_size=batch)
+    run = lambda batch: pipe(
+        people,
+        garments,
+        mask=mask,
+        densepose=denseposes,
+        steps=args.steps,  # noqa: E731
+        batch_size=batch,
+    )
     batched, single = run(args.batch_size), run(1)
     differences = [np.abs(np.asarray(a, int) - np.asarray(b, int)) for a, b in zip(batched.images, single.images)]
     pixels = sum(d.shape[0] * d.shape[1] for d in differences)
     changed = sum(int((d.max(axis=-1) > 0).sum()) for d in differences)
-    print(f"model {args.model}, {pipe.size[0]}x{pipe.size[1]}, {args.steps} steps, {args.count} pairs, "
-          f"device {args.device}, {args.dtype}")
-    print(f"--batch-size {args.batch_size} vs 1: max |difference| {max(int(d.max()) for d in differences)} "
-          f"(8-bit levels), pixels that differ {changed} of {pixels} ({100 * changed / pixels:.3f} %), "
-          f"mean |difference| {np.mean([d.mean() for d in differences]):.5f}")
+    print(
+        f"model {args.model}, {pipe.size[0]}x{pipe.size[1]}, {args.steps} steps, {args.count} pairs, "
+        f"device {args.device}, {args.dtype}"
+    )
+    print(
+        f"--batch-size {args.batch_size} vs 1: max |difference| {max(int(d.max()) for d in differences)} "
+        f"(8-bit levels), pixels that differ {changed} of {pixels} ({100 * changed / pixels:.3f} %), "
+        f"mean |difference| {np.mean([d.mean() for d in differences]):.5f}"
+    )
     for name, value in batch_variant_ops(torch.device(args.device)).items():
         print(f"  {name:24s} batch 3 vs 3 x batch 1: max |difference| {value:.2e}")
 

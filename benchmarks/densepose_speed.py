@@ -53,8 +53,10 @@ def main() -> None:
             tensor, size = timed("preprocess (resize, normalise)", preprocess, image, config)
             features = timed("backbone (ResNet-50 + FPN)", model.backbone, tensor)
             proposals, _ = timed(
-                "RPN (1000 proposals, NMS)", model.proposal_generator,
-                [features[k] for k in ("p2", "p3", "p4", "p5", "p6")], size,
+                "RPN (1000 proposals, NMS)",
+                model.proposal_generator,
+                [features[k] for k in ("p2", "p3", "p4", "p5", "p6")],
+                size,
             )
             timed("box head (RoIAlign 7x7, 2 FC, NMS)", model.roi_heads.detect, features, proposals, size)
             # DensePose branch on a typical try-on person box (60% of the width, 90% of the height), decoding the
@@ -63,17 +65,21 @@ def main() -> None:
             person = torch.tensor([[0.2 * w, 0.05 * h, 0.8 * w, 0.95 * h]])
             timed("DensePose branch, whole-map decoder", model.roi_heads.densepose, features, person, False)
             timed("DensePose branch, windowed decoder (used)", model.roi_heads.densepose, features, person, True)
-            timed("  of which head + predictor (1 person)",
-                  lambda p: model.roi_heads.densepose_predictor(model.roi_heads.densepose_head(p)),
-                  torch.randn(1, 256, 28, 28))
+            timed(
+                "  of which head + predictor (1 person)",
+                lambda p: model.roi_heads.densepose_predictor(model.roi_heads.densepose_head(p)),
+                torch.randn(1, 256, 28, 28),
+            )
             result = estimator.predict(image)
             for kind in ("iuv", "index", "seg"):
                 timed(f"render {kind}", result.render, kind)
             timed("whole densepose_image path (predict + seg)", estimator.render, image, "seg")
 
     whole = float(np.median(stages.pop("whole densepose_image path (predict + seg)")))
-    print(f"input {args.width}x{args.height} -> network {tensor.shape[3]}x{tensor.shape[2]} (padded), "
-          f"{args.threads} threads, median of {args.repeats}")
+    print(
+        f"input {args.width}x{args.height} -> network {tensor.shape[3]}x{tensor.shape[2]} (padded), "
+        f"{args.threads} threads, median of {args.repeats}"
+    )
     print(f"{'stage':45s} {'seconds':>8s} {'share':>7s}")
     for name, values in stages.items():
         median = float(np.median(values))

@@ -55,8 +55,9 @@ def main() -> None:
         psnr(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32))
 
         start = time.perf_counter()
-        result = evaluate_folders(root / "pred", root / "gt", MetricNetworks(), metrics=["ssim", "psnr"],
-                                  batch_size=args.batch_size)
+        result = evaluate_folders(
+            root / "pred", root / "gt", MetricNetworks(), metrics=["ssim", "psnr"], batch_size=args.batch_size
+        )
         end_to_end = time.perf_counter() - start
 
         pairs = match_pairs(root / "pred", root / "gt")
@@ -74,8 +75,9 @@ def main() -> None:
         gt_arrays = [g.permute(1, 2, 0).double().numpy() for g in gts]
         start = time.perf_counter()
         sk_ssim = [
-            structural_similarity(p, g, channel_axis=-1, data_range=1.0, gaussian_weights=True, sigma=1.5,
-                                  use_sample_covariance=False)
+            structural_similarity(
+                p, g, channel_axis=-1, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+            )
             for p, g in zip(pred_arrays, gt_arrays)
         ]
         sk_psnr = [peak_signal_noise_ratio(g, p, data_range=1.0) for p, g in zip(pred_arrays, gt_arrays)]
@@ -83,15 +85,25 @@ def main() -> None:
 
     ssim_gap = abs(result.metrics["ssim"] - float(np.mean(sk_ssim)))
     psnr_gap = abs(result.metrics["psnr"] - float(np.mean(sk_psnr)))
-    print(f"{args.n} pairs at {height}x{width}, CPU, torch threads {args.threads}, batch {args.batch_size}, "
-          f"load average {os.getloadavg()[0]:.1f}")
-    print(f"mean SSIM {result.metrics['ssim']:.5f} (scikit-image {np.mean(sk_ssim):.5f}, |diff| {ssim_gap:.1e}); "
-          f"mean PSNR {result.metrics['psnr']:.3f} dB (|diff| {psnr_gap:.1e})")
-    print(f"{'leffa eval end to end (decode + SSIM + PSNR)':48s} {end_to_end:7.2f} s  {1000 * end_to_end / args.n:6.2f} ms/pair")
-    print(f"{'leffa SSIM + PSNR compute only (batched)':48s} {compute_only:7.2f} s  {1000 * compute_only / args.n:6.2f} ms/pair")
+    print(
+        f"{args.n} pairs at {height}x{width}, CPU, torch threads {args.threads}, batch {args.batch_size}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"mean SSIM {result.metrics['ssim']:.5f} (scikit-image {np.mean(sk_ssim):.5f}, |diff| {ssim_gap:.1e}); "
+        f"mean PSNR {result.metrics['psnr']:.3f} dB (|diff| {psnr_gap:.1e})"
+    )
+    print(
+        f"{'leffa eval end to end (decode + SSIM + PSNR)':48s} {end_to_end:7.2f} s  {1000 * end_to_end / args.n:6.2f} ms/pair"
+    )
+    print(
+        f"{'leffa SSIM + PSNR compute only (batched)':48s} {compute_only:7.2f} s  {1000 * compute_only / args.n:6.2f} ms/pair"
+    )
     print(f"{'scikit-image SSIM + PSNR loop':48s} {scikit:7.2f} s  {1000 * scikit / args.n:6.2f} ms/pair")
-    print(f"ratio scikit-image / leffa compute: {scikit / compute_only:.2f}x; "
-          f"end to end / compute: {end_to_end / compute_only:.2f}x")
+    print(
+        f"ratio scikit-image / leffa compute: {scikit / compute_only:.2f}x; "
+        f"end to end / compute: {end_to_end / compute_only:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -57,8 +57,14 @@ TRYON_CONFIGS = [  # (label, sampler configuration, compiled)
 ]
 OFFLOAD_MODES = ("none", "model", "sequential")
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-GOALS = {"bf16_s_per_image": 1.0, "speedup_vs_upstream": 3.0, "loss_time_overhead": 0.15,
-         "loss_memory_overhead": 0.10, "default_peak_gib": 8.0, "model_offload_peak_gib": 5.0}
+GOALS = {
+    "bf16_s_per_image": 1.0,
+    "speedup_vs_upstream": 3.0,
+    "loss_time_overhead": 0.15,
+    "loss_memory_overhead": 0.10,
+    "default_peak_gib": 8.0,
+    "model_offload_peak_gib": 5.0,
+}
 
 
 @dataclass
@@ -198,22 +204,32 @@ def memory_section(settings: Settings) -> dict:
         free(settings.device)
         figures, _ = time_images(model, DEFAULT, settings, warmup_steps=2, count=1)  # offload runs are long
         default_seconds = default_seconds or figures["s_per_image"]
-        rows.append({"variant": label, "dtype": dtype, **figures,
-                     "time_vs_default": figures["s_per_image"] / default_seconds})
+        rows.append(
+            {"variant": label, "dtype": dtype, **figures, "time_vs_default": figures["s_per_image"] / default_seconds}
+        )
         del model
         free(settings.device)
     return {"rows": rows}
 
 
 def loss_section(settings: Settings) -> dict:
-    results = leffa_loss.compare(Path(settings.base), settings.size, 1, settings.loss_steps, settings.device,
-                                 settings.loss_precision, settings.loss_checkpointing, ("diffusion", "fused"))
+    results = leffa_loss.compare(
+        Path(settings.base),
+        settings.size,
+        1,
+        settings.loss_steps,
+        settings.device,
+        settings.loss_precision,
+        settings.loss_checkpointing,
+        ("diffusion", "fused"),
+    )
     diffusion, fused = results
     summary = {"rows": results}
     if diffusion.get("seconds") and fused.get("seconds"):
         summary["time_overhead"] = fused["seconds"] / diffusion["seconds"] - 1
-        summary["memory_overhead"] = (fused["step_bytes"] / diffusion["step_bytes"] - 1
-                                      if diffusion.get("step_bytes") else None)
+        summary["memory_overhead"] = (
+            fused["step_bytes"] / diffusion["step_bytes"] - 1 if diffusion.get("step_bytes") else None
+        )
     return summary
 
 
@@ -244,10 +260,17 @@ def onnx_section(settings: Settings, torch_seconds: float | None) -> dict:
                 rows.append({"provider": provider, "skipped": "time budget"})
                 continue
             onnx_model = onnx_backend.OnnxLeffaModel(folder, providers=[provider, "CPUExecutionProvider"])
-            seconds, _ = onnx_backend.time_per_image(onnx_model, settings.images, SamplerOptions(steps=settings.steps),
-                                                     settings.size)
-            rows.append({"provider": provider, "dtype": dtype, "s_per_image": seconds,
-                         "vs_torch_default": seconds / torch_seconds if torch_seconds else None})
+            seconds, _ = onnx_backend.time_per_image(
+                onnx_model, settings.images, SamplerOptions(steps=settings.steps), settings.size
+            )
+            rows.append(
+                {
+                    "provider": provider,
+                    "dtype": dtype,
+                    "s_per_image": seconds,
+                    "vs_torch_default": seconds / torch_seconds if torch_seconds else None,
+                }
+            )
             del onnx_model
     return {"export_s": export_s, "rows": rows}
 
@@ -263,10 +286,16 @@ def markdown(report: dict) -> str:
     s = report["settings"]
     where = report["environment"].get("gpu") or f"{report['environment']['device']} (tiny run)"
     what = "Tiny configs" if s["tiny"] else "SD1.5-inpainting size, random weights"
-    lines = [f"Command: `{report['command']}`", "",
-             (f"Machine: {where}; torch {report['environment']['torch']}; total {report['total_s']:.0f} s. "
-              f"{what}, {s['size'][0]}x{s['size'][1]}, {s['steps']} DDPM steps, CFG 2.5, batch 1, "
-              f"{s['images']} timed image(s) after one warm-up."), ""]
+    lines = [
+        f"Command: `{report['command']}`",
+        "",
+        (
+            f"Machine: {where}; torch {report['environment']['torch']}; total {report['total_s']:.0f} s. "
+            f"{what}, {s['size'][0]}x{s['size'][1]}, {s['steps']} DDPM steps, CFG 2.5, batch 1, "
+            f"{s['images']} timed image(s) after one warm-up."
+        ),
+        "",
+    ]
     sections = report["sections"]
     for name, render in (("tryon", _tryon_md), ("memory", _memory_md), ("loss", _loss_md), ("onnx", _onnx_md)):
         if name in sections:
@@ -275,8 +304,12 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-TITLES = {"tryon": "Try-on", "memory": "Memory: offload and attention slicing",
-          "loss": "Leffa loss in a training step (vs diffusion loss only)", "onnx": "ONNX Runtime"}
+TITLES = {
+    "tryon": "Try-on",
+    "memory": "Memory: offload and attention slicing",
+    "loss": "Leffa loss in a training step (vs diffusion loss only)",
+    "onnx": "ONNX Runtime",
+}
 
 
 def _skipped_md(name: str, section: dict) -> list[str]:
@@ -285,22 +318,34 @@ def _skipped_md(name: str, section: dict) -> list[str]:
 
 def _tryon_md(tryon: dict, s: dict) -> list[str]:
     lines = [f"### {TITLES['tryon']}", ""]
-    lines += [("| dtype | configuration | exact | s/image | speed-up vs upstream-equivalent | peak memory (GiB) | "
-               "max abs diff vs upstream-equivalent |"), "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        (
+            "| dtype | configuration | exact | s/image | speed-up vs upstream-equivalent | peak memory (GiB) | "
+            "max abs diff vs upstream-equivalent |"
+        ),
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for row in tryon["rows"]:
         if "skipped" in row:
             lines.append(f"| {row['dtype']} | {row['configuration']} | | skipped: {row['skipped']} | | | |")
             continue
-        lines.append(f"| {row['dtype']} | {row['configuration']} | {'yes' if row['exact'] else 'no'} | "
-                     f"{row['s_per_image']:.3f} | {row['speedup_vs_upstream']:.2f}x | {_num(row['peak_gib'], 2)} | "
-                     f"{row['max_abs_diff_vs_upstream']:.2e} |")
+        lines.append(
+            f"| {row['dtype']} | {row['configuration']} | {'yes' if row['exact'] else 'no'} | "
+            f"{row['s_per_image']:.3f} | {row['speedup_vs_upstream']:.2f}x | {_num(row['peak_gib'], 2)} | "
+            f"{row['max_abs_diff_vs_upstream']:.2e} |"
+        )
     attention = tryon.get("attention") or {}
     if attention:
-        lines += ["", (f"Generative-UNet forward ({attention['dtype']}, batch 2, {attention['tokens']} tokens at "
-                       f"1/8): 2n queries {attention['upstream_s'] * 1e3:.1f} ms, n queries "
-                       f"{attention['ours_s'] * 1e3:.1f} ms, "
-                       f"**{attention['upstream_s'] / attention['ours_s']:.2f}x**, "
-                       f"max abs difference {attention['max_abs_diff']:.1e}.")]
+        lines += [
+            "",
+            (
+                f"Generative-UNet forward ({attention['dtype']}, batch 2, {attention['tokens']} tokens at "
+                f"1/8): 2n queries {attention['upstream_s'] * 1e3:.1f} ms, n queries "
+                f"{attention['ours_s'] * 1e3:.1f} ms, "
+                f"**{attention['upstream_s'] / attention['ours_s']:.2f}x**, "
+                f"max abs difference {attention['max_abs_diff']:.1e}."
+            ),
+        ]
     lines.append("")
     return lines
 
@@ -310,21 +355,30 @@ def _memory_md(memory: dict, s: dict) -> list[str]:
     lines += ["| variant | dtype | peak memory (GiB) | s/image | time vs default |"]
     lines.append("| --- | --- | --- | --- | --- |")
     for row in memory["rows"]:
-        lines.append(f"| {row['variant']} | {row['dtype']} | {_num(row['peak_gib'], 2)} | "
-                     f"{row['s_per_image']:.3f} | {row['time_vs_default']:.2f}x |")
+        lines.append(
+            f"| {row['variant']} | {row['dtype']} | {_num(row['peak_gib'], 2)} | "
+            f"{row['s_per_image']:.3f} | {row['time_vs_default']:.2f}x |"
+        )
     lines.append("")
     return lines
 
 
 def _loss_md(loss: dict, s: dict) -> list[str]:
     lines = [f"### {TITLES['loss']}", ""]
-    lines.append(leffa_loss.report(f"{s['loss_precision']}, gradient checkpointing {s['loss_checkpointing']}, "
-                                   f"median of {s['loss_steps']} steps", loss["rows"]).split("\n", 2)[2])
+    lines.append(
+        leffa_loss.report(
+            f"{s['loss_precision']}, gradient checkpointing {s['loss_checkpointing']}, "
+            f"median of {s['loss_steps']} steps",
+            loss["rows"],
+        ).split("\n", 2)[2]
+    )
     if loss.get("time_overhead") is not None:
         memory_overhead = loss.get("memory_overhead")
         memory_text = "-" if memory_overhead is None else f"{memory_overhead:+.1%}"
-        lines += ["", (f"Overhead: time {loss['time_overhead']:+.1%} (goal <= +15%), memory {memory_text} "
-                       "(goal <= +10%).")]
+        lines += [
+            "",
+            (f"Overhead: time {loss['time_overhead']:+.1%} (goal <= +15%), memory {memory_text} (goal <= +10%)."),
+        ]
     lines.append("")
     return lines
 
@@ -337,8 +391,10 @@ def _onnx_md(onnx: dict, s: dict) -> list[str]:
         if "skipped" in row:
             lines.append(f"| {row['provider']} | | skipped: {row['skipped']} | |")
         else:
-            lines.append(f"| {row['provider']} | {row['dtype']} | {row['s_per_image']:.3f} | "
-                         f"{_num(row['vs_torch_default'], 2, 'x')} |")
+            lines.append(
+                f"| {row['provider']} | {row['dtype']} | {row['s_per_image']:.3f} | "
+                f"{_num(row['vs_torch_default'], 2, 'x')} |"
+            )
     lines.append("")
     return lines
 
@@ -356,8 +412,10 @@ def goals(report: dict) -> list[str]:
     memory = {r["variant"]: r for r in report["sections"].get("memory", {}).get("rows", [])}
     for variant, key in (("none", "default_peak_gib"), ("model", "model_offload_peak_gib")):
         if variant in memory and memory[variant]["peak_gib"] is not None:
-            out.append(f"peak <= {GOALS[key]} GB with offload {variant}: {memory[variant]['peak_gib']:.2f} GiB, "
-                       f"{memory[variant]['time_vs_default']:.2f}x the default's time")
+            out.append(
+                f"peak <= {GOALS[key]} GB with offload {variant}: {memory[variant]['peak_gib']:.2f} GiB, "
+                f"{memory[variant]['time_vs_default']:.2f}x the default's time"
+            )
     loss = report["sections"].get("loss", {})
     if loss.get("time_overhead") is not None:
         out.append(f"Leffa loss <= +15% time: {loss['time_overhead']:+.1%}")
@@ -374,16 +432,22 @@ def main(argv=None) -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny configs on the CPU (automatic without CUDA)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 30; tiny 1)")
     parser.add_argument("--images", type=int, default=None, help="timed images per configuration (default 2)")
-    parser.add_argument("--compile-dtypes", default="bf16",
-                        help="dtypes to torch.compile in (comma-separated; each costs about a minute of compiling)")
+    parser.add_argument(
+        "--compile-dtypes",
+        default="bf16",
+        help="dtypes to torch.compile in (comma-separated; each costs about a minute of compiling)",
+    )
     parser.add_argument("--attention-slice", type=int, default=None, help="queries per slice in the memory table")
     parser.add_argument("--budget-s", type=float, default=480.0, help="sections that would start later are skipped")
     parser.add_argument("--sections", default="tryon,memory,loss,onnx")
     args = parser.parse_args(argv)
     settings = settings_from(args)
-    report = {"command": "python benchmarks/gpu_suite.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "settings": {k: v for k, v in asdict(settings).items() if k != "started"},
-              "environment": describe(), "sections": {}}
+    report = {
+        "command": "python benchmarks/gpu_suite.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "settings": {k: v for k, v in asdict(settings).items() if k != "started"},
+        "environment": describe(),
+        "sections": {},
+    }
     unknown = set(args.sections.split(",")) - {"tryon", "memory", "loss", "onnx"}
     if unknown:
         raise SystemExit(f"--sections: unknown section {min(unknown)!r}; choose from tryon,memory,loss,onnx")
@@ -401,8 +465,11 @@ def main(argv=None) -> None:
         elif name == "loss":
             result = loss_section(settings)  # child processes
         else:
-            default = [r["s_per_image"] for r in report["sections"].get("tryon", {}).get("rows", [])
-                       if r["configuration"] == "default" and r["dtype"] == settings.dtypes[0] and "s_per_image" in r]
+            default = [
+                r["s_per_image"]
+                for r in report["sections"].get("tryon", {}).get("rows", [])
+                if r["configuration"] == "default" and r["dtype"] == settings.dtypes[0] and "s_per_image" in r
+            ]
             with torch.no_grad():
                 result = onnx_section(settings, statistics.median(default) if default else None)
         result["seconds"] = time.perf_counter() - start

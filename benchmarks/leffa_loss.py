@@ -39,12 +39,22 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run_variant(variant: str, base: Path, size: tuple[int, int], batch: int, steps: int, device: str,
-                precision: str, checkpointing: bool) -> dict:
+def run_variant(
+    variant: str,
+    base: Path,
+    size: tuple[int, int],
+    batch: int,
+    steps: int,
+    device: str,
+    precision: str,
+    checkpointing: bool,
+) -> dict:
     """Time ``steps`` training steps (after one warm-up) of one variant; returns seconds/step and peak bytes."""
     import torch
 
     sys.path.insert(0, str(ROOT))
+    from diffusers import DDPMScheduler
+
     from leffa.loss import LeffaLossSettings, select_layers
     from leffa.model import LeffaModel
     from leffa.train.loop import (
@@ -54,7 +64,6 @@ def run_variant(variant: str, base: Path, size: tuple[int, int], batch: int, ste
         prepare_inputs,
         release_features,
     )
-    from diffusers import DDPMScheduler
 
     torch.manual_seed(0)
     with torch.device(device):  # random init on the device itself: seconds instead of minutes at full size
@@ -124,13 +133,33 @@ def compare(base: Path, size, batch, steps, device, precision, checkpointing, va
     results = []
     for variant in variants:
         command = [
-            sys.executable, __file__, "--child", variant, "--base", str(base), "--size", f"{size[0]}x{size[1]}",
-            "--batch", str(batch), "--steps", str(steps), "--device", device, "--precision", precision,
+            sys.executable,
+            __file__,
+            "--child",
+            variant,
+            "--base",
+            str(base),
+            "--size",
+            f"{size[0]}x{size[1]}",
+            "--batch",
+            str(batch),
+            "--steps",
+            str(steps),
+            "--device",
+            device,
+            "--precision",
+            precision,
         ] + (["--checkpointing"] if checkpointing else [])
         run = subprocess.run(command, capture_output=True, text=True)
         if run.returncode != 0:
-            results.append({"variant": variant, "seconds": None, "peak_bytes": None,
-                            "error": run.stderr.strip().splitlines()[-1] if run.stderr.strip() else "failed"})
+            results.append(
+                {
+                    "variant": variant,
+                    "seconds": None,
+                    "peak_bytes": None,
+                    "error": run.stderr.strip().splitlines()[-1] if run.stderr.strip() else "failed",
+                }
+            )
         else:
             results.append(json.loads(run.stdout.strip().splitlines()[-1]))
     return results
@@ -138,8 +167,12 @@ def compare(base: Path, size, batch, steps, device, precision, checkpointing, va
 
 def report(title: str, results: list[dict]) -> str:
     reference = results[0]
-    lines = [f"### {title}", "", "| variant | s/step | time vs diffusion | step memory (MiB) | memory vs diffusion |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        f"### {title}",
+        "",
+        "| variant | s/step | time vs diffusion | step memory (MiB) | memory vs diffusion |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for result in results:
         if result.get("seconds") is None:
             lines.append(f"| {result['variant']} | {result.get('error')} | | | |")
@@ -147,8 +180,10 @@ def report(title: str, results: list[dict]) -> str:
         time_ratio = result["seconds"] / reference["seconds"] if reference.get("seconds") else float("nan")
         mem, ref_mem = result["step_bytes"], reference.get("step_bytes") or 0
         mem_ratio = mem / ref_mem if ref_mem else float("nan")
-        lines.append(f"| {result['variant']} | {result['seconds']:.3f} | {time_ratio:.3f} | {mem / 2**20:.0f} | "
-                     f"{mem_ratio:.3f} |")
+        lines.append(
+            f"| {result['variant']} | {result['seconds']:.3f} | {time_ratio:.3f} | {mem / 2**20:.0f} | "
+            f"{mem_ratio:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -164,8 +199,9 @@ def main() -> None:
     parser.add_argument("--checkpointing", action="store_true")
     args = parser.parse_args()
     if args.child:
-        result = run_variant(args.child, args.base, args.size, args.batch, args.steps, args.device, args.precision,
-                             args.checkpointing)
+        result = run_variant(
+            args.child, args.base, args.size, args.batch, args.steps, args.device, args.precision, args.checkpointing
+        )
         print(json.dumps(result))
         return
 
@@ -173,13 +209,31 @@ def main() -> None:
 
     runs = []
     if args.device in (None, "cpu"):
-        runs.append(("CPU, tiny SD1.5-style model (tests/fixtures), fp32", "cpu", args.base or TINY_BASE,
-                     args.size or (256, 192), args.batch or 2, args.steps or 3, args.precision or "no",
-                     args.checkpointing))
+        runs.append(
+            (
+                "CPU, tiny SD1.5-style model (tests/fixtures), fp32",
+                "cpu",
+                args.base or TINY_BASE,
+                args.size or (256, 192),
+                args.batch or 2,
+                args.steps or 3,
+                args.precision or "no",
+                args.checkpointing,
+            )
+        )
     if args.device in (None, "cuda") and torch.cuda.is_available():
-        runs.append((f"{torch.cuda.get_device_name()}, SD1.5 full size (random weights), bf16, gradient checkpointing",
-                     "cuda", args.base or FULL_BASE, args.size or (1024, 768), args.batch or 1, args.steps or 5,
-                     args.precision or "bf16", True))
+        runs.append(
+            (
+                f"{torch.cuda.get_device_name()}, SD1.5 full size (random weights), bf16, gradient checkpointing",
+                "cuda",
+                args.base or FULL_BASE,
+                args.size or (1024, 768),
+                args.batch or 1,
+                args.steps or 5,
+                args.precision or "bf16",
+                True,
+            )
+        )
     print(f"command: python {' '.join(sys.argv)}")
     for title, device, base, size, batch, steps, precision, checkpointing in runs:
         results = compare(base, size, batch, steps, device, precision, checkpointing)

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import torch
 
+from leffa.export.backend import OnnxLeffaModel
 from leffa.export.graphs import ExportOptions, export_onnx
 from leffa.model import LeffaModel
-from leffa.export.backend import OnnxLeffaModel
 from leffa.sampler import SamplerOptions, sample
 
-TINY_SD15 = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "upstream_parity" / "stable-diffusion-inpainting"
+TINY_SD15 = (
+    Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "upstream_parity" / "stable-diffusion-inpainting"
+)
 
 
 def inputs(height: int, width: int, seed: int = 1):
@@ -73,14 +75,18 @@ def main() -> None:
             onnx_model = OnnxLeffaModel(directory, providers=["CPUExecutionProvider"], threads=args.threads)
             rows.append((label, onnx_model))
         torch_seconds, torch_image = time_per_image(model, args.images, options, size)
-        print(f"tiny model, {args.height}x{args.width}, {args.steps} DDPM steps with CFG, "
-              f"{args.threads} thread(s), mean of {args.images} images after one warm-up")
+        print(
+            f"tiny model, {args.height}x{args.width}, {args.steps} DDPM steps with CFG, "
+            f"{args.threads} thread(s), mean of {args.images} images after one warm-up"
+        )
         print(f"{'backend':<28}{'s/image':>10}{'vs torch':>10}{'PSNR vs torch':>16}")
         print(f"{'torch (CPU)':<28}{torch_seconds:>10.3f}{1.0:>10.2f}{'-':>16}")
         for label, onnx_model in rows:
             seconds, image = time_per_image(onnx_model, args.images, options, size)
-            print(f"{'onnxruntime CPU, ' + label:<28}{seconds:>10.3f}{seconds / torch_seconds:>10.2f}"
-                  f"{psnr(image, torch_image):>13.1f} dB")
+            print(
+                f"{'onnxruntime CPU, ' + label:<28}{seconds:>10.3f}{seconds / torch_seconds:>10.2f}"
+                f"{psnr(image, torch_image):>13.1f} dB"
+            )
 
 
 if __name__ == "__main__":

@@ -198,7 +198,9 @@ def main() -> None:
     for style in ("hd", "dc"):
         results[f"mask rules ({style}, mean of 3 types)"] = (
             timed(
-                lambda: [agnostic_mask(labels, keypoints, t, style) for t in ("upper_body", "lower_body", "dresses")],
+                lambda style=style: [
+                    agnostic_mask(labels, keypoints, t, style) for t in ("upper_body", "lower_body", "dresses")
+                ],
                 args.repeats,
             )
             / 3

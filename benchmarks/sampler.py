@@ -75,21 +75,23 @@ def inputs(size: tuple[int, int], count: int):
     garment = torch.rand(count, 3, height, width, generator=generator) * 2 - 1
     densepose = torch.rand(count, 3, height, width, generator=generator) * 2 - 1
     mask = torch.zeros(count, 1, height, width)
-    mask[:, :, height // 4: 3 * height // 4, width // 4: 3 * width // 4] = 1
+    mask[:, :, height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 1
     return person, garment, mask, densepose
 
 
 def run_images(model, config: Config, count: int, size: tuple[int, int], steps: int):
     """Sample ``count`` images at ``size`` in batches of ``config.batch`` (CFG 2.5, DDPM); returns the images."""
-    options = SamplerOptions(steps=steps, share_uncond_features=config.share_uncond,
-                             reference_once=config.reference_once)
+    options = SamplerOptions(
+        steps=steps, share_uncond_features=config.share_uncond, reference_once=config.reference_once
+    )
     cache = UncondFeatureCache() if config.cache else None
     person, garment, mask, densepose = inputs(size, count)
     images = []
     for start in range(0, count, config.batch):
         part = slice(start, start + config.batch)
-        images.append(sample(model, person[part], garment[part], mask[part], densepose[part], options,
-                             seed=0, cache=cache))
+        images.append(
+            sample(model, person[part], garment[part], mask[part], densepose[part], options, seed=0, cache=cache)
+        )
     return torch.cat(images)
 
 
@@ -135,6 +137,7 @@ def time_breakdown(model, args, device) -> dict[str, float]:
             synchronize(device)
             totals[name] = totals.get(name, 0.0) + time.perf_counter() - start
             return out
+
         return wrapper
 
     for name in ("encode", "decode", "reference_features", "predict_noise"):
@@ -190,25 +193,43 @@ def main() -> None:
 
     memory = {}
     for index, config in enumerate(CONFIGS):
-        command = [sys.executable, __file__, "--memory-child", str(index), "--device", args.device, "--dtype",
-                   args.dtype, "--steps", str(args.steps), "--images", str(args.images),
-                   "--size", "x".join(map(str, args.size))] + (["--full-size"] if args.full_size else [])
+        command = [
+            sys.executable,
+            __file__,
+            "--memory-child",
+            str(index),
+            "--device",
+            args.device,
+            "--dtype",
+            args.dtype,
+            "--steps",
+            str(args.steps),
+            "--images",
+            str(args.images),
+            "--size",
+            "x".join(map(str, args.size)),
+        ] + (["--full-size"] if args.full_size else [])
         result = subprocess.run(command, capture_output=True, text=True, check=True)
         memory[config.name] = json.loads(result.stdout.strip().splitlines()[-1])
 
     breakdown = time_breakdown(models[CONFIGS[1].name][0], args, device)
     base = statistics.median(times[CONFIGS[0].name])
     what = "SD1.5 full size" if args.full_size else "tiny SD1.5-style"
-    print(f"{what}, {args.size[0]}x{args.size[1]}, {args.steps} DDPM steps, guidance 2.5, {args.images} images, "
-          f"device {device}, {args.dtype}, torch threads {torch.get_num_threads()}, median of {args.rounds} rounds")
-    print(f"| configuration | exact | images/s | speed-up | peak memory above the model (MiB) |")
+    print(
+        f"{what}, {args.size[0]}x{args.size[1]}, {args.steps} DDPM steps, guidance 2.5, {args.images} images, "
+        f"device {device}, {args.dtype}, torch threads {torch.get_num_threads()}, median of {args.rounds} rounds"
+    )
+    print("| configuration | exact | images/s | speed-up | peak memory above the model (MiB) |")
     print("| --- | --- | --- | --- | --- |")
     for config in CONFIGS:
         median = statistics.median(times[config.name])
-        print(f"| {config.name} | {'yes' if config.exact else 'no'} | {args.images / median:.3f} | "
-              f"{base / median:.2f}x | {memory[config.name]:.0f} |")
-    print("time shares, ours default, one image: " +
-          ", ".join(f"{name} {share:.0%}" for name, share in breakdown.items()))
+        print(
+            f"| {config.name} | {'yes' if config.exact else 'no'} | {args.images / median:.3f} | "
+            f"{base / median:.2f}x | {memory[config.name]:.0f} |"
+        )
+    print(
+        "time shares, ours default, one image: " + ", ".join(f"{name} {share:.0%}" for name, share in breakdown.items())
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ loads with no base-model folder. Upstream checkpoints hold one state dict with p
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -33,7 +35,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         try:
             with safe_open(str(path), framework="pt") as handle:
-                return {key: handle.get_tensor(key) for key in handle.keys()}
+                return {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (a safetensors handle, not a dict)
         except (SafetensorError, OSError, ValueError) as error:
             raise LeffaError(f"{path}: not a readable safetensors file ({error})") from None
     try:
@@ -69,7 +71,7 @@ def from_upstream(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for key, value in state.items():
         for old, new in UPSTREAM_PREFIXES.items():
             if key.startswith(old):
-                key = new + key[len(old):]
+                key = new + key[len(old) :]
                 break
         if not any(part in key if part.startswith(".") else key.startswith(part) for part in IGNORED_UPSTREAM):
             renamed[key] = value
@@ -109,8 +111,10 @@ def check_finite_weights(state: dict[str, torch.Tensor], source: str | Path) -> 
     """Refuse weights holding NaN/Inf: they would sample an all-black or all-white image without any error."""
     for key, value in state.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise LeffaError(f"{source}: weight {key} holds NaN/Inf values; the checkpoint is broken "
-                             "(a diverged training run, or a damaged file)")
+            raise LeffaError(
+                f"{source}: weight {key} holds NaN/Inf values; the checkpoint is broken "
+                "(a diverged training run, or a damaged file)"
+            )
 
 
 def load_weights(model: LeffaModel, state: dict[str, torch.Tensor], source: str | Path) -> None:
@@ -121,7 +125,16 @@ def load_weights(model: LeffaModel, state: dict[str, torch.Tensor], source: str 
     model.load_state_dict(state, strict=True, assign=False)
 
 
-def save_model(model: LeffaModel, path: str | Path, dtype: str = "fp16") -> Path:
+class SavableModel(Protocol):
+    """What ``save_model`` reads: a ``LeffaModel``, or weights gathered outside one (the trainer's)."""
+
+    @property
+    def config(self) -> LeffaConfig: ...
+
+    def state_dict(self) -> Mapping[str, torch.Tensor]: ...
+
+
+def save_model(model: SavableModel, path: str | Path, dtype: str = "fp16") -> Path:
     """Write the model as one self-describing safetensors file, atomically."""
     if dtype not in DTYPES:
         raise LeffaError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")

@@ -159,7 +159,8 @@ class PairDataset(torch.utils.data.Dataset):
     """Common machinery: a list of entries, a loader per entry, deterministic per-(epoch, index) augmentation."""
 
     def __init__(self, size: tuple[int, int], augmentation: Augmentation | None = None, seed: int = 0):
-        self.size = tuple(size)
+        height, width = size
+        self.size = (height, width)
         self.augmentation = augmentation
         self.seed = seed
         self.epoch = 0
@@ -170,6 +171,10 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def load(self, entry) -> dict:
+        """One sample (a dict of tensors) for one of ``self.entries``; each layout defines its own."""
+        raise NotImplementedError
 
     def __getitem__(self, index: int) -> dict:
         sample = self.load(self.entries[index])

@@ -33,9 +33,8 @@ def dtype_support(device: str) -> list[str]:
 def describe() -> dict[str, str]:
     from huggingface_hub.constants import HF_HUB_CACHE
 
-    from leffa.hub import weights_folder
-
     from leffa import __version__
+    from leffa.hub import weights_folder
 
     device = best_device()
     info = {
@@ -44,9 +43,9 @@ def describe() -> dict[str, str]:
         "torch": torch.__version__,
         "diffusers": _version("diffusers"),
         "accelerate": _version("accelerate"),
-        "onnxruntime": _version("onnxruntime") if _version("onnxruntime") != "not installed" else _version(
-            "onnxruntime-gpu"
-        ),
+        "onnxruntime": _version("onnxruntime")
+        if _version("onnxruntime") != "not installed"
+        else _version("onnxruntime-gpu"),
         "device": device,
         "dtypes": ", ".join(dtype_support(device)),
         "weights cache": HF_HUB_CACHE,

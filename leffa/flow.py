@@ -23,16 +23,26 @@ def coordinate_grid(height: int, width: int, device=None, dtype=torch.float32) -
 
     Top-left token -> (-1, -1), bottom-right -> (1, 1); row-major like the flattened token sequence.
     """
-    ys = torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype) if height > 1 else torch.zeros(1, device=device, dtype=dtype)
-    xs = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype) if width > 1 else torch.zeros(1, device=device, dtype=dtype)
+    ys = (
+        torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype)
+        if height > 1
+        else torch.zeros(1, device=device, dtype=dtype)
+    )
+    xs = (
+        torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype)
+        if width > 1
+        else torch.zeros(1, device=device, dtype=dtype)
+    )
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([grid_x, grid_y], dim=-1).reshape(height * width, 2)
 
 
 def check_temperature(temperature: float) -> float:
     """The softmax temperature tau must be a positive finite number (0, NaN or inf give NaN flows)."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-        math.isfinite(temperature) and temperature > 0
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not (math.isfinite(temperature) and temperature > 0)
     ):
         raise LeffaError(f"--temperature: {temperature!r} must be a positive finite number")
     return float(temperature)

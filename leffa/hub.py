@@ -143,9 +143,7 @@ def fetch(
         )
     except (LocalEntryNotFoundError, OfflineModeIsEnabled):
         url = f"{endpoint}/{repo_id}/resolve/{revision or 'main'}/{filename}"
-        raise MissingWeights(
-            filename, reason or "the download failed", url, local.parent, what
-        ) from None
+        raise MissingWeights(filename, reason or "the download failed", url, local.parent, what) from None
     except RepositoryNotFoundError:
         raise LeffaError(f"{repo_id}: no such hub repository (or it is private)") from None
     except EntryNotFoundError:

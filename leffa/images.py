@@ -41,8 +41,10 @@ SCHP parsing's and DensePose's bilinear; their parity tests compare against thos
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -67,8 +69,20 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 # -- opening ------------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Upload:
+    """An image file's bytes and the name it had on the sender's side (an HTTP upload): opened with the same checks
+    and one-line messages as a path, naming ``name``. ``str()`` is the name, so messages read as for a file."""
+
+    name: str
+    data: bytes
+
+    def __str__(self) -> str:
+        return self.name
+
+
 def open_image(
-    path: str | Path | Image.Image,
+    path: str | Path | Image.Image | Upload,
     role: str = "image",
     *,
     min_side: int = 1,
@@ -88,7 +102,7 @@ def open_image(
         if width * height > max_pixels:
             raise LeffaError(f"{role} ({width}x{height} image) is too large (at most {max_pixels // 1_000_000} MP)")
         return path
-    path = Path(path)
+    path = path if isinstance(path, Upload) else Path(path)
     image = _open_lazily(path, role, max_pixels)
     width, height = image.size
     problem = None
@@ -115,24 +129,27 @@ def open_image(
     return image
 
 
-def image_size(path: str | Path, role: str = "image") -> Size:
+def image_size(path: str | Path | Upload, role: str = "image") -> Size:
     """``(H, W)`` of an image file from its header, without decoding its pixels (errors as ``open_image``)."""
-    with _open_lazily(Path(path), role, MAX_PIXELS) as image:
+    with _open_lazily(path if isinstance(path, Upload) else Path(path), role, MAX_PIXELS) as image:
         width, height = image.size
         orientation = image.getexif().get(0x0112, 1)
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
-def _open_lazily(path: Path, role: str, max_pixels: int) -> Image.Image:
+def _open_lazily(path: Path | Upload, role: str, max_pixels: int) -> Image.Image:
     """``Image.open`` (header only) with every failure as a one-line ``LeffaError`` and no Pillow warning."""
-    if path.is_dir():
+    if isinstance(path, Upload):
+        if not path.data:
+            raise LeffaError(f"{path}: {role} is empty (0 bytes)")
+    elif path.is_dir():
         raise LeffaError(f"{path}: {role} is a folder, not an image file")
-    if not path.is_file():
+    elif not path.is_file():
         raise LeffaError(f"{path}: {role} not found")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            return Image.open(path)
+            return Image.open(io.BytesIO(path.data) if isinstance(path, Upload) else path)
         except Image.DecompressionBombError:
             raise LeffaError(f"{path}: {role} is too large (at most {max_pixels // 1_000_000} MP)") from None
         except UnidentifiedImageError:
@@ -218,7 +235,9 @@ def _lab_to_rgb(image: Image.Image) -> Image.Image:
     from PIL import ImageCms
 
     transform = ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB")
-    return ImageCms.applyTransform(image, transform)
+    converted = ImageCms.applyTransform(image, transform)
+    assert converted is not None  # None only with inPlace=True
+    return converted
 
 
 def _convert(image: Image.Image, mode: str) -> Image.Image:
@@ -231,7 +250,12 @@ def _convert(image: Image.Image, mode: str) -> Image.Image:
 
 
 def read_rgb(
-    path: str | Path | Image.Image, role: str = "image", notes: list[str] | None = None, *, min_side: int = 1, alpha: str = "white"
+    path: str | Path | Image.Image | Upload,
+    role: str = "image",
+    notes: list[str] | None = None,
+    *,
+    min_side: int = 1,
+    alpha: str = "white",
 ) -> Image.Image:
     """``open_image`` then ``to_rgb`` (transparency over white unless ``alpha="ignore"``)."""
     what = role if isinstance(path, Image.Image) else f"{path}: {role}"
@@ -338,7 +362,7 @@ def parse_size(value: str | Sequence[int], option: str = "--size", *, multiple: 
         match = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", value)
         if match is None:
             raise LeffaError(f"{option} {value!r}: expected HEIGHTxWIDTH, e.g. 1024x768")
-        size = (int(match.group(1)), int(match.group(2)))
+        size: tuple[int, ...] = (int(match.group(1)), int(match.group(2)))
     else:
         try:
             size = tuple(int(v) for v in value)

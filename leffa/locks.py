@@ -7,13 +7,18 @@ stays (removing it would let a third process lock a fresh file while a second st
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from types import ModuleType
 
 from leffa.errors import LeffaError
 
+fcntl: ModuleType | None
 try:
-    import fcntl
+    import fcntl as _fcntl
+
+    fcntl = _fcntl
 except ImportError:  # Windows: no flock; the lock is then advisory only through the pid file
     fcntl = None
 
@@ -49,14 +54,13 @@ class FolderLock:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         return self
 
     def __exit__(self, *exc) -> None:
         self.release()
 
     def __del__(self) -> None:
-        try:
+        # At interpreter exit os may already be gone; the kernel drops the lock anyway.
+        with contextlib.suppress(OSError, TypeError):
             self.release()
-        except (OSError, TypeError):  # at interpreter exit os may already be gone; the kernel drops the lock anyway
-            pass

@@ -65,7 +65,7 @@ def layer_flow(
 
 def warp_reference(flow: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """The reference image warped by a token-grid flow upsampled to the reference's size (float32)."""
-    upsampled = upsample_flow(flow.float(), tuple(reference.shape[-2:]))
+    upsampled = upsample_flow(flow.float(), (reference.shape[-2], reference.shape[-1]))
     return warp(reference.float(), upsampled)
 
 
@@ -110,7 +110,7 @@ def leffa_loss(
     """
     if not captured:
         raise ValueError("no captured attention layers for the Leffa loss (check the resolution gate)")
-    image_size = tuple(target.shape[-2:])
+    image_size = (target.shape[-2], target.shape[-1])
     per_layer = {}
     for name, (queries, keys) in captured.items():
         flow = layer_flow(queries, keys, image_size, settings.temperature, fused=fused)

@@ -50,28 +50,34 @@ class LeffaConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str, source: str | Path = "model config") -> "LeffaConfig":
+    def from_json(cls, text: str, source: str | Path = "model config") -> LeffaConfig:
         """Parse ``to_json``'s text; damaged or foreign text is a one-line ``LeffaError`` naming ``source``."""
         try:
             values = json.loads(text)
         except ValueError as error:
-            raise LeffaError(f"{source}: the embedded model config is not valid JSON ({error}); the file is "
-                             "damaged or was not written by leffa") from None
+            raise LeffaError(
+                f"{source}: the embedded model config is not valid JSON ({error}); the file is "
+                "damaged or was not written by leffa"
+            ) from None
         return cls.from_dict(values, source)
 
     @classmethod
-    def from_dict(cls, values, source: str | Path = "model config") -> "LeffaConfig":
+    def from_dict(cls, values, source: str | Path = "model config") -> LeffaConfig:
         """A config from its ``asdict`` form; wrong keys or types are a one-line ``LeffaError`` naming ``source``."""
-        if not isinstance(values, dict) or not all(isinstance(values.get(k), dict) for k in ("unet", "vae", "scheduler")):
-            raise LeffaError(f"{source}: the embedded model config lacks its unet/vae/scheduler sections; the file "
-                             "is damaged or was not written by leffa")
+        if not isinstance(values, dict) or not all(
+            isinstance(values.get(k), dict) for k in ("unet", "vae", "scheduler")
+        ):
+            raise LeffaError(
+                f"{source}: the embedded model config lacks its unet/vae/scheduler sections; the file "
+                "is damaged or was not written by leffa"
+            )
         try:
             return cls(**values)
         except TypeError as error:
             raise LeffaError(f"{source}: the embedded model config does not fit this leffa ({error})") from None
 
     @classmethod
-    def from_base_folder(cls, base: str | Path, task: str = "vton") -> "LeffaConfig":
+    def from_base_folder(cls, base: str | Path, task: str = "vton") -> LeffaConfig:
         """Read a diffusers base-model folder (``unet/``, ``vae/``, ``scheduler/`` configs)."""
         base = Path(base)
         if not base.is_dir():
@@ -122,9 +128,7 @@ class LeffaModel(nn.Module):
         self.config = config
         self.vae = AutoencoderKL.from_config(_clean(config.vae))
         self.reference_unet = UNet2DConditionModel.from_config(unet_config(config, REFERENCE_IN_CHANNELS))
-        self.generative_unet = UNet2DConditionModel.from_config(
-            unet_config(config, config.generative_in_channels)
-        )
+        self.generative_unet = UNet2DConditionModel.from_config(unet_config(config, config.generative_in_channels))
         for unet in (self.reference_unet, self.generative_unet):
             remove_cross_attention(unet)
         self.reference_context = AttentionContext()
@@ -136,7 +140,7 @@ class LeffaModel(nn.Module):
         self.execution_device: torch.device | None = None
 
     @classmethod
-    def from_base_folder(cls, base: str | Path, task: str = "vton") -> "LeffaModel":
+    def from_base_folder(cls, base: str | Path, task: str = "vton") -> LeffaModel:
         """A randomly initialised model with the architecture of a base-model folder."""
         return cls(LeffaConfig.from_base_folder(base, task=task))
 
@@ -176,7 +180,7 @@ class LeffaModel(nn.Module):
             scales[name] = self.latent_downscale * 2**level
         return scales
 
-    def to_dtype(self, dtype: torch.dtype) -> "LeffaModel":
+    def to_dtype(self, dtype: torch.dtype) -> LeffaModel:
         """Cast the UNets to ``dtype``; a VAE that overflows in fp16 (``force_upcast``, e.g. SDXL's) stays fp32."""
         self.to(dtype)
         if dtype == torch.float16 and self.vae.config.get("force_upcast", False):
@@ -270,8 +274,8 @@ class LeffaModel(nn.Module):
 
     # -- conditions ---------------------------------------------------------------------------------------------
 
+    @staticmethod
     def generative_input(
-        self,
         noisy_latents: torch.Tensor,
         mask: torch.Tensor,
         masked_latents: torch.Tensor,

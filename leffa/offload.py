@@ -81,4 +81,3 @@ def apply_offload(model, mode: str, device: torch.device | str) -> list[UserCpuO
     for hook in hooks:
         hook.hook.prev_module_hook = _OffloadOthers([other for other in hooks if other is not hook])
     return hooks
-

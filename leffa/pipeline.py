@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -208,15 +208,19 @@ def tryon_job(
     offline: bool = False,
     mask_style: str = "upstream",
     style: str = "hd",
+    edit=None,
 ) -> Job:
     """Read and check the inputs of one try-on (nothing is written); images are paths or PIL images.
 
     Missing masks and DensePose images come from the ``leffa.conditions`` plugins, made for the model's ``style``
     as the authors' app makes them: ``hd`` (VITON-HD model) the ``hd`` mask and the part rendering, ``dc``
-    (DressCode model) the ``dc`` mask and the part indices; ``mask_style`` picks the mask rules.
+    (DressCode model) the ``dc`` mask and the part indices; ``mask_style`` picks the mask rules. ``edit`` (a
+    ``leffa.mask_edit.MaskEdit``) corrects the mask, given or automatic (grow, shrink, garment length).
     """
     if garment_type not in GARMENT_TYPES:
         raise LeffaError(f"--garment-type: unknown type {garment_type!r}; choose one of {', '.join(GARMENT_TYPES)}")
+    if edit is not None:
+        edit.check(garment_type)
     if mask is None:
         from leffa.preprocess.masks import check_mask_options
 
@@ -226,8 +230,13 @@ def tryon_job(
     reference = load_rgb(garment, "garment image", notes)
     mask_image = _condition(mask, "mask", "garment mask", photo, "L", garment_type, offline, mask_style=mask_style,
                             style=style)  # fmt: skip
+    if edit is not None and not edit.is_identity:
+        from leffa.mask_edit import edit_mask
+
+        mask_image = edit_mask(mask_image, edit, garment_type)
     if images.is_empty_mask(mask_image):
-        where = mask if isinstance(mask, (str, Path)) else ("the automatic mask" if mask is None else "the mask")
+        named = isinstance(mask, (str, Path, images.Upload))
+        where = mask if named else ("the automatic mask" if mask is None else "the mask")
         notes.append(f"{where}: garment mask is all black, nothing to regenerate; "
                      "the result is the person photo")
     kind = "index" if style == "dc" else "rgb"
@@ -456,6 +465,6 @@ def input_problem(item: DatasetItem | PoseItem) -> str | None:
     return None
 
 
-def batches(items: list, size: int) -> Iterator[list]:
+def batches(items: Sequence, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield list(items[start:start + size])

@@ -24,6 +24,7 @@ from typing import Sequence, Union
 from PIL import Image
 
 from leffa.errors import LeffaError
+from leffa.mask_edit import MaskEdit
 from leffa.pipeline import Job, pose_job, run_jobs, tryon_job
 from leffa.sampler import SamplerOptions, UncondFeatureCache
 
@@ -69,7 +70,8 @@ class _Pipeline:
     def __init__(self, model, size: tuple[int, int], source: str = "", notes: Sequence[str] = (),
                  offline: bool = False):
         self.model = model
-        self.size = tuple(size)  # (H, W) working size
+        height, width = size
+        self.size = (height, width)  # working size
         self.source = source
         self.notes = list(notes)  # about the model, e.g. "made for pose, running it for vton"
         self.offline = offline
@@ -105,6 +107,7 @@ class _Pipeline:
         resolved = open_model(model, cls.task, device=device, dtype=dtype, size=size, base=base, offline=offline,
                               backend=backend, channels_last=channels_last, compile=compile, offload=offload,
                               attention_slice=attention_slice)
+        assert resolved.image_size is not None  # open_model always chooses a working size
         return cls(resolved.model, resolved.image_size, resolved.source, resolved.notes, offline)
 
     def __repr__(self) -> str:
@@ -154,12 +157,14 @@ class TryOnPipeline(_Pipeline):
 
     def prepare(self, person: Images, garment: Images, mask: Images | None = None, densepose: Images | None = None,
                 garment_type: str = "upper_body", outputs: Sequence[str | Path] | None = None,
-                mask_style: str = "upstream") -> list[Job]:
+                mask_style: str = "upstream", mask_grow: int = 0, mask_shrink: int = 0,
+                garment_length: float | None = None) -> list[Job]:
         """Read and check the inputs (no sampling): one job per person; a single garment, mask or DensePose serves
         every person. Missing masks and DensePose images come from the automatic conditions, made as the authors'
-        app makes them for this model (``mask_style``: ``upstream`` rules or ``tight``)."""
+        app makes them for this model (``mask_style``: ``upstream`` rules or ``tight``); ``mask_grow``,
+        ``mask_shrink`` and ``garment_length`` correct the mask (``leffa.mask_edit``)."""
         return prepare_tryon(person, garment, mask, densepose, garment_type, outputs, self.offline, mask_style,
-                             conditions_style(self.source))
+                             conditions_style(self.source), MaskEdit(mask_grow, mask_shrink, garment_length))
 
     def __call__(
         self,
@@ -180,6 +185,9 @@ class TryOnPipeline(_Pipeline):
         crop: bool = True,
         batch_size: int | None = None,
         mask_style: str = "upstream",
+        mask_grow: int = 0,
+        mask_shrink: int = 0,
+        garment_length: float | None = None,
     ) -> PipelineOutput:
         """Dress ``person`` (a photo, or a list) in ``garment``; returns the images at the photos' sizes.
 
@@ -187,9 +195,12 @@ class TryOnPipeline(_Pipeline):
         ``upper_body``, ``lower_body`` or ``dresses``); ``densepose``: the DensePose rendering (default: automatic).
         ``repaint`` keeps the original pixels outside a feathered mask; ``crop`` works on the largest centred crop
         of the working aspect and pastes it back (``False``: resize the whole photo, as upstream).
+        ``mask_grow`` / ``mask_shrink`` (pixels, a disk) and ``garment_length`` (fraction of the mask's height kept
+        from its top; ``lower_body`` and ``dresses``) correct the mask, given or automatic (``leffa.mask_edit``).
         """
         options = _options(steps, guidance, scheduler, guidance_mode, eta, reference_once)
-        jobs = self.prepare(person, garment, mask, densepose, garment_type, mask_style=mask_style)
+        jobs = self.prepare(person, garment, mask, densepose, garment_type, mask_style=mask_style,
+                            mask_grow=mask_grow, mask_shrink=mask_shrink, garment_length=garment_length)
         return self.generate(jobs, options, seed=seed, repaint=repaint, crop=crop, batch_size=batch_size)
 
 
@@ -232,15 +243,17 @@ def conditions_style(model) -> str:
 
 
 def prepare_tryon(person, garment, mask=None, densepose=None, garment_type="upper_body", outputs=None,
-                  offline=False, mask_style="upstream", style="hd") -> list[Job]:
+                  offline=False, mask_style="upstream", style="hd", edit: MaskEdit | None = None) -> list[Job]:
     """``TryOnPipeline.prepare`` without a model: the commands check every input before loading one."""
+    if edit is not None:
+        edit.check(garment_type)
     people = _as_list(person, "person")
     count = len(people)
     garments = _broadcast("garment", garment, count)
     masks, denseposes = _broadcast("mask", mask, count), _broadcast("densepose", densepose, count)
     targets = _matched("outputs", outputs, count)
     return [tryon_job(p, g, o, mask=m, densepose=d, garment_type=garment_type, offline=offline,
-                      mask_style=mask_style, style=style)
+                      mask_style=mask_style, style=style, edit=edit)
             for p, g, m, d, o in zip(people, garments, masks, denseposes, targets)]
 
 

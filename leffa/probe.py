@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+
 from leffa import images
 from leffa.errors import LeffaError
 from leffa.flow import attention_flow, attention_map, token_grid
@@ -211,7 +212,7 @@ def capture_attention(
     if not 0 <= int(timestep) < steps:
         raise LeffaError(f"--t {timestep}: the timestep must be in 0..{steps - 1}")
     device, dtype = model.device, model.dtype
-    size = tuple(person.shape[-2:])
+    size = (person.shape[-2], person.shape[-1])
     batch = person.shape[0]
     if mask is None:
         mask = torch.ones(batch, 1, *size)
@@ -249,5 +250,5 @@ def probe_flows(
 ) -> FlowProbe:
     """``capture_attention`` then ``layer_flows``: per layer the token-grid flow and the attention of ``points``."""
     captured = capture_attention(model, person, garment, mask, densepose, timestep, layers, seed)
-    flows, attention = layer_flows(captured, tuple(person.shape[-2:]), points, temperature)
+    flows, attention = layer_flows(captured, (person.shape[-2], person.shape[-1]), points, temperature)
     return FlowProbe(flows=flows, attention=attention, points=list(points or []), timestep=int(timestep))

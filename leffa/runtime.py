@@ -69,8 +69,10 @@ def place_model(
 
     offloaded = check_offload(offload) != "none"
     if offloaded and compile:
-        raise LeffaError("compile cannot be combined with offload (its hooks move the weights at every call)",
-                         option=("compile", "offload"))
+        raise LeffaError(
+            "compile cannot be combined with offload (its hooks move the weights at every call)",
+            option=("compile", "offload"),
+        )
     model.to("cpu" if offloaded else device)
     model.to_dtype(dtype)
     if channels_last:
@@ -83,8 +85,14 @@ def place_model(
     return model.eval()
 
 
-def place(model, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", channels_last: bool = False,
-          compile: bool = False, offload: str = "none"):
+def place(
+    model,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    channels_last: bool = False,
+    compile: bool = False,
+    offload: str = "none",
+):
     """``place_model`` from user-level names (``"auto"``, ``"cuda:1"``, ``"fp16"``, ``offload="model"``...)."""
     torch_device = resolve_device(device)
     return place_model(model, torch_device, resolve_dtype(dtype, torch_device), channels_last, compile, offload)

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from diffusers import (
@@ -45,6 +46,9 @@ from diffusers import (
 from diffusers.utils.torch_utils import randn_tensor
 
 from leffa.errors import LeffaError
+
+if TYPE_CHECKING:
+    from leffa.model import LeffaConfig
 
 Features = dict[str, torch.Tensor]
 Generators = torch.Generator | list[torch.Generator]
@@ -65,6 +69,7 @@ class SamplingModel(Protocol):
     scaling_factor: float
     device: torch.device
     dtype: torch.dtype
+    config: LeffaConfig
 
     def encode(self, images: torch.Tensor, generator=None, sample: bool = True) -> torch.Tensor: ...
 
@@ -89,7 +94,7 @@ class SamplerOptions:
     reference_once: bool = False
     share_uncond_features: bool = True
 
-    def check(self) -> "SamplerOptions":
+    def check(self) -> SamplerOptions:
         """Refuse any value that would not sample a real image (NaN and infinities included), naming the option."""
         if isinstance(self.steps, bool) or not isinstance(self.steps, int):
             raise LeffaError(f"steps: {self.steps!r} is not a whole number", option="steps")
@@ -135,7 +140,7 @@ def make_scheduler(name: str, config: dict):
 def step_kwargs(scheduler, generator: Generators | None, eta: float) -> dict:
     """The optional ``step`` arguments this scheduler accepts (as upstream's ``prepare_extra_step_kwargs``)."""
     accepted = set(inspect.signature(scheduler.step).parameters)
-    kwargs = {}
+    kwargs: dict[str, object] = {}
     if "generator" in accepted:
         kwargs["generator"] = generator
     if "eta" in accepted:
@@ -182,7 +187,7 @@ class UncondFeatureCache:
     of features per timestep (about 70 MB per step for SD1.5 at 1024x768 in fp16).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._store: dict[tuple, Features] = {}
 
     def get(self, t, shape) -> Features | None:
@@ -218,8 +223,9 @@ def reference_step_features(
         return None, model.reference_features(reference_latents, t)
     batch = reference_latents.shape[0]
     zeros_count = 1 if share_uncond else batch
-    zeros = torch.zeros((zeros_count, *reference_latents.shape[1:]), dtype=reference_latents.dtype,
-                        device=reference_latents.device)
+    zeros = torch.zeros(
+        (zeros_count, *reference_latents.shape[1:]), dtype=reference_latents.dtype, device=reference_latents.device
+    )
     if share_uncond and cache is not None:
         uncond = cache.get(t, reference_latents.shape[1:])
         if uncond is None:
@@ -348,9 +354,7 @@ def denoise(
             model, reference_latents, t, guided, options.share_uncond_features, cache
         )
         scaled = scheduler.scale_model_input(latents, t)
-        model_input = model.generative_input(
-            scaled, conditions.mask, conditions.masked_latents, conditions.densepose
-        )
+        model_input = model.generative_input(scaled, conditions.mask, conditions.masked_latents, conditions.densepose)
         noise = guided_noise(model, model_input, t, uncond, cond, options)
         output = scheduler.step(noise, t, latents, **extra, return_dict=True)
         if on_step is not None:
@@ -366,8 +370,10 @@ def check_finite(values: torch.Tensor, what: str, dtype: torch.dtype | None = No
         share = bad.float().mean().item()
         cause = "the model's weights are probably broken (NaN/Inf in the checkpoint)"
         if dtype in (torch.float16, torch.bfloat16):
-            cause = (f"{str(dtype).removeprefix('torch.')} probably overflowed (try --dtype fp32), or the model's "
-                     "weights are broken")
+            cause = (
+                f"{str(dtype).removeprefix('torch.')} probably overflowed (try --dtype fp32), or the model's "
+                "weights are broken"
+            )
         raise LeffaError(f"the {what} hold NaN/Inf values ({share:.0%} of them): {cause}; nothing was written")
     return values
 

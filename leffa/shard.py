@@ -55,8 +55,9 @@ class Shard:
             return str(self.device)
         return requested
 
-    def wait_for(self, paths: Sequence[Path], progress: Callable[[int], None] | None = None,
-                 poll_s: float = 0.5) -> None:
+    def wait_for(
+        self, paths: Sequence[Path], progress: Callable[[int], None] | None = None, poll_s: float = 0.5
+    ) -> None:
         """Block until every one of ``paths`` exists (reporting the count as it grows: the main process's bar), then
         meet the other processes once and leave the process group.
 

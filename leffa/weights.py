@@ -19,6 +19,7 @@ import importlib.resources
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import torch
 
@@ -26,6 +27,12 @@ from leffa.checkpoint import DTYPES, convert_to_safetensors, load_model
 from leffa.errors import LeffaError
 from leffa.hub import UPSTREAM_REPO, MissingWeights, fetch, weights_folder
 from leffa.model import LeffaModel
+
+if TYPE_CHECKING:
+    from leffa.export.backend import OnnxLeffaModel
+
+# resolve_model always gives a LeffaModel; open_model(backend="onnx") an OnnxLeffaModel.
+_Model = TypeVar("_Model", bound="LeffaModel | OnnxLeffaModel", covariant=True)
 
 SD15_BASE = "stable-diffusion-inpainting"
 SDXL_BASE = "stable-diffusion-xl-1.0-inpainting-0.1"
@@ -51,11 +58,11 @@ DEFAULT_MODEL = {"vton": "viton_hd", "pose": "pose_transfer"}
 
 
 @dataclass
-class ResolvedModel:
+class ResolvedModel(Generic[_Model]):
     """A loaded model, where it came from, and its size: from ``resolve_model`` the size it was trained at (``None``
     if unknown), from ``open_model`` the working size chosen for it."""
 
-    model: LeffaModel
+    model: _Model
     source: str
     image_size: tuple[int, int] | None
     notes: list[str] = field(default_factory=list)
@@ -82,12 +89,16 @@ def _placement_hint(spec: UpstreamModel, repo_id: str) -> str:
 def _fetch_upstream(spec: UpstreamModel, repo_id: str, offline: bool, cache_dir, endpoint) -> tuple[Path, Path]:
     """Configs first (small, so an unreachable hub is reported before a 7 GB download), then the checkpoint."""
     try:
-        configs = [fetch(f"{spec.base}/{name}", repo_id, offline, cache_dir=cache_dir, endpoint=endpoint)
-                   for name in BASE_FILES]
+        configs = [
+            fetch(f"{spec.base}/{name}", repo_id, offline, cache_dir=cache_dir, endpoint=endpoint)
+            for name in BASE_FILES
+        ]
         checkpoint = fetch(spec.checkpoint, repo_id, offline, cache_dir=cache_dir, endpoint=endpoint)
     except MissingWeights as error:
-        raise LeffaError(f"{repo_id}: {spec.checkpoint} and its base-model configs are not on this machine and "
-                         f"{error.reason}; {_placement_hint(spec, repo_id).removeprefix('or ')}") from None
+        raise LeffaError(
+            f"{repo_id}: {spec.checkpoint} and its base-model configs are not on this machine and "
+            f"{error.reason}; {_placement_hint(spec, repo_id).removeprefix('or ')}"
+        ) from None
     except LeffaError as error:
         raise LeffaError(f"{error}; {_placement_hint(spec, repo_id)}") from None
     return checkpoint, configs[0].parents[1]
@@ -156,8 +167,11 @@ def _load_folder(folder: Path, base: Path | None, task: str, dtype=None) -> Leff
         return load_model(upstream[0], base=base or upstream[1], task=task, dtype=dtype)
     if (folder / "manifest.json").is_file():
         raise LeffaError(f"{folder}: is an ONNX export (manifest.json); run it with --backend onnx")
-    expected = "virtual_tryon.pth + stable-diffusion-inpainting/" if task == "vton" else (
-        "pose_transfer.pth + stable-diffusion-xl-1.0-inpainting-0.1/")
+    expected = (
+        "virtual_tryon.pth + stable-diffusion-inpainting/"
+        if task == "vton"
+        else ("pose_transfer.pth + stable-diffusion-xl-1.0-inpainting-0.1/")
+    )
     raise LeffaError(f"{folder}: no model found (expected one .safetensors file, or {expected})")
 
 
@@ -184,7 +198,7 @@ def resolve_model(
     endpoint: str | None = None,
     option: str = "--model",
     dtype: torch.dtype | None = None,
-) -> ResolvedModel:
+) -> ResolvedModel[LeffaModel]:
     """Load the model named by ``spec`` (see the module docstring) for ``task`` (``vton`` or ``pose``), on the CPU;
     ``option`` is the setting that named it (for messages).
 
@@ -208,8 +222,10 @@ def resolve_model(
         resolved = _resolve_repo(spec, task, offline, base, cache_dir, endpoint, dtype)
     else:
         known = ", ".join([*UPSTREAM_MODELS, SYNTH_TINY])
-        raise LeffaError(f"{option}: {spec!r} is not a known model ({known}), an existing file or folder, "
-                         "or a hub repository id (owner/name)")
+        raise LeffaError(
+            f"{option}: {spec!r} is not a known model ({known}), an existing file or folder, "
+            "or a hub repository id (owner/name)"
+        )
     model = resolved.model
     resolved.image_size = trained_size(model) or resolved.image_size
     if resolved.image_size is None and _is_upstream_architecture(model):
@@ -224,7 +240,7 @@ def _is_upstream_architecture(model: LeffaModel) -> bool:
     return list(model.config.unet.get("block_out_channels", []))[:1] == [320]
 
 
-def _resolve_repo(spec, task, offline, base, cache_dir, endpoint, dtype=None) -> ResolvedModel:
+def _resolve_repo(spec, task, offline, base, cache_dir, endpoint, dtype=None) -> ResolvedModel[LeffaModel]:
     parts = spec.split("/")
     repo_id = "/".join(parts[:2])
     if len(parts) > 2:
@@ -251,7 +267,7 @@ def open_model(
     compile: bool = False,
     offload: str = "none",
     attention_slice: int | None = None,
-) -> ResolvedModel:
+) -> ResolvedModel[LeffaModel | OnnxLeffaModel]:
     """Resolve, load and place a model for inference, and choose its working size: the one loader behind every
     command and ``leffa.TryOnPipeline``/``leffa.PosePipeline``.
 
@@ -273,12 +289,14 @@ def open_model(
     check_offload(offload)
     if attention_slice is not None and attention_slice < 1:
         raise LeffaError(f"attention_slice {attention_slice}: must be at least 1", option="attention_slice")
-    working = parse_size(size) if isinstance(size, str) else (tuple(size) if size is not None else None)
+    working = parse_size(size) if size is not None else None
     if backend == "onnx":
         return _open_onnx(spec, working)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    resolved = resolve_model(spec, task=task, offline=offline, base=base, dtype=torch_dtype)
+    resolved = resolve_model(
+        None if spec is None else str(spec), task=task, offline=offline, base=base, dtype=torch_dtype
+    )
     if working is None:
         working = resolved.image_size
         if working is None:
@@ -292,7 +310,7 @@ def open_model(
     return resolved
 
 
-def _open_onnx(spec, working: tuple[int, int] | None) -> ResolvedModel:
+def _open_onnx(spec, working: tuple[int, int] | None) -> ResolvedModel[OnnxLeffaModel]:
     from leffa.export.backend import OnnxLeffaModel
     from leffa.pipeline import check_size
 

@@ -42,6 +42,17 @@ OFFLOAD = typer.Option("none", "--offload", help="Low GPU memory: model (one of 
                        "UNet on the GPU at a time) or sequential (layer by layer; least memory, slowest).")
 ATTENTION_SLICE = typer.Option(0, "--attention-slice", help="Attention in slices of N queries (0: off); saves "
                                "memory only where PyTorch has no fused attention kernel (e.g. MPS).")
+MASK_GROW = typer.Option(0, "--mask-grow", metavar="PX", help="Grow the mask (given or automatic) by PX pixels "
+                         "(a disk): when it misses the garment's edges or long sleeves.")
+MASK_SHRINK = typer.Option(0, "--mask-shrink", metavar="PX", help="Shrink the mask by PX pixels (after "
+                           "--mask-grow): when it eats into the background or arms.")
+GARMENT_LENGTH = typer.Option(None, "--garment-length", metavar="FRACTION", help="lower_body and dresses: keep "
+                              "this fraction (0-1] of the mask's height from its top (0.5: a knee-length skirt "
+                              "instead of trousers).")
+SAVE_CONDITIONS = typer.Option(None, "--save-conditions", metavar="DIR", help="Also write the mask (after the "
+                               "corrections) and DensePose used, as DIR/NAME_mask.png and DIR/NAME_densepose.png.")
+HOST = typer.Option("127.0.0.1", "--host", help="Address to listen on (127.0.0.1: this machine only; 0.0.0.0: "
+                    "every interface).")
 BACKEND = typer.Option("torch", "--backend", help="torch, or onnx: run a `leffa export --onnx` folder (--model DIR) "
                        "with onnxruntime (TensorRT/CUDA execution provider when present, else CPU).")
 
@@ -74,10 +85,25 @@ def load_pipeline(pipeline_class, model, base, offline, device, dtype, size, cha
     return pipe
 
 
-def run_single(load, jobs, options, seed, crop, use_repaint, every) -> None:
-    """Sample checked ``jobs`` with the pipeline ``load()`` returns, as ``pipe(...)`` would, and print the outputs."""
+def save_conditions(jobs, folder) -> None:
+    """Write each job's mask and DensePose into ``folder`` as ``STEM_mask.png`` / ``STEM_densepose.png`` (the
+    output's stem), atomically."""
+    from leffa.atomic import save_image
+
+    if folder is None:
+        return
+    for job in jobs:
+        stem = job.output.stem
+        save_image(job.mask, Path(folder) / f"{stem}_mask.png")
+        save_image(job.densepose, Path(folder) / f"{stem}_densepose.png")
+
+
+def run_single(load, jobs, options, seed, crop, use_repaint, every, conditions_dir=None) -> None:
+    """Sample checked ``jobs`` with the pipeline ``load()`` returns, as ``pipe(...)`` would, and print the outputs;
+    with ``conditions_dir`` the jobs' masks and DensePose images are written there first."""
     for job in jobs:
         print_notes(job.notes)
+    save_conditions(jobs, conditions_dir)
     pipe = load()
     with console.status(f"sampling {options.steps} steps at {pipe.size[0]}x{pipe.size[1]}"):
         pipe.generate(jobs, options, seed=seed, repaint=use_repaint, crop=crop, intermediate_every=every)
@@ -86,13 +112,14 @@ def run_single(load, jobs, options, seed, crop, use_repaint, every) -> None:
 
 
 def run_batch(load, items, label: str, make_jobs, batch_size: int, options, seed, crop, use_repaint, every,
-              output: Path) -> None:
+              output: Path, conditions_dir=None) -> None:
     """Generate a batch folder's ``items`` (``DatasetItem``/``PoseItem``), sharded over the processes of ``torchrun``
     / ``accelerate launch`` when launched so (``leffa.shard``).
 
     Before any model loads: the output folder must be writable and every input is checked from its header; a bad
     pair is reported and skipped, every good one is made, and the command then fails (exit 2) naming the count.
     Outputs already on disk are kept. ``load(device)`` returns the pipeline; ``make_jobs(items)`` reads a group.
+    With ``conditions_dir`` each job's mask and DensePose are written there before it is sampled.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -132,6 +159,7 @@ def run_batch(load, items, label: str, make_jobs, batch_size: int, options, seed
                 jobs = make_jobs(group)
                 for job in jobs:
                     print_notes(job.notes)
+                save_conditions(jobs, conditions_dir)
                 pipe.generate(jobs, options, seed=seed, repaint=use_repaint, crop=crop, cache=cache,
                               intermediate_every=every)
                 if shard.is_main:

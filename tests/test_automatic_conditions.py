@@ -26,8 +26,14 @@ def test_missing_conditions_come_from_plugins(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "condition_plugin", {"mask": fake_mask, "densepose": fake_densepose}.get)
     Image.new("RGB", (96, 128), "white").save(tmp_path / "person.png")
     Image.new("RGB", (96, 128), "red").save(tmp_path / "garment.png")
-    job = pipeline.tryon_job(tmp_path / "person.png", tmp_path / "garment.png", tmp_path / "out.png",
-                             garment_type="lower_body", offline=True, mask_style="tight")
+    job = pipeline.tryon_job(
+        tmp_path / "person.png",
+        tmp_path / "garment.png",
+        tmp_path / "out.png",
+        garment_type="lower_body",
+        offline=True,
+        mask_style="tight",
+    )
     assert calls == [("mask", "lower_body", True, "tight", "hd"), ("densepose", "rgb", True)]
     assert job.mask.getpixel((0, 0)) == 255 and job.densepose.getpixel((5, 5)) == (10, 20, 30)
 

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import PARITY, TINY_SD15, TINY_SDXL
+
 from leffa.checkpoint import load_model, read_config, save_model
 from leffa.errors import LeffaError
 

@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from leffa.densepose.detector import apply_deltas, batched_nms, cell_anchors, grid_anchors, nms, roi_align
-from leffa.densepose.estimator import resized_shape
+from leffa.densepose.estimator import DensePoseResult, resized_shape
 from leffa.densepose.head import ChartOutput
 from leffa.densepose.network import DensePoseRCNN
 from leffa.densepose.render import PARULA_RGB, int_box_xywh, person_chart, seg_image
-from leffa.densepose.estimator import DensePoseResult
 from leffa.densepose.weights import load_detectron2_weights, map_weights, read_detectron2_pickle
 from leffa.errors import LeffaError
 
@@ -40,8 +39,12 @@ def _bilinear(feature, y, x):
         x_high = x_low + 1
     ly, lx = y - y_low, x - x_low
     hy, hx = 1 - ly, 1 - lx
-    return (hy * hx * feature[:, y_low, x_low] + hy * lx * feature[:, y_low, x_high]
-            + ly * hx * feature[:, y_high, x_low] + ly * lx * feature[:, y_high, x_high])
+    return (
+        hy * hx * feature[:, y_low, x_low]
+        + hy * lx * feature[:, y_low, x_high]
+        + ly * hx * feature[:, y_high, x_low]
+        + ly * lx * feature[:, y_high, x_high]
+    )
 
 
 def _reference_roi_align(feature, box, size, scale, sampling_ratio, aligned):
@@ -72,8 +75,15 @@ def test_roi_align_matches_the_reference_sampling(aligned, sampling_ratio):
     torch.manual_seed(0)
     feature = torch.randn(1, 3, 9, 13)
     # inside, partly outside on the top-left, near the bottom-right border, tiny, and wider than the map
-    boxes = torch.tensor([[0.0, 0.0, 52.0, 36.0], [-10.0, -8.0, 20.0, 14.0], [40.0, 20.0, 60.0, 45.0],
-                          [5.3, 7.7, 6.1, 8.0], [30.0, 3.0, 90.0, 80.0]])
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 52.0, 36.0],
+            [-10.0, -8.0, 20.0, 14.0],
+            [40.0, 20.0, 60.0, 45.0],
+            [5.3, 7.7, 6.1, 8.0],
+            [30.0, 3.0, 90.0, 80.0],
+        ]
+    )
     got = roi_align(feature, boxes, 7, 0.25, sampling_ratio, aligned).double()
     expected = torch.stack([_reference_roi_align(feature, b, 7, 0.25, sampling_ratio, aligned) for b in boxes])
     assert torch.allclose(got, expected, atol=1e-5)
@@ -434,7 +444,7 @@ def test_decoding_only_the_boxes_window_matches_decoding_everything():
     levels = [torch.randn(1, 16, 256 >> i, 320 >> i) for i in range(4)]  # P2..P5 of a 1024 x 1280 input
     boxes = torch.tensor([[400.0, 300.0, 560.0, 520.0]])  # stride-4 rows 75..130, columns 100..140
     y0, y1, x0, x1 = decoder_window(boxes, (256, 320))
-    assert (y0, x0) == (24, 48) and 0 < y0 and y1 < 256 and 0 < x0 and x1 < 320 and y1 % 8 == 0 and x1 % 8 == 0
+    assert (y0, x0) == (24, 48) and y0 > 0 and y1 < 256 and x0 > 0 and x1 < 320 and y1 % 8 == 0 and x1 % 8 == 0
     with torch.no_grad():
         full = decoder(levels)
         cropped = decoder([f[:, :, y0 >> i : y1 >> i, x0 >> i : x1 >> i] for i, f in enumerate(levels)])

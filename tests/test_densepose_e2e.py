@@ -95,8 +95,9 @@ class _FixedEstimator:
 def test_no_person_is_an_error_unless_empty_is_allowed(person, result):
     empty = torch.zeros(0, 1, 1, 1)
     nobody = _FixedEstimator(
-        estimator_module.DensePoseResult((320, 240), torch.zeros(0, 4), torch.zeros(0),
-                                         estimator_module.ChartOutput(empty, empty, empty, empty))
+        estimator_module.DensePoseResult(
+            (320, 240), torch.zeros(0, 4), torch.zeros(0), estimator_module.ChartOutput(empty, empty, empty, empty)
+        )
     )
     with pytest.raises(LeffaError, match="no person found"):
         densepose_image(person, "seg", estimator=nobody)
@@ -119,8 +120,22 @@ def test_cli_writes_the_image(tmp_path, monkeypatch, person, result):
     monkeypatch.setattr(estimator_module, "_cached_estimator", cached)
     out = tmp_path / "dp" / "index.png"
     with pytest.raises(SystemExit) as exit_info:
-        main(["prep", "densepose", str(source), "-o", str(out), "--kind", "index", "--device", "cpu",
-              "--weights", str(tmp_path / "w.pkl"), "--no-swap-channels"])
+        main(
+            [
+                "prep",
+                "densepose",
+                str(source),
+                "-o",
+                str(out),
+                "--kind",
+                "index",
+                "--device",
+                "cpu",
+                "--weights",
+                str(tmp_path / "w.pkl"),
+                "--no-swap-channels",
+            ]
+        )
     assert exit_info.value.code in (0, None)
     assert seen == {"weights": str(tmp_path / "w.pkl"), "device": "cpu", "offline": False, "config": None,
                     "swap_channels": False}  # fmt: skip

@@ -7,7 +7,8 @@ line (``\\`` continuations and ``<<'EOF'`` here-documents joined). Every fenced 
 What is skipped, and only when the docs say so, with a marker the reader sees too:
 
 - ``# needs: weights`` (released model or metric weights, hub downloads), ``# needs: gpu``, ``# needs: dataset``
-  (a real dataset such as VITON-HD), ``# needs: slow`` (minutes of CPU: benchmarks, recipes, the test suite);
+  (a real dataset such as VITON-HD), ``# needs: slow`` (minutes of CPU: benchmarks, recipes, the test suite),
+  ``# needs: server`` (``leffa serve`` / ``leffa demo``, which run until stopped, and requests to them);
 - as a trailing comment on the command's line, or on a comment line of its own at the top of a block (then it
   covers the whole block) or just above one command (then it covers that command). Several: ``# needs: gpu, dataset``.
 
@@ -41,6 +42,7 @@ NEEDS = {
     "gpu": "needs a GPU",
     "dataset": "needs a real dataset",
     "slow": "takes minutes of CPU",
+    "server": "runs until stopped, or needs one running (tests/test_serve.py, tests/test_demo_browser.py run them)",
 }
 MARKER = re.compile(r"#[^\n]*?\bneeds:\s*([a-z][a-z, ]*)")
 FENCE = re.compile(r"^(?P<fence>```+|~~~+)(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.M | re.S)

@@ -38,8 +38,21 @@ def cli_export(tmp_path_factory):
     directory = tmp_path_factory.mktemp("onnx")
     result = runner.invoke(
         build_app(),
-        ["export", "--onnx", str(directory), "--random-init", "--base", str(TINY_SD15), "--seed", "0", "--check",
-         "--max-height", "128", "--max-width", "96"],
+        [
+            "export",
+            "--onnx",
+            str(directory),
+            "--random-init",
+            "--base",
+            str(TINY_SD15),
+            "--seed",
+            "0",
+            "--check",
+            "--max-height",
+            "128",
+            "--max-width",
+            "96",
+        ],
     )
     assert result.exit_code == 0, result.output
     torch.manual_seed(0)
@@ -99,8 +112,10 @@ def test_chunked_export_copy_keeps_the_model_processors_and_swaps_only_the_kerne
         processors = list(unet.attn_processors.values())
         assert processors and all(type(p) is cls and p.kernel.func is chunked_attention for p in processors)
     assert all(type(p) is VaeSelfAttention for p in copy.vae.attn_processors.values())
-    assert all(p.kernel is torch.nn.functional.scaled_dot_product_attention
-               for p in tiny_model.generative_unet.attn_processors.values())  # the original is untouched
+    assert all(
+        p.kernel is torch.nn.functional.scaled_dot_product_attention
+        for p in tiny_model.generative_unet.attn_processors.values()
+    )  # the original is untouched
     torch.manual_seed(0)
     latent, sample, t = torch.randn(1, 4, 8, 8), torch.randn(1, 12, 8, 8), torch.tensor([500.0])
     images = torch.rand(1, 3, 64, 64) * 2 - 1
@@ -112,8 +127,9 @@ def test_chunked_export_copy_keeps_the_model_processors_and_swaps_only_the_kerne
         noise = tiny_model.predict_noise(sample, t, features)
         torch.testing.assert_close(copy.predict_noise(sample, t, features), noise, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(copy.decode(latent), tiny_model.decode(latent), atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(copy.encode(images, sample=False), tiny_model.encode(images, sample=False),
-                                   atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            copy.encode(images, sample=False), tiny_model.encode(images, sample=False), atol=1e-5, rtol=1e-4
+        )
 
 
 def test_chunk_count_keeps_each_chunk_under_budget():
@@ -170,8 +186,9 @@ def test_safetensors_conversion_matches_load_model(tmp_path):
 
 def test_safetensors_conversion_refuses_wrong_base(tmp_path):
     with pytest.raises(LeffaError, match="does not match the model config"):
-        convert_to_safetensors(PARITY / "sd15_seed0.pth", PARITY / "stable-diffusion-xl-1.0-inpainting-0.1",
-                               tmp_path / "x.safetensors")
+        convert_to_safetensors(
+            PARITY / "sd15_seed0.pth", PARITY / "stable-diffusion-xl-1.0-inpainting-0.1", tmp_path / "x.safetensors"
+        )
     with pytest.raises(LeffaError, match=r"\.safetensors"):
         convert_to_safetensors(PARITY / "sd15_seed0.pth", TINY_SD15, tmp_path / "x.pth")
 

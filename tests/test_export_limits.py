@@ -47,7 +47,6 @@ def exported(tmp_path_factory):
 def full_size_inputs(manifest: dict, graph: str) -> dict[str, list[int]]:
     """Concrete input shapes for batch 2 at 1024x768, read from the manifest's symbolic shapes."""
     latent = {"batch": BATCH, "latent_height": HEIGHT // 8, "latent_width": WIDTH // 8}
-    downscale = manifest["layer_downscale"]
     shapes = {}
     for value in manifest["graphs"][graph]["inputs"]:
         dims = []

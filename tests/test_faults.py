@@ -37,9 +37,28 @@ SEED = int(os.environ.get("LEFFA_FAULT_SEED", random.SystemRandom().randrange(10
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 LEFFA = [sys.executable, "-m", "leffa_cli.app"]
 TRAIN_ARGS = [
-    "train", "--task", "vton", "--stage", "1", "--base", str(TINY_BASE), "--init", "random", "--size", "64x48",
-    "--batch-size", "2", "--mixed-precision", "no", "--no-gradient-checkpointing", "--num-workers", "0",
-    "--validate-every", "0", "--checkpoint-every", "1",
+    "train",
+    "--task",
+    "vton",
+    "--stage",
+    "1",
+    "--base",
+    str(TINY_BASE),
+    "--init",
+    "random",
+    "--size",
+    "64x48",
+    "--batch-size",
+    "2",
+    "--mixed-precision",
+    "no",
+    "--no-gradient-checkpointing",
+    "--num-workers",
+    "0",
+    "--validate-every",
+    "0",
+    "--checkpoint-every",
+    "1",
 ]
 
 
@@ -66,9 +85,22 @@ def tiny_config(data: Path, output: Path, **overrides):
     """The same run as ``TRAIN_ARGS`` (so the library can resume what the CLI started)."""
     from leffa.train.config import load_config
 
-    values = dict(task="vton", stage=1, data=data, output=output, base=str(TINY_BASE), init="random", size="64x48",
-                  batch_size=2, mixed_precision="no", gradient_checkpointing=False, num_workers=0, validate_every=0,
-                  checkpoint_every=1, save_dtype="fp32")
+    values = dict(
+        task="vton",
+        stage=1,
+        data=data,
+        output=output,
+        base=str(TINY_BASE),
+        init="random",
+        size="64x48",
+        batch_size=2,
+        mixed_precision="no",
+        gradient_checkpointing=False,
+        num_workers=0,
+        validate_every=0,
+        checkpoint_every=1,
+        save_dtype="fp32",
+    )
     values.update(overrides)
     return load_config(**values)
 
@@ -114,7 +146,7 @@ def one_line_error(stderr: str) -> str:
     assert "Traceback" not in stderr, stderr
     errors = [line for line in lines if line.startswith("leffa: error:")]
     assert errors, stderr
-    return " ".join(lines[lines.index(errors[0]):])  # rich may wrap the one message over several lines
+    return " ".join(lines[lines.index(errors[0]) :])  # rich may wrap the one message over several lines
 
 
 def assert_run_folder_sound(output: Path) -> list[Path]:
@@ -176,8 +208,21 @@ def victims(vitonhd, tmp_path_factory, rng) -> dict:
 
     delay = rng.uniform(0.0, 2.5)  # somewhere in the steps, checkpoint writes, pruning or the final save
     batch_out = root / "batch"
-    batch_args = ["tryon", "--batch", str(vitonhd / "test"), "--pairs", str(vitonhd / "test_pairs.txt"),
-                  "-o", str(batch_out), "--model", "synth-tiny", "--steps", "8", "--device", "cpu"]
+    batch_args = [
+        "tryon",
+        "--batch",
+        str(vitonhd / "test"),
+        "--pairs",
+        str(vitonhd / "test_pairs.txt"),
+        "-o",
+        str(batch_out),
+        "--model",
+        "synth-tiny",
+        "--steps",
+        "8",
+        "--device",
+        "cpu",
+    ]
 
     def started(pid: int) -> bool:
         return batch_out.is_dir() and any(batch_out.iterdir())
@@ -187,8 +232,9 @@ def victims(vitonhd, tmp_path_factory, rng) -> dict:
         "run": run,
         "racers": [Victim(train_args, checkpointed, delay) for _ in range(2)],
         "export_dir": root / "export" / "onnx",
-        "export": Victim([sys.executable, "-c", KILLED_EXPORT, str(TINY_BASE), str(root / "export" / "onnx"),
-                          str(export_point)]),
+        "export": Victim(
+            [sys.executable, "-c", KILLED_EXPORT, str(TINY_BASE), str(root / "export" / "onnx"), str(export_point)]
+        ),
         "batch_out": batch_out,
         "batch_args": batch_args,
         "batch": Victim([*LEFFA, *batch_args], started, rng.uniform(0.0, 0.5)),
@@ -323,8 +369,9 @@ def test_resume_falls_back_to_the_newest_complete_checkpoint(finished_run, viton
     with pytest.raises(LeffaError, match=r"leffa_config.json: the embedded model config is not valid JSON"):
         Trainer(tiny_config(vitonhd, output, max_steps=3, resume="latest"))
     shutil.rmtree(root / "step-00000002")
-    code, err = run_cli([*TRAIN_ARGS, "--data", vitonhd, "--output", output, "--max-steps", "3", "--resume", "latest"],
-                        capsys)
+    code, err = run_cli(
+        [*TRAIN_ARGS, "--data", vitonhd, "--output", output, "--max-steps", "3", "--resume", "latest"], capsys
+    )
     assert code in (0, None), err
     assert "leffa: note: " in err and "step-00000003: incomplete checkpoint, skipped (random_states_0.pkl" in err
     assert f"resumed from step 1 ({root / 'step-00000001'})" in err and "trained 3 steps" in err
@@ -364,8 +411,12 @@ def test_a_killed_re_export_leaves_the_old_complete_folder(victims):
     assert OnnxLeffaModel(directory).manifest["dtype"] == "fp32"
     # the next export clears the killed one's hidden leftovers and swaps in a complete folder
     shutil.rmtree(before)
-    export_onnx(LeffaModel.from_base_folder(TINY_BASE), directory, ExportOptions(dtype="fp16", height=64, width=48),
-                EXPORT_GRAPHS)
+    export_onnx(
+        LeffaModel.from_base_folder(TINY_BASE),
+        directory,
+        ExportOptions(dtype="fp16", height=64, width=48),
+        EXPORT_GRAPHS,
+    )
     assert OnnxLeffaModel(directory).manifest["dtype"] == "fp16"
     assert sorted(p.name for p in directory.parent.iterdir()) == [".onnx.lock", "onnx"]
 
@@ -476,8 +527,12 @@ def test_destination_check_names_the_problem(tmp_path, read_only):
     frozen = tmp_path / "frozen"
     frozen.mkdir()
     read_only.add(frozen)
-    for kind, target in (("file", frozen / "deep" / "x.json"), ("folder", frozen / "run"), ("folder", frozen),
-                         ("whole-folder", frozen / "export")):
+    for kind, target in (
+        ("file", frozen / "deep" / "x.json"),
+        ("folder", frozen / "run"),
+        ("folder", frozen),
+        ("whole-folder", frozen / "export"),
+    ):
         with pytest.raises(LeffaError, match=r"cannot write in .*frozen \(permission denied\)"):
             ensure_writable_destination(target, kind)
     assert ensure_writable_destination(tmp_path / "new" / "deeper", "folder") == tmp_path / "new" / "deeper"
@@ -531,17 +586,25 @@ def test_a_0555_folder_refuses_a_normal_user(tmp_path):
         os.chmod(shared, 0o755)
         (shared / "ro").mkdir(mode=0o555)
         os.chmod(shared / "ro", 0o555)
-        code = ("from leffa.atomic import ensure_writable_destination as check\n"
-                "from leffa.errors import LeffaError\n"
-                "try:\n    check(%r, 'folder', '--output')\nexcept LeffaError as e:\n    print(e)\n")
+        code = (
+            "from leffa.atomic import ensure_writable_destination as check\n"
+            "from leffa.errors import LeffaError\n"
+            "try:\n    check(%r, 'folder', '--output')\nexcept LeffaError as e:\n    print(e)\n"
+        )
         # leffa.atomic needs only the standard library, so any Python 3 that nobody may run will do
-        python = next((p for p in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3")
-                       if runs_as_nobody(p)), None)
+        python = next(
+            (p for p in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3") if runs_as_nobody(p)), None
+        )
         if python is None:
             pytest.skip("no Python interpreter that the user nobody may run")
-        result = subprocess.run([python, "-c", code % str(shared / "ro" / "run")], user="nobody",
-                                env={"PYTHONPATH": str(ROOT), "HOME": str(shared)}, capture_output=True, text=True,
-                                timeout=60)
+        result = subprocess.run(
+            [python, "-c", code % str(shared / "ro" / "run")],
+            user="nobody",
+            env={"PYTHONPATH": str(ROOT), "HOME": str(shared)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if "No module named" in result.stderr or "Permission denied: '" in result.stderr:
             pytest.skip(f"nobody cannot read the checkout here ({result.stderr.strip().splitlines()[-1]})")
         assert result.stdout.strip().endswith("ro (permission denied)"), result.stdout + result.stderr
@@ -557,18 +620,26 @@ def test_options_generators_cannot_take_are_refused():
     from leffa.sampler import SamplerOptions, check_seed
     from leffa.train.config import load_config
 
-    for options, message in ((dict(guidance=float("nan")), "guidance: nan is not a finite number"),
-                             (dict(guidance=float("inf")), "guidance: inf is not a finite number"),
-                             (dict(eta=float("nan")), "eta"), (dict(eta=3.0), "eta: 3.0 is out of range"),
-                             (dict(steps=2.5), "steps: 2.5 is not a whole number")):
+    for options, message in (
+        (dict(guidance=float("nan")), "guidance: nan is not a finite number"),
+        (dict(guidance=float("inf")), "guidance: inf is not a finite number"),
+        (dict(eta=float("nan")), "eta"),
+        (dict(eta=3.0), "eta: 3.0 is out of range"),
+        (dict(steps=2.5), "steps: 2.5 is not a whole number"),
+    ):
         with pytest.raises(LeffaError, match=message):
             SamplerOptions(**options).check()
     for seed in (-1, 2**64, 1.5):
         with pytest.raises(LeffaError, match="seed: .* out of range"):
             check_seed(seed)
     assert check_seed(2**64 - 1) == 2**64 - 1
-    for setting, value in (("lr", float("nan")), ("leffa_weight", float("inf")), ("seed", 2**32),
-                           ("ema_decay", 2.0), ("keep_checkpoints", 0)):
+    for setting, value in (
+        ("lr", float("nan")),
+        ("leffa_weight", float("inf")),
+        ("seed", 2**32),
+        ("ema_decay", 2.0),
+        ("keep_checkpoints", 0),
+    ):
         with pytest.raises(LeffaError, match=f"training setting .*{setting}"):
             load_config(**{setting: value})
 

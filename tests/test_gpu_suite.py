@@ -49,6 +49,14 @@ def test_gpu_suite_tiny_writes_every_section(gpu_suite, tmp_path):
     assert any("tiny run" in line for line in report["goals"])
 
     text = (tmp_path / "gpu_suite.md").read_text()
-    for title in ("### Try-on", "### Memory: offload and attention slicing", "### Leffa loss", "### ONNX Runtime",
-                  "### Goals", "| bf16 | torch.compile |", "| sequential |", "| fused |"):
+    for title in (
+        "### Try-on",
+        "### Memory: offload and attention slicing",
+        "### Leffa loss",
+        "### ONNX Runtime",
+        "### Goals",
+        "| bf16 | torch.compile |",
+        "| sequential |",
+        "| fused |",
+    ):
         assert title in text

@@ -132,8 +132,9 @@ def _png_header_only(path: Path, width: int, height: int) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) +
-                     chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -233,8 +234,12 @@ def test_training_and_tryon_prepare_identical_tensors(tmp_path):
     sample = VitonHD(root, split="test", size=SIZE)[0]
     prepared = prepare(tryon_job(person, garment, tmp_path / "o.png", mask=mask_path, densepose=densepose), SIZE)
     assert prepared.box == (0, 0, PHOTO[1], PHOTO[0])
-    pairs = {"image": prepared.person, "reference": prepared.reference, "mask": prepared.mask,
-             "densepose": prepared.densepose}
+    pairs = {
+        "image": prepared.person,
+        "reference": prepared.reference,
+        "mask": prepared.mask,
+        "densepose": prepared.densepose,
+    }
     for key, inference in pairs.items():
         assert torch.equal(sample[key][None], inference), key
     assert 0 < float(sample["mask"].mean()) < 1
@@ -257,8 +262,12 @@ def test_training_and_pose_prepare_identical_tensors(tmp_path):
 
     sample = DeepFashionPose(root, split="train", size=SIZE)[0]
     prepared = prepare(pose_job(source, target, tmp_path / "o.png", densepose=iuv_path), SIZE)
-    pairs = {"image": prepared.person, "reference": prepared.reference, "mask": prepared.mask,
-             "densepose": prepared.densepose}
+    pairs = {
+        "image": prepared.person,
+        "reference": prepared.reference,
+        "mask": prepared.mask,
+        "densepose": prepared.densepose,
+    }
     for key, inference in pairs.items():
         assert torch.equal(sample[key][None], inference), key
     assert float(sample["densepose"][2].max()) <= 1 and float(sample["densepose"][2].min()) >= -1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from leffa.train.loop import release_features
 from leffa.flow import attention_flow, coordinate_grid, explicit_attention_flow
 from leffa.loss import (
     LeffaLossSettings,
@@ -16,6 +15,7 @@ from leffa.loss import (
     timestep_gate,
     warp_reference,
 )
+from leffa.train.loop import release_features
 
 
 def one_hot_attention(targets: torch.Tensor, tokens: int, heads: int = 2, sharpness: float = 1e3):
@@ -145,12 +145,14 @@ def test_timestep_gate_drops_late_samples():
     reference, target, mask = torch.rand(2, 3, 64, 48), torch.rand(2, 3, 64, 48), torch.ones(2, 1, 64, 48)
     both = leffa_loss(captured, reference, target, mask, torch.tensor([100, 100])).unweighted
     first = leffa_loss(captured, reference, target, mask, torch.tensor([100, 700])).unweighted
-    only_first = leffa_loss({"a": tuple(x[:1] for x in captured["a"])}, reference[:1], target[:1], mask[:1],
-                            torch.tensor([100])).unweighted
+    only_first = leffa_loss(
+        {"a": tuple(x[:1] for x in captured["a"])}, reference[:1], target[:1], mask[:1], torch.tensor([100])
+    ).unweighted
     assert 0 < first < both
     torch.testing.assert_close(first, only_first / 2)  # late sample contributes 0 to the batch mean
-    dropped = leffa_loss(captured, reference, target, mask, torch.tensor([100, 100]),
-                         sample_weight=torch.tensor([1.0, 0.0])).unweighted
+    dropped = leffa_loss(
+        captured, reference, target, mask, torch.tensor([100, 100]), sample_weight=torch.tensor([1.0, 0.0])
+    ).unweighted
     torch.testing.assert_close(dropped, first)
     settings = LeffaLossSettings(timestep_threshold=1000)
     assert leffa_loss(captured, reference, target, mask, torch.tensor([100, 700]), settings).unweighted == both

@@ -13,6 +13,7 @@ from skimage.metrics import peak_signal_noise_ratio as skimage_psnr
 from skimage.metrics import structural_similarity as skimage_ssim
 
 from leffa.errors import LeffaError
+from leffa.metrics.chart import compare_chart
 from leffa.metrics.lpips import LPIPSSqueeze
 from leffa.metrics.scores import (
     EvalResult,
@@ -27,7 +28,6 @@ from leffa.metrics.scores import (
     ssim,
     write_result,
 )
-from leffa.metrics.chart import compare_chart
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -124,7 +124,12 @@ def test_ssim_and_psnr_equal_scikit_image(size):
         x = torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255
         y = torch.from_numpy(b).permute(2, 0, 1)[None].float() / 255
         reference_ssim = skimage_ssim(
-            a / 255.0, b / 255.0, channel_axis=-1, data_range=1.0, gaussian_weights=True, sigma=1.5,
+            a / 255.0,
+            b / 255.0,
+            channel_axis=-1,
+            data_range=1.0,
+            gaussian_weights=True,
+            sigma=1.5,
             use_sample_covariance=False,
         )
         reference_psnr = skimage_psnr(a / 255.0, b / 255.0, data_range=1.0)
@@ -145,15 +150,18 @@ def test_ssim_is_per_image_in_a_batch():
 
 
 def test_folder_ssim_psnr_match_scikit_image_after_lanczos_resize(folders):
-    result = evaluate_folders(folders / "pred", folders / "gt", MetricNetworks(), metrics=["ssim", "psnr"], batch_size=4)
+    result = evaluate_folders(
+        folders / "pred", folders / "gt", MetricNetworks(), metrics=["ssim", "psnr"], batch_size=4
+    )
     expected_ssim, expected_psnr = [], []
     for index in range(10):
         pred = np.asarray(Image.open(folders / "pred" / f"{index:02d}.png").convert("RGB")) / 255.0
         gt = Image.open(folders / "gt" / f"{index:02d}.png").convert("RGB").resize((48, 60), Image.Resampling.LANCZOS)
         gt = np.asarray(gt) / 255.0
         expected_ssim.append(
-            skimage_ssim(pred, gt, channel_axis=-1, data_range=1.0, gaussian_weights=True, sigma=1.5,
-                         use_sample_covariance=False)
+            skimage_ssim(
+                pred, gt, channel_axis=-1, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+            )
         )
         expected_psnr.append(skimage_psnr(gt, pred, data_range=1.0))
         assert result.per_image[f"{index:02d}"]["ssim"] == pytest.approx(expected_ssim[-1], abs=2e-5)

@@ -50,8 +50,9 @@ def _sharp_attention(height, width, shift_x=0, heads=2):
 def test_layer_flows_of_a_sharp_attention_recover_the_correspondence():
     height, width, size = 4, 6, (32, 48)
     identity = upsample_flow(coordinate_grid(height, width).reshape(1, height, width, 2), size)[0]
-    grids, _ = layer_flows({"same": _sharp_attention(height, width), "shifted": _sharp_attention(height, width, 1)},
-                           size)
+    grids, _ = layer_flows(
+        {"same": _sharp_attention(height, width), "shifted": _sharp_attention(height, width, 1)}, size
+    )
     flows = {name: upsample_flow(flow, size) for name, flow in grids.items()}
     assert grids["same"].shape == (1, height, width, 2) and flows["same"].shape == (1, 32, 48, 2)
     assert flow_epe(flows["same"][0], identity) < 0.05
@@ -65,7 +66,10 @@ def test_layer_flows_of_a_sharp_attention_recover_the_correspondence():
 
 
 def test_layer_names_resolve_short_and_full():
-    names = ["down_blocks.0.attentions.1.transformer_blocks.0.attn1", "mid_block.attentions.0.transformer_blocks.0.attn1"]
+    names = [
+        "down_blocks.0.attentions.1.transformer_blocks.0.attn1",
+        "mid_block.attentions.0.transformer_blocks.0.attn1",
+    ]
     assert [short_layer_name(n) for n in names] == ["down0.a1.b0", "mid.a0.b0"]
     assert resolve_layers("all", names) == names == resolve_layers(None, names)
     assert resolve_layers("mid.a0.b0, " + names[0], names) == names
@@ -82,7 +86,9 @@ def write_flow_dataset(root, names=("s0", "s1"), size=(64, 48)):
         (split / folder).mkdir(parents=True, exist_ok=True)
     for name in names:
         for folder in ("image", "cloth", "image-densepose"):
-            Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(split / folder / f"{name}.jpg")
+            Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+                split / folder / f"{name}.jpg"
+            )
         mask = np.zeros((height, width), dtype=np.uint8)
         mask[16:48, 8:40] = 255
         Image.fromarray(mask).save(split / "agnostic-mask" / f"{name}_mask.png")

@@ -25,40 +25,71 @@ def one_thread():
 
 
 def _inception_a(name, cin, pool):
-    return [(f"{name}.branch1x1", cin, 64, 1, 1), (f"{name}.branch5x5_1", cin, 48, 1, 1),
-            (f"{name}.branch5x5_2", 48, 64, 5, 5), (f"{name}.branch3x3dbl_1", cin, 64, 1, 1),
-            (f"{name}.branch3x3dbl_2", 64, 96, 3, 3), (f"{name}.branch3x3dbl_3", 96, 96, 3, 3),
-            (f"{name}.branch_pool", cin, pool, 1, 1)]
+    return [
+        (f"{name}.branch1x1", cin, 64, 1, 1),
+        (f"{name}.branch5x5_1", cin, 48, 1, 1),
+        (f"{name}.branch5x5_2", 48, 64, 5, 5),
+        (f"{name}.branch3x3dbl_1", cin, 64, 1, 1),
+        (f"{name}.branch3x3dbl_2", 64, 96, 3, 3),
+        (f"{name}.branch3x3dbl_3", 96, 96, 3, 3),
+        (f"{name}.branch_pool", cin, pool, 1, 1),
+    ]
 
 
 def _inception_c(name, c7):
-    return [(f"{name}.branch1x1", 768, 192, 1, 1), (f"{name}.branch7x7_1", 768, c7, 1, 1),
-            (f"{name}.branch7x7_2", c7, c7, 1, 7), (f"{name}.branch7x7_3", c7, 192, 7, 1),
-            (f"{name}.branch7x7dbl_1", 768, c7, 1, 1), (f"{name}.branch7x7dbl_2", c7, c7, 7, 1),
-            (f"{name}.branch7x7dbl_3", c7, c7, 1, 7), (f"{name}.branch7x7dbl_4", c7, c7, 7, 1),
-            (f"{name}.branch7x7dbl_5", c7, 192, 1, 7), (f"{name}.branch_pool", 768, 192, 1, 1)]
+    return [
+        (f"{name}.branch1x1", 768, 192, 1, 1),
+        (f"{name}.branch7x7_1", 768, c7, 1, 1),
+        (f"{name}.branch7x7_2", c7, c7, 1, 7),
+        (f"{name}.branch7x7_3", c7, 192, 7, 1),
+        (f"{name}.branch7x7dbl_1", 768, c7, 1, 1),
+        (f"{name}.branch7x7dbl_2", c7, c7, 7, 1),
+        (f"{name}.branch7x7dbl_3", c7, c7, 1, 7),
+        (f"{name}.branch7x7dbl_4", c7, c7, 7, 1),
+        (f"{name}.branch7x7dbl_5", c7, 192, 1, 7),
+        (f"{name}.branch_pool", 768, 192, 1, 1),
+    ]
 
 
 def _inception_e(name, cin):
-    return [(f"{name}.branch1x1", cin, 320, 1, 1), (f"{name}.branch3x3_1", cin, 384, 1, 1),
-            (f"{name}.branch3x3_2a", 384, 384, 1, 3), (f"{name}.branch3x3_2b", 384, 384, 3, 1),
-            (f"{name}.branch3x3dbl_1", cin, 448, 1, 1), (f"{name}.branch3x3dbl_2", 448, 384, 3, 3),
-            (f"{name}.branch3x3dbl_3a", 384, 384, 1, 3), (f"{name}.branch3x3dbl_3b", 384, 384, 3, 1),
-            (f"{name}.branch_pool", cin, 192, 1, 1)]
+    return [
+        (f"{name}.branch1x1", cin, 320, 1, 1),
+        (f"{name}.branch3x3_1", cin, 384, 1, 1),
+        (f"{name}.branch3x3_2a", 384, 384, 1, 3),
+        (f"{name}.branch3x3_2b", 384, 384, 3, 1),
+        (f"{name}.branch3x3dbl_1", cin, 448, 1, 1),
+        (f"{name}.branch3x3dbl_2", 448, 384, 3, 3),
+        (f"{name}.branch3x3dbl_3a", 384, 384, 1, 3),
+        (f"{name}.branch3x3dbl_3b", 384, 384, 3, 1),
+        (f"{name}.branch_pool", cin, 192, 1, 1),
+    ]
 
 
 FID_INCEPTION_CONVS = [
-    ("Conv2d_1a_3x3", 3, 32, 3, 3), ("Conv2d_2a_3x3", 32, 32, 3, 3), ("Conv2d_2b_3x3", 32, 64, 3, 3),
-    ("Conv2d_3b_1x1", 64, 80, 1, 1), ("Conv2d_4a_3x3", 80, 192, 3, 3),
-    *_inception_a("Mixed_5b", 192, 32), *_inception_a("Mixed_5c", 256, 64), *_inception_a("Mixed_5d", 288, 64),
-    ("Mixed_6a.branch3x3", 288, 384, 3, 3), ("Mixed_6a.branch3x3dbl_1", 288, 64, 1, 1),
-    ("Mixed_6a.branch3x3dbl_2", 64, 96, 3, 3), ("Mixed_6a.branch3x3dbl_3", 96, 96, 3, 3),
-    *_inception_c("Mixed_6b", 128), *_inception_c("Mixed_6c", 160), *_inception_c("Mixed_6d", 160),
+    ("Conv2d_1a_3x3", 3, 32, 3, 3),
+    ("Conv2d_2a_3x3", 32, 32, 3, 3),
+    ("Conv2d_2b_3x3", 32, 64, 3, 3),
+    ("Conv2d_3b_1x1", 64, 80, 1, 1),
+    ("Conv2d_4a_3x3", 80, 192, 3, 3),
+    *_inception_a("Mixed_5b", 192, 32),
+    *_inception_a("Mixed_5c", 256, 64),
+    *_inception_a("Mixed_5d", 288, 64),
+    ("Mixed_6a.branch3x3", 288, 384, 3, 3),
+    ("Mixed_6a.branch3x3dbl_1", 288, 64, 1, 1),
+    ("Mixed_6a.branch3x3dbl_2", 64, 96, 3, 3),
+    ("Mixed_6a.branch3x3dbl_3", 96, 96, 3, 3),
+    *_inception_c("Mixed_6b", 128),
+    *_inception_c("Mixed_6c", 160),
+    *_inception_c("Mixed_6d", 160),
     *_inception_c("Mixed_6e", 192),
-    ("Mixed_7a.branch3x3_1", 768, 192, 1, 1), ("Mixed_7a.branch3x3_2", 192, 320, 3, 3),
-    ("Mixed_7a.branch7x7x3_1", 768, 192, 1, 1), ("Mixed_7a.branch7x7x3_2", 192, 192, 1, 7),
-    ("Mixed_7a.branch7x7x3_3", 192, 192, 7, 1), ("Mixed_7a.branch7x7x3_4", 192, 192, 3, 3),
-    *_inception_e("Mixed_7b", 1280), *_inception_e("Mixed_7c", 2048),
+    ("Mixed_7a.branch3x3_1", 768, 192, 1, 1),
+    ("Mixed_7a.branch3x3_2", 192, 320, 3, 3),
+    ("Mixed_7a.branch7x7x3_1", 768, 192, 1, 1),
+    ("Mixed_7a.branch7x7x3_2", 192, 192, 1, 7),
+    ("Mixed_7a.branch7x7x3_3", 192, 192, 7, 1),
+    ("Mixed_7a.branch7x7x3_4", 192, 192, 3, 3),
+    *_inception_e("Mixed_7b", 1280),
+    *_inception_e("Mixed_7c", 2048),
 ]
 
 
@@ -73,8 +104,16 @@ def expected_inception_state() -> dict[str, tuple[int, ...]]:
     return expected
 
 
-SQUEEZENET_FIRES = {3: (64, 16, 64, 64), 4: (128, 16, 64, 64), 6: (128, 32, 128, 128), 7: (256, 32, 128, 128),
-                    9: (256, 48, 192, 192), 10: (384, 48, 192, 192), 11: (384, 64, 256, 256), 12: (512, 64, 256, 256)}
+SQUEEZENET_FIRES = {
+    3: (64, 16, 64, 64),
+    4: (128, 16, 64, 64),
+    6: (128, 32, 128, 128),
+    7: (256, 32, 128, 128),
+    9: (256, 48, 192, 192),
+    10: (384, 48, 192, 192),
+    11: (384, 64, 256, 256),
+    12: (512, 64, 256, 256),
+}
 
 
 def expected_squeezenet_features() -> dict[str, tuple[int, ...]]:
@@ -83,14 +122,19 @@ def expected_squeezenet_features() -> dict[str, tuple[int, ...]]:
     for index, (cin, squeeze, e1, e3) in SQUEEZENET_FIRES.items():
         prefix = f"features.{index}"
         expected |= {
-            f"{prefix}.squeeze.weight": (squeeze, cin, 1, 1), f"{prefix}.squeeze.bias": (squeeze,),
-            f"{prefix}.expand1x1.weight": (e1, squeeze, 1, 1), f"{prefix}.expand1x1.bias": (e1,),
-            f"{prefix}.expand3x3.weight": (e3, squeeze, 3, 3), f"{prefix}.expand3x3.bias": (e3,),
+            f"{prefix}.squeeze.weight": (squeeze, cin, 1, 1),
+            f"{prefix}.squeeze.bias": (squeeze,),
+            f"{prefix}.expand1x1.weight": (e1, squeeze, 1, 1),
+            f"{prefix}.expand1x1.bias": (e1,),
+            f"{prefix}.expand3x3.weight": (e3, squeeze, 3, 3),
+            f"{prefix}.expand3x3.bias": (e3,),
         }
     return expected
 
 
-EXPECTED_LPIPS_LINEAR = {f"lin{i}.model.1.weight": (1, c, 1, 1) for i, c in enumerate((64, 128, 256, 384, 384, 512, 512))}
+EXPECTED_LPIPS_LINEAR = {
+    f"lin{i}.model.1.weight": (1, c, 1, 1) for i, c in enumerate((64, 128, 256, 384, 384, 512, 512))
+}
 
 
 def _shapes(module, skip=("num_batches_tracked",)):

@@ -37,7 +37,9 @@ class _TorchvisionFire(nn.Module):
 
     def forward(self, x):
         x = self.squeeze_activation(self.squeeze(x))
-        return torch.cat([self.expand1x1_activation(self.expand1x1(x)), self.expand3x3_activation(self.expand3x3(x))], 1)
+        return torch.cat(
+            [self.expand1x1_activation(self.expand1x1(x)), self.expand3x3_activation(self.expand3x3(x))], 1
+        )
 
 
 def _torchvision_squeezenet1_1_features() -> nn.Sequential:
@@ -112,8 +114,11 @@ def test_fid_inception_equals_torch_fidelity_inception(tmp_path):
     state = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
     torch.save(state, tmp_path / "pt_inception-2015-12-05-6726825d.pth")  # the published key layout
 
-    reference = extractor("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(
-        tmp_path / "pt_inception-2015-12-05-6726825d.pth"))  # loads strictly: same names and shapes
+    reference = extractor(
+        "inception-v3-compat",
+        ["2048"],
+        feature_extractor_weights_path=str(tmp_path / "pt_inception-2015-12-05-6726825d.pth"),
+    )  # loads strictly: same names and shapes
     ours = load_fid_inception(tmp_path / "pt_inception-2015-12-05-6726825d.pth")
     images = torch.randint(0, 256, (2, 3, 299, 299), dtype=torch.uint8)
     with torch.no_grad():

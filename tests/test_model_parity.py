@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import PARITY
+
 from leffa.checkpoint import load_model
 
 CASES = [("sd15", "stable-diffusion-inpainting"), ("sdxl", "stable-diffusion-xl-1.0-inpainting-0.1")]
@@ -59,7 +59,9 @@ def test_features_depend_on_reference_and_change_the_prediction(upstream):
     model, io = upstream
     with torch.no_grad():
         model_input = model.generative_input(io["noisy_latent"], io["mask"], io["masked_latent"], io["densepose"])
-        with_ref = model.predict_noise(model_input, io["timesteps"], model.reference_features(io["ref_latent"], io["timesteps"]))
+        with_ref = model.predict_noise(
+            model_input, io["timesteps"], model.reference_features(io["ref_latent"], io["timesteps"])
+        )
         zeros = model.reference_features(torch.zeros_like(io["ref_latent"]), io["timesteps"])
         without = model.predict_noise(model_input, io["timesteps"], zeros)
     assert (with_ref - without).abs().max().item() > 1e-3

@@ -103,8 +103,9 @@ def test_attention_slice_option_gives_the_same_image(plain_image):
 def test_cli_offload_and_attention_slice_write_the_same_png(files, tmp_path, capsys):  # noqa: F811
     code, _, _ = run(tryon_args(files, tmp_path / "plain.png"), capsys)
     assert code in (0, None)
-    code, _, err = run(tryon_args(files, tmp_path / "low.png", "--offload", "sequential", "--attention-slice", "8"),
-                       capsys)
+    code, _, err = run(
+        tryon_args(files, tmp_path / "low.png", "--offload", "sequential", "--attention-slice", "8"), capsys
+    )
     assert code in (0, None)
     assert "on the CPU it only adds overhead" in err
     assert Image.open(tmp_path / "low.png").tobytes() == Image.open(tmp_path / "plain.png").tobytes()

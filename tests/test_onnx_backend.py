@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY_SD15
 from diffusers import DDPMScheduler
 
-from conftest import TINY_SD15
 from leffa.errors import LeffaError
+from leffa.export.backend import OnnxLeffaModel
 from leffa.export.graphs import ExportOptions, export_onnx
 from leffa.model import LeffaModel
-from leffa.export.backend import OnnxLeffaModel
 
 HEIGHT, WIDTH = 128, 96
 

@@ -47,9 +47,26 @@ def run(args, capsys):
 
 
 def tryon(files, out, model, *extra):
-    return ["tryon", files / "person.png", files / "garment.png", "-o", out, "--mask", files / "mask.png",
-            "--densepose", files / "densepose.png", "--model", model, "--steps", "3", "--dtype", "fp32",
-            "--device", "cpu", *extra]
+    return [
+        "tryon",
+        files / "person.png",
+        files / "garment.png",
+        "-o",
+        out,
+        "--mask",
+        files / "mask.png",
+        "--densepose",
+        files / "densepose.png",
+        "--model",
+        model,
+        "--steps",
+        "3",
+        "--dtype",
+        "fp32",
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -72,8 +89,9 @@ def test_onnx_backend_tryon_matches_torch_backend(files, tmp_path, capsys):
 
 
 def test_onnx_backend_refuses_a_size_the_graphs_were_not_exported_for(files, tmp_path, capsys):
-    code, _, err = run(tryon(files, tmp_path / "x.png", files / "onnx", "--backend", "onnx", "--size", "128x96"),
-                       capsys)
+    code, _, err = run(
+        tryon(files, tmp_path / "x.png", files / "onnx", "--backend", "onnx", "--size", "128x96"), capsys
+    )
     assert code == 2 and "exported for 64x48" in err
 
 

@@ -34,8 +34,10 @@ def files(tmp_path_factory):
     mask[30:60, 10:40] = 255
     Image.fromarray(mask).save(root / "mask.png")
     Image.fromarray(rng.integers(0, 256, (PHOTO[1], PHOTO[0], 3), dtype=np.uint8)).save(root / "densepose.png")
-    iuv = np.stack([rng.integers(0, 256, PHOTO[::-1]), rng.integers(0, 256, PHOTO[::-1]),
-                    rng.integers(0, 25, PHOTO[::-1])], axis=-1).astype(np.uint8)
+    iuv = np.stack(
+        [rng.integers(0, 256, PHOTO[::-1]), rng.integers(0, 256, PHOTO[::-1]), rng.integers(0, 25, PHOTO[::-1])],
+        axis=-1,
+    ).astype(np.uint8)
     Image.fromarray(iuv).save(root / "iuv.png")
     return root
 
@@ -54,23 +56,65 @@ def run(args, capsys):
 
 def test_api_equals_tryon_command_pixel_for_pixel(files, pipe, tmp_path, capsys):
     out = tmp_path / "cli.png"
-    code, _, err = run(["tryon", files / "person.png", files / "garment.png", "-o", out, "--mask", files / "mask.png",
-                        "--densepose", files / "densepose.png", "--model", "synth-tiny", "--steps", "3",
-                        "--seed", "5", "--repaint", "--device", "cpu", "--dtype", "fp32"], capsys)
+    code, _, err = run(
+        [
+            "tryon",
+            files / "person.png",
+            files / "garment.png",
+            "-o",
+            out,
+            "--mask",
+            files / "mask.png",
+            "--densepose",
+            files / "densepose.png",
+            "--model",
+            "synth-tiny",
+            "--steps",
+            "3",
+            "--seed",
+            "5",
+            "--repaint",
+            "--device",
+            "cpu",
+            "--dtype",
+            "fp32",
+        ],
+        capsys,
+    )
     assert code == 0, err
-    result = pipe(files / "person.png", files / "garment.png", mask=files / "mask.png",
-                  densepose=files / "densepose.png", steps=3, seed=5, repaint=True)
+    result = pipe(
+        files / "person.png",
+        files / "garment.png",
+        mask=files / "mask.png",
+        densepose=files / "densepose.png",
+        steps=3,
+        seed=5,
+        repaint=True,
+    )
     assert len(result.images) == 1 and result.images[0].size == PHOTO
     assert np.array_equal(np.asarray(result.images[0]), np.asarray(Image.open(out)))
     # PIL images in, same pixels out; the conditions used come back at the photo's size
-    same = pipe(Image.open(files / "person.png"), Image.open(files / "garment.png"),
-                mask=Image.open(files / "mask.png"), densepose=Image.open(files / "densepose.png"), steps=3, seed=5,
-                repaint=True)
+    same = pipe(
+        Image.open(files / "person.png"),
+        Image.open(files / "garment.png"),
+        mask=Image.open(files / "mask.png"),
+        densepose=Image.open(files / "densepose.png"),
+        steps=3,
+        seed=5,
+        repaint=True,
+    )
     assert np.array_equal(np.asarray(same.images[0]), np.asarray(result.images[0]))
     assert same.masks[0].size == same.denseposes[0].size == PHOTO
     assert np.array_equal(np.asarray(same.masks[0]), np.asarray(Image.open(files / "mask.png")))
-    other = pipe(files / "person.png", files / "garment.png", mask=files / "mask.png",
-                 densepose=files / "densepose.png", steps=3, seed=6, repaint=True)
+    other = pipe(
+        files / "person.png",
+        files / "garment.png",
+        mask=files / "mask.png",
+        densepose=files / "densepose.png",
+        steps=3,
+        seed=6,
+        repaint=True,
+    )
     assert not np.array_equal(np.asarray(other.images[0]), np.asarray(result.images[0]))
 
 
@@ -94,6 +138,7 @@ def test_missing_conditions_come_from_the_conditions_plugins(files, pipe, monkey
         def make(photo, arg, offline, **options):
             calls.append((name, arg, offline))
             return Image.new("L" if name == "mask" else "RGB", photo.size, 255 if name == "mask" else 0)
+
         return make
 
     monkeypatch.setattr(leffa.pipeline, "condition_plugin", fake)
@@ -104,8 +149,24 @@ def test_missing_conditions_come_from_the_conditions_plugins(files, pipe, monkey
 
 def test_pose_pipeline_equals_pose_command(files, tmp_path, capsys):
     out = tmp_path / "pose.png"
-    code, _, err = run(["pose", files / "garment.png", files / "person.png", "-o", out, "--densepose",
-                        files / "iuv.png", "--model", "synth-tiny", "--steps", "2", "--device", "cpu"], capsys)
+    code, _, err = run(
+        [
+            "pose",
+            files / "garment.png",
+            files / "person.png",
+            "-o",
+            out,
+            "--densepose",
+            files / "iuv.png",
+            "--model",
+            "synth-tiny",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
     assert code == 0, err
     pose = leffa.PosePipeline.from_pretrained("synth-tiny", device="cpu", dtype="fp32")
     result = pose(files / "garment.png", files / "person.png", densepose=files / "iuv.png", steps=2)
@@ -127,8 +188,15 @@ def test_bad_calls_are_leffa_errors(files, pipe):
 def test_import_leffa_is_light_and_exports_the_stable_core():
     code = "import sys, leffa; assert 'torch' not in sys.modules, 'torch imported'; print(sorted(leffa.__all__))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    for name in ("TryOnPipeline", "PosePipeline", "LeffaModel", "LeffaConfig", "leffa_loss", "SamplerOptions",
-                 "LeffaError"):
+    for name in (
+        "TryOnPipeline",
+        "PosePipeline",
+        "LeffaModel",
+        "LeffaConfig",
+        "leffa_loss",
+        "SamplerOptions",
+        "LeffaError",
+    ):
         assert name in out
     from leffa.errors import LeffaError
     from leffa.loss import leffa_loss

@@ -207,8 +207,12 @@ def test_offline_without_cached_models_names_the_file(person, tmp_path):
     import sys
 
     folder, _, _ = person
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
-           "LEFFA_WEIGHTS": str(tmp_path / "weights")}
+    env = {
+        **os.environ,
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
+        "LEFFA_WEIGHTS": str(tmp_path / "weights"),
+    }
     command = [sys.executable, "-m", "leffa_cli.app", "prep", "pose", str(folder / "person.png"),
                "-o", str(tmp_path / "k.json"), "--offline"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env)

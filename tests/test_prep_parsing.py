@@ -88,9 +88,7 @@ def test_model_input_equals_the_schp_warp_where_it_samples_whole_pixels():
     np.testing.assert_array_equal(model_input(Image.fromarray(photo), 64)[0], normalised(expected))
     # 127 x 127 into 64: scale (64 - 1) / 126 = 1/2 exactly, so input pixel (i, j) is photo pixel (2i, 2j).
     photo = rng.integers(0, 256, (127, 127, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(
-        model_input(Image.fromarray(photo), 64)[0], normalised(photo[::2, ::2, ::-1].copy())
-    )
+    np.testing.assert_array_equal(model_input(Image.fromarray(photo), 64)[0], normalised(photo[::2, ::2, ::-1].copy()))
 
 
 def test_model_input_follows_warpaffine_fixed_point_rules():

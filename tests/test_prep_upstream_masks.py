@@ -111,7 +111,7 @@ def test_dc_neck_rule_masks_the_head_below_the_lifted_shoulder_line():
 
 
 def test_dc_dilation_depends_on_the_frame_height():
-    for height, reach in ((512, 25), (256, 12)):  # 10 x 10 x 5 over 256 px; 5 x 5 x 5 (2 each way) at <= 256
+    for height, _reach in ((512, 25), (256, 12)):  # 10 x 10 x 5 over 256 px; 5 x 5 x 5 (2 each way) at <= 256
         labels = np.zeros((height, 200), dtype=np.uint8)
         labels[100:140, 60:140] = lab("pants")
         mask = upstream_mask(labels, keypoints(), "lower_body", "dc")
@@ -140,8 +140,13 @@ def test_fix_dc_bottoms_include_the_skirt():
 def test_fix_missing_joints_are_not_drawn_at_the_corner():
     labels = np.zeros((H, W), dtype=np.uint8)
     labels[150:300, 130:250] = lab("upper-clothes")
-    joints = keypoints(right_shoulder=(140, 160), right_wrist=(120, 280), left_shoulder=(240, 160),
-                       left_elbow=(250, 220), left_wrist=(255, 280))  # right elbow not found
+    joints = keypoints(
+        right_shoulder=(140, 160),
+        right_wrist=(120, 280),
+        left_shoulder=(240, 160),
+        left_elbow=(250, 220),
+        left_wrist=(255, 280),
+    )  # right elbow not found
     published = upstream_mask(labels, joints, "upper_body", "hd", fixes=False)
     assert published[5, 5]  # the band runs to the missing elbow, read as pixel (0, 0)
     assert not upstream_mask(labels, joints, "upper_body", "hd")[:100, :100].any()
@@ -150,8 +155,14 @@ def test_fix_missing_joints_are_not_drawn_at_the_corner():
 def test_fix_a_wrist_pushed_past_the_edge_does_not_wrap_around():
     labels = np.zeros((H, W), dtype=np.uint8)
     labels[150:300, 130:250] = lab("upper-clothes")
-    joints = keypoints(right_shoulder=(140, 160), right_elbow=(60, 60), right_wrist=(10, 5),
-                       left_shoulder=(240, 160), left_elbow=(250, 220), left_wrist=(255, 280))  # arm raised
+    joints = keypoints(
+        right_shoulder=(140, 160),
+        right_elbow=(60, 60),
+        right_wrist=(10, 5),
+        left_shoulder=(240, 160),
+        left_elbow=(250, 220),
+        left_wrist=(255, 280),
+    )  # arm raised
     # pushed wrist = elbow + 1.2 (wrist - elbow) = (0, -6): the app's uint16 cast makes y 65530
     published = upstream_mask(labels, joints, "upper_body", "hd", fixes=False)
     assert published[H - 2, 60]  # a band from the elbow straight down past the bottom edge

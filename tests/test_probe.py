@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import torch
 from PIL import Image
+from test_train import tiny_config
 
 import leffa.metrics.flow as metrics_flow
 import leffa.viz.render as render
@@ -16,7 +17,6 @@ from leffa.flow import flow_epe, upsample_flow
 from leffa.probe import layer_flows, probe_flows, short_layer_name
 from leffa.train.loop import Trainer
 from leffa_cli.app import main
-from test_train import tiny_config
 
 SIZE = (64, 48)
 
@@ -85,10 +85,27 @@ def test_training_validation_eval_flow_and_viz_flow_give_identical_flows(tmp_pat
     monkeypatch.setattr(render, "flow_rows", recording_rows)
     split = data / "test"
     argv = [
-        "viz-flow", split / "image" / "s0.jpg", split / "cloth" / "s0.jpg", "--model", model_path,
-        "--mask", split / "agnostic-mask" / "s0_mask.png", "--densepose", split / "image-densepose" / "s0.jpg",
-        "--size", "64x48", "--t", str(timestep), "--seed", str(seed), "--layers", ",".join(layers),
-        "--device", "cpu", "-o", tmp_path / "flow.png",
+        "viz-flow",
+        split / "image" / "s0.jpg",
+        split / "cloth" / "s0.jpg",
+        "--model",
+        model_path,
+        "--mask",
+        split / "agnostic-mask" / "s0_mask.png",
+        "--densepose",
+        split / "image-densepose" / "s0.jpg",
+        "--size",
+        "64x48",
+        "--t",
+        str(timestep),
+        "--seed",
+        str(seed),
+        "--layers",
+        ",".join(layers),
+        "--device",
+        "cpu",
+        "-o",
+        tmp_path / "flow.png",
     ]
     try:
         main([str(arg) for arg in argv])

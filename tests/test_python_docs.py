@@ -45,8 +45,9 @@ def _kit(folder: Path) -> None:
     Image.fromarray(mask).save(folder / "mask.png")
     Image.fromarray(rng.integers(0, 256, (*photo, 3), dtype=np.uint8)).save(folder / "densepose.jpg")
     Image.fromarray(rng.integers(0, 256, (112, 84, 3), dtype=np.uint8)).save(folder / "target.jpg")
-    iuv = np.stack([rng.integers(0, 256, (112, 84)), rng.integers(0, 256, (112, 84)),
-                    rng.integers(0, 25, (112, 84))], axis=-1).astype(np.uint8)
+    iuv = np.stack(
+        [rng.integers(0, 256, (112, 84)), rng.integers(0, 256, (112, 84)), rng.integers(0, 25, (112, 84))], axis=-1
+    ).astype(np.uint8)
     Image.fromarray(iuv).save(folder / "target_iuv.png")
 
 

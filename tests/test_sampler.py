@@ -193,8 +193,13 @@ def test_guidance_one_skips_uncond_branch(model, inputs):
 
 def test_intermediates_callback_sees_every_step(model, inputs):
     seen = []
-    sample(model, *first(inputs), SamplerOptions(steps=3, scheduler="dpm++"), seed=0,
-           on_step=lambda index, t, clean: seen.append((index, tuple(clean.shape))))
+    sample(
+        model,
+        *first(inputs),
+        SamplerOptions(steps=3, scheduler="dpm++"),
+        seed=0,
+        on_step=lambda index, t, clean: seen.append((index, tuple(clean.shape))),
+    )
     assert [index for index, _ in seen] == [0, 1, 2]
     assert seen[0][1] == (1, 4, H // 8, W // 8)
 

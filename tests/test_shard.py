@@ -39,15 +39,40 @@ def _viton_hd(root: Path, bad: str | None = None) -> Path:
 
 
 def _torchrun(args, cwd: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "leffa_cli.app", "--", *map(str, args)]  # "--": torchrun's parser would claim eval's --run
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "leffa_cli.app",
+        "--",
+        *map(str, args),
+    ]  # "--": torchrun's parser would claim eval's --run
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=600, check=False)
 
 
 def _batch_args(data: Path, out: Path, model: Path) -> list:
-    return ["tryon", "--batch", data, "--pairs", data / "pairs.txt", "-o", out, "--model", model, "--steps", "2",
-            "--batch-size", "2", "--device", "cpu"]
+    return [
+        "tryon",
+        "--batch",
+        data,
+        "--pairs",
+        data / "pairs.txt",
+        "-o",
+        out,
+        "--model",
+        model,
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+    ]
 
 
 def test_shard_takes_every_world_th_item_and_pins_its_gpu():
@@ -64,9 +89,13 @@ def test_shard_takes_every_world_th_item_and_pins_its_gpu():
 
 def test_input_problem_reads_headers_only(tmp_path):
     data = _viton_hd(tmp_path / "data", bad="00002_00")
-    item = lambda name: DatasetItem(data / "image" / f"{name}.png", data / "cloth" / f"{name}.png",
-                                    data / "agnostic-mask" / f"{name}_mask.png",
-                                    data / "image-densepose" / f"{name}.png", tmp_path / "o.png")
+    item = lambda name: DatasetItem(
+        data / "image" / f"{name}.png",
+        data / "cloth" / f"{name}.png",
+        data / "agnostic-mask" / f"{name}_mask.png",
+        data / "image-densepose" / f"{name}.png",
+        tmp_path / "o.png",
+    )
     assert input_problem(item("00001_00")) is None
     assert "garment mask is 40x40 but the person photo is 50x80" in input_problem(item("00002_00"))
     (data / "cloth" / "00003_00.png").write_bytes(b"not an image")
@@ -128,8 +157,26 @@ def test_eval_run_under_two_processes_equals_one(tmp_path, capsys):
     model = tmp_path / "tiny.safetensors"
     save_model(LeffaModel.from_base_folder(TINY_SD15).eval(), model, dtype="fp32")
     root = write_flow_dataset(tmp_path / "data", names=("s0", "s1", "s2"))
-    args = ["eval", "--run", "--model", model, "--data", root, "--size", "64x48", "--steps", "2", "--metrics",
-            "ssim,psnr", "--device", "cpu", "--dtype", "fp32", "--batch-size", "1"]
+    args = [
+        "eval",
+        "--run",
+        "--model",
+        model,
+        "--data",
+        root,
+        "--size",
+        "64x48",
+        "--steps",
+        "2",
+        "--metrics",
+        "ssim,psnr",
+        "--device",
+        "cpu",
+        "--dtype",
+        "fp32",
+        "--batch-size",
+        "1",
+    ]
     code, _, err = eval_run(capsys, *map(str, args), "--out-dir", str(tmp_path / "single"))
     assert code == 0, err
     result = _torchrun([*args, "--out-dir", tmp_path / "sharded"], tmp_path)
@@ -155,13 +202,44 @@ def test_pose_batch_folder(files, tmp_path, capsys):  # noqa: F811
     Image.open(files / "iuv.png").save(root / "densepose" / "b.png")
     Image.open(files / "iuv.png").resize((20, 20)).save(root / "densepose" / "a.png")  # wrong size: skipped
     (root / "pairs.txt").write_text("a.jpg b.jpg\nb.jpg a.jpg\n")
-    code, _, err = run(["pose", "--batch", root, "--pairs", root / "pairs.txt", "-o", out, "--model",
-                        files / "tiny.safetensors", "--steps", "2", "--device", "cpu"], capsys)
+    code, _, err = run(
+        [
+            "pose",
+            "--batch",
+            root,
+            "--pairs",
+            root / "pairs.txt",
+            "-o",
+            out,
+            "--model",
+            files / "tiny.safetensors",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
     assert code == 2 and "1 of 2 pairs skipped" in err and "DensePose IUV is 20x20" in err
     assert [p.name for p in out.iterdir()] == ["b__a.png"]
     single = tmp_path / "single.png"
-    code, _, err = run(["pose", root / "image" / "a.jpg", root / "image" / "b.jpg", "-o", single, "--densepose",
-                        root / "densepose" / "b.png", "--model", files / "tiny.safetensors", "--steps", "2",
-                        "--device", "cpu"], capsys)
+    code, _, err = run(
+        [
+            "pose",
+            root / "image" / "a.jpg",
+            root / "image" / "b.jpg",
+            "-o",
+            single,
+            "--densepose",
+            root / "densepose" / "b.png",
+            "--model",
+            files / "tiny.safetensors",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
     assert code in (0, None), err
     assert Image.open(out / "b__a.png").tobytes() == Image.open(single).tobytes()

@@ -6,13 +6,13 @@ import json
 
 import torch
 
-from leffa.synth.dataset import generate_dataset
 from leffa.synth.base import make_base_folder
+from leffa.synth.dataset import generate_dataset
 
 
 def test_base_folder_is_what_the_trainer_starts_from(tmp_path):
-    from leffa.train.loop import initialise_model
     from leffa.train.config import TrainConfig
+    from leffa.train.loop import initialise_model
 
     data = tmp_path / "data"
     generate_dataset("vton", data, 3, (32, 32), seed=0)
@@ -25,7 +25,8 @@ def test_base_folder_is_what_the_trainer_starts_from(tmp_path):
     model = initialise_model(config)
     assert model.latent_downscale == 4 and model.config.extra["image_size"] == [32, 32]
     assert torch.equal(  # both UNets start from the same base weights; extra input channels start at zero
-        model.generative_unet.down_blocks[0].resnets[0].conv1.weight, model.reference_unet.down_blocks[0].resnets[0].conv1.weight
+        model.generative_unet.down_blocks[0].resnets[0].conv1.weight,
+        model.reference_unet.down_blocks[0].resnets[0].conv1.weight,
     )
     assert float(model.generative_unet.conv_in.weight[:, 9:].abs().sum()) == 0
     latents = model.encode(torch.zeros(1, 3, 32, 32), sample=False)

@@ -8,20 +8,33 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_data import make_deepfashion, make_vitonhd
 from typer.testing import CliRunner
 
 from leffa.checkpoint import load_model, read_config
 from leffa.errors import LeffaError
-from leffa.train.loop import adapt_conv_in, train
 from leffa.train.config import load_config
+from leffa.train.loop import adapt_conv_in, train
 from leffa_cli.app import build_app
-from test_data import make_deepfashion, make_vitonhd
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BASE = ROOT / "tests" / "fixtures" / "upstream_parity" / "stable-diffusion-inpainting"
 TINY_ARGS = [
-    "--base", str(TINY_BASE), "--init", "random", "--size", "64x48", "--batch-size", "2",
-    "--mixed-precision", "no", "--no-gradient-checkpointing", "--num-workers", "0", "--validate-every", "0",
+    "--base",
+    str(TINY_BASE),
+    "--init",
+    "random",
+    "--size",
+    "64x48",
+    "--batch-size",
+    "2",
+    "--mixed-precision",
+    "no",
+    "--no-gradient-checkpointing",
+    "--num-workers",
+    "0",
+    "--validate-every",
+    "0",
 ]
 
 
@@ -32,8 +45,18 @@ def vitonhd(tmp_path_factory) -> Path:
 
 def tiny_config(data: Path, output: Path, **overrides):
     values = dict(
-        task="vton", stage=3, data=data, output=output, base=str(TINY_BASE), init="random", size="64x48",
-        batch_size=2, mixed_precision="no", gradient_checkpointing=False, num_workers=0, validate_every=0,
+        task="vton",
+        stage=3,
+        data=data,
+        output=output,
+        base=str(TINY_BASE),
+        init="random",
+        size="64x48",
+        batch_size=2,
+        mixed_precision="no",
+        gradient_checkpointing=False,
+        num_workers=0,
+        validate_every=0,
         save_dtype="fp32",
     )
     values.update(overrides)
@@ -44,8 +67,23 @@ def test_cli_stage3_trains_and_writes_a_model(vitonhd, tmp_path):
     output = tmp_path / "run"
     result = CliRunner().invoke(
         build_app(),
-        ["train", "--task", "vton", "--stage", "3", "--data", str(vitonhd), "--output", str(output),
-         "--max-steps", "1", "--ema", "--lr", "1e-2", *TINY_ARGS],
+        [
+            "train",
+            "--task",
+            "vton",
+            "--stage",
+            "3",
+            "--data",
+            str(vitonhd),
+            "--output",
+            str(output),
+            "--max-steps",
+            "1",
+            "--ema",
+            "--lr",
+            "1e-2",
+            *TINY_ARGS,
+        ],
     )
     assert result.exit_code == 0, result.output
     model_path = output / "model.safetensors"
@@ -66,8 +104,16 @@ def test_cli_stage3_trains_and_writes_a_model(vitonhd, tmp_path):
 def test_pose_task_trains_on_deepfashion_with_the_sdxl_style_base(tmp_path):
     data = make_deepfashion(tmp_path / "deepfashion", count=2)
     base = ROOT / "tests" / "fixtures" / "upstream_parity" / "stable-diffusion-xl-1.0-inpainting-0.1"
-    config = tiny_config(data, tmp_path / "pose", task="pose", base=str(base), max_steps=1, leffa_weight=1.0,
-                         leffa_timestep_threshold=1000, reference_dropout=0.0)
+    config = tiny_config(
+        data,
+        tmp_path / "pose",
+        task="pose",
+        base=str(base),
+        max_steps=1,
+        leffa_weight=1.0,
+        leffa_timestep_threshold=1000,
+        reference_dropout=0.0,
+    )
     result = train(config)
     assert result.history[0]["leffa"] > 0
     saved = read_config(result.model_path)
@@ -117,5 +163,5 @@ def test_init_takes_any_model_spec_through_the_one_resolver(tmp_path):
     assert all(torch.equal(value, packaged[key]) for key, value in model.state_dict().items())
     with pytest.raises(LeffaError, match="--init: 'no-such-model' is not a known model"):
         initialise_model(tiny_config(tmp_path / "data", tmp_path / "run", init="no-such-model"))
-    with pytest.raises(LeffaError, match="--init checkpoint not found"):
+    with pytest.raises(LeffaError, match="init checkpoint not found"):
         initialise_model(tiny_config(tmp_path / "data", tmp_path / "run", init=str(tmp_path / "stage2.safetensors")))

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from test_train import ROOT, TINY_ARGS, vitonhd  # noqa: F401 - vitonhd is a fixture
 
 
@@ -21,10 +20,34 @@ def test_two_process_cpu_run(vitonhd, tmp_path):
     output = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "ACCELERATE_USE_CPU": "1"}
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "leffa_cli.app", "train", "--task", "vton",
-        "--stage", "3", "--data", str(vitonhd), "--output", str(output), "--max-steps", "2",
-        "--checkpoint-every", "2", *TINY_ARGS,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "leffa_cli.app",
+        "train",
+        "--task",
+        "vton",
+        "--stage",
+        "3",
+        "--data",
+        str(vitonhd),
+        "--output",
+        str(output),
+        "--max-steps",
+        "2",
+        "--checkpoint-every",
+        "2",
+        *TINY_ARGS,
     ]
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_train import tiny_config, vitonhd  # noqa: F401 - vitonhd is a fixture
 
 from leffa.checkpoint import load_model
 from leffa.train.loop import Trainer, train
-from test_train import tiny_config, vitonhd  # noqa: F401 - vitonhd is a fixture
 
 
 def test_resume_after_a_kill_continues_exactly(vitonhd, tmp_path):
@@ -16,8 +16,9 @@ def test_resume_after_a_kill_continues_exactly(vitonhd, tmp_path):
     The Leffa loss is forced on for every sample (weight 1, no timestep gate, no reference dropout) so the run
     also shows that stage 3 adds it and that it trains.
     """
-    leffa_on = dict(max_steps=2, checkpoint_every=1, leffa_weight=1.0, leffa_timestep_threshold=1000,
-                    reference_dropout=0.0)
+    leffa_on = dict(
+        max_steps=2, checkpoint_every=1, leffa_weight=1.0, leffa_timestep_threshold=1000, reference_dropout=0.0
+    )
     trainer = Trainer(tiny_config(vitonhd, tmp_path / "straight", **{**leffa_on, "checkpoint_every": 100}))
     before = trainer.model.generative_unet.conv_in.weight.detach().clone()
     straight = trainer.run()

@@ -47,8 +47,14 @@ def files(tmp_path_factory):
     mask[30:60, 10:40] = 255
     Image.fromarray(mask).save(root / "mask.png")
     _rgb(rng, PHOTO).save(root / "densepose.png")
-    iuv = np.stack([rng.integers(0, 256, (PHOTO[1], PHOTO[0])), rng.integers(0, 256, (PHOTO[1], PHOTO[0])),
-                    rng.integers(0, 25, (PHOTO[1], PHOTO[0]))], axis=-1).astype(np.uint8)
+    iuv = np.stack(
+        [
+            rng.integers(0, 256, (PHOTO[1], PHOTO[0])),
+            rng.integers(0, 256, (PHOTO[1], PHOTO[0])),
+            rng.integers(0, 25, (PHOTO[1], PHOTO[0])),
+        ],
+        axis=-1,
+    ).astype(np.uint8)
     Image.fromarray(iuv).save(root / "iuv.png")
     return root
 
@@ -61,8 +67,22 @@ def run(args, capsys):
 
 
 def tryon_args(files, out, *extra):
-    return ["tryon", files / "person.png", files / "garment.jpg", "-o", out, "--mask", files / "mask.png",
-            "--densepose", files / "densepose.png", "--model", files / "tiny.safetensors", "--steps", "2", *extra]
+    return [
+        "tryon",
+        files / "person.png",
+        files / "garment.jpg",
+        "-o",
+        out,
+        "--mask",
+        files / "mask.png",
+        "--densepose",
+        files / "densepose.png",
+        "--model",
+        files / "tiny.safetensors",
+        "--steps",
+        "2",
+        *extra,
+    ]
 
 
 def test_tryon_writes_png_at_photo_size_pasted_into_the_crop(files, tmp_path, capsys):
@@ -95,7 +115,7 @@ def test_repaint_keeps_pixels_outside_the_feathered_mask(files, tmp_path, capsys
     result = np.asarray(Image.open(out)).astype(int)
     person = np.asarray(Image.open(files / "person.png")).astype(int)
     far = np.ones(result.shape[:2], bool)
-    far[30 - 3:60 + 3, 10 - 3:40 + 3] = False  # the mask grown by more than the blur reaches
+    far[30 - 3 : 60 + 3, 10 - 3 : 40 + 3] = False  # the mask grown by more than the blur reaches
     assert np.array_equal(result[far], person[far])
     assert np.abs(result[35:55, 15:35] - person[35:55, 15:35]).mean() > 5
 
@@ -116,8 +136,22 @@ def test_repaint_is_upstreams_formula():
 
 def test_pose_transfer_end_to_end(files, tmp_path, capsys):
     out = tmp_path / "pose.png"
-    code, _, err = run(["pose", files / "garment.jpg", files / "person.png", "-o", out, "--densepose",
-                        files / "iuv.png", "--model", files / "tiny.safetensors", "--steps", "2"], capsys)
+    code, _, err = run(
+        [
+            "pose",
+            files / "garment.jpg",
+            files / "person.png",
+            "-o",
+            out,
+            "--densepose",
+            files / "iuv.png",
+            "--model",
+            files / "tiny.safetensors",
+            "--steps",
+            "2",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert Image.open(out).size == PHOTO
 
@@ -151,12 +185,18 @@ def _bad_cases(files, tmp_path):
         "not an image": (base(g=tmp_path / "text.png") + conditions + model, "garment image is not an image"),
         "tiny image": (base(p=tmp_path / "tiny.png") + conditions + model, "16x16, too small"),
         "huge image": (base(p=tmp_path / "huge.png") + conditions + model, "9000x8000, too large"),
-        "mask of another size": (base() + ["--mask", tmp_path / "small_mask.png", "--densepose",
-                                          files / "densepose.png"] + model, "must be the same size"),
-        "wrong checkpoint": (base() + conditions + ["--model", tmp_path / "broken.safetensors"],
-                             "not a readable safetensors file"),
-        "no mask, offline, models not cached": (base() + ["--densepose", files / "densepose.png", "--offline"] + model,
-                                                "parsing_atr.onnx (ATR human parsing model) is not on this machine"),
+        "mask of another size": (
+            base() + ["--mask", tmp_path / "small_mask.png", "--densepose", files / "densepose.png"] + model,
+            "must be the same size",
+        ),
+        "wrong checkpoint": (
+            base() + conditions + ["--model", tmp_path / "broken.safetensors"],
+            "not a readable safetensors file",
+        ),
+        "no mask, offline, models not cached": (
+            base() + ["--densepose", files / "densepose.png", "--offline"] + model,
+            "parsing_atr.onnx (ATR human parsing model) is not on this machine",
+        ),
         "bad scheduler": (base() + conditions + model + ["--scheduler", "magic"], "--scheduler 'magic': unknown"),
         "bad size": (base() + conditions + model + ["--size", "100x77"], "multiples of 8"),
         "not png": (base() + conditions + model, "give a name ending in .png"),
@@ -207,19 +247,51 @@ def test_batch_folder_skips_done_outputs_and_matches_single_runs(files, tmp_path
     _viton_hd(data, files, ["00001_00", "00002_00", "00003_00"])
     out.mkdir()
     (out / "00002_00.png").write_bytes(b"done before")
-    code, stdout, err = run(["tryon", "--batch", data, "--pairs", data / "pairs.txt", "-o", out, "--model",
-                             files / "tiny.safetensors", "--steps", "2", "--batch-size", "2"], capsys)
+    code, stdout, err = run(
+        [
+            "tryon",
+            "--batch",
+            data,
+            "--pairs",
+            data / "pairs.txt",
+            "-o",
+            out,
+            "--model",
+            files / "tiny.safetensors",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "1 outputs already exist" in err
-    assert sorted(p.name for p in out.iterdir()) == ["00001_00__00003_00.png", "00002_00.png",
-                                                     "00003_00__00001_00.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["00001_00__00003_00.png", "00002_00.png", "00003_00__00001_00.png"]
     assert (out / "00002_00.png").read_bytes() == b"done before"
 
     single = tmp_path / "single.png"
-    assert run(["tryon", data / "image" / "00001_00.jpg", data / "cloth" / "00003_00.jpg", "-o", single,
-                "--mask", data / "agnostic-mask" / "00001_00_mask.png", "--densepose",
-                data / "image-densepose" / "00001_00.jpg", "--model", files / "tiny.safetensors", "--steps", "2"],
-               capsys)[0] == 0
+    assert (
+        run(
+            [
+                "tryon",
+                data / "image" / "00001_00.jpg",
+                data / "cloth" / "00003_00.jpg",
+                "-o",
+                single,
+                "--mask",
+                data / "agnostic-mask" / "00001_00_mask.png",
+                "--densepose",
+                data / "image-densepose" / "00001_00.jpg",
+                "--model",
+                files / "tiny.safetensors",
+                "--steps",
+                "2",
+            ],
+            capsys,
+        )[0]
+        == 0
+    )
     batched = np.asarray(Image.open(out / "00001_00__00003_00.png")).astype(int)
     assert np.abs(batched - np.asarray(Image.open(single)).astype(int)).max() <= 1
 
@@ -229,11 +301,27 @@ def test_paired_batch_output_is_scored_by_eval_against_the_photos(files, tmp_pat
     names = ["00001_00", "00002_00"]
     _viton_hd(data, files, names)
     (data / "pairs.txt").write_text("".join(f"{name}.jpg {name}.jpg\n" for name in names))
-    code, _, err = run(["tryon", "--batch", data, "--pairs", data / "pairs.txt", "-o", out, "--model",
-                        files / "tiny.safetensors", "--steps", "1"], capsys)
+    code, _, err = run(
+        [
+            "tryon",
+            "--batch",
+            data,
+            "--pairs",
+            data / "pairs.txt",
+            "-o",
+            out,
+            "--model",
+            files / "tiny.safetensors",
+            "--steps",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["00001_00.png", "00002_00.png"]
-    code, stdout, err = run(["eval", "--pred", out, "--gt", data / "image", "--metrics", "ssim,psnr", "-o",
-                             tmp_path / "scores.json"], capsys)
+    code, stdout, err = run(
+        ["eval", "--pred", out, "--gt", data / "image", "--metrics", "ssim,psnr", "-o", tmp_path / "scores.json"],
+        capsys,
+    )
     assert code == 0, err
     assert '"count": 2' in (tmp_path / "scores.json").read_text()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import PARITY, TINY_SD15
 from PIL import Image
 
 from leffa_cli.app import main
-from conftest import PARITY, TINY_SD15
 
 SIZE = (128, 96)  # the size the upstream parity fixtures were made at
 
@@ -53,10 +53,29 @@ def test_writes_grid_and_html(inputs, tmp_path, capsys):
     out, page = tmp_path / "flow.png", tmp_path / "flow.html"
     code, stdout, stderr = run(
         [
-            "viz-flow", inputs / "person.png", inputs / "garment.png", "--model", inputs / "tiny.safetensors",
-            "--mask", inputs / "mask.png", "--densepose", inputs / "densepose.png", "--target", inputs / "person.png",
-            "--gt-flow", inputs / "gt.npy", "--points", "10,20", "--html", page, "-o", out, "--t", "100",
-            "--layers", "down0.a0.b0,up_blocks.2.attentions.1.transformer_blocks.0.attn1",
+            "viz-flow",
+            inputs / "person.png",
+            inputs / "garment.png",
+            "--model",
+            inputs / "tiny.safetensors",
+            "--mask",
+            inputs / "mask.png",
+            "--densepose",
+            inputs / "densepose.png",
+            "--target",
+            inputs / "person.png",
+            "--gt-flow",
+            inputs / "gt.npy",
+            "--points",
+            "10,20",
+            "--html",
+            page,
+            "-o",
+            out,
+            "--t",
+            "100",
+            "--layers",
+            "down0.a0.b0,up_blocks.2.attentions.1.transformer_blocks.0.attn1",
         ],
         capsys,
     )
@@ -74,8 +93,17 @@ def test_writes_grid_and_html(inputs, tmp_path, capsys):
 def test_upstream_checkpoint_with_base_folder(inputs, tmp_path, capsys):
     out = tmp_path / "flow.png"
     argv = [
-        "viz-flow", inputs / "person.png", inputs / "garment.png", "--model", PARITY / "sd15_seed0.pth",
-        "--size", "64x48", "--layers", "mid.a0.b0", "-o", out,
+        "viz-flow",
+        inputs / "person.png",
+        inputs / "garment.png",
+        "--model",
+        PARITY / "sd15_seed0.pth",
+        "--size",
+        "64x48",
+        "--layers",
+        "mid.a0.b0",
+        "-o",
+        out,
     ]
     code, stdout, stderr = run([*argv, "--base", TINY_SD15], capsys)
     assert code == 0, stderr
@@ -106,8 +134,14 @@ def test_upstream_checkpoint_with_base_folder(inputs, tmp_path, capsys):
 def test_user_mistakes_exit_2_with_one_line_and_write_nothing(inputs, tmp_path, capsys, monkeypatch, extra, message):
     monkeypatch.chdir(tmp_path)
     argv = [
-        "viz-flow", inputs / "person.png", inputs / "garment.png", "--model", inputs / "tiny.safetensors",
-        "-o", tmp_path / "flow.png", *extra,
+        "viz-flow",
+        inputs / "person.png",
+        inputs / "garment.png",
+        "--model",
+        inputs / "tiny.safetensors",
+        "-o",
+        tmp_path / "flow.png",
+        *extra,
     ]
     code, _, stderr = run(argv, capsys)
     assert code == 2

@@ -107,9 +107,12 @@ def test_downloads_upstream_model_from_hub_then_works_offline(hub, tmp_path):
     assert resolved.source == "franciszzj/Leffa/virtual_tryon.pth"
     assert resolved.image_size == UPSTREAM_SIZE
     downloaded = {path.split("/resolve/main/")[1] for method, path in hub.requests if method == "GET"}
-    assert downloaded == {"virtual_tryon.pth", "stable-diffusion-inpainting/unet/config.json",
-                          "stable-diffusion-inpainting/vae/config.json",
-                          "stable-diffusion-inpainting/scheduler/scheduler_config.json"}
+    assert downloaded == {
+        "virtual_tryon.pth",
+        "stable-diffusion-inpainting/unet/config.json",
+        "stable-diffusion-inpainting/vae/config.json",
+        "stable-diffusion-inpainting/scheduler/scheduler_config.json",
+    }
     assert list(cache.glob("models--franciszzj--Leffa/snapshots/*/virtual_tryon.pth"))
 
     hub.requests.clear()

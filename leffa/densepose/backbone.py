@@ -20,6 +20,12 @@ FROZEN_BN_EPS = 1e-5
 class FrozenBatchNorm2d(nn.Module):
     """Batch norm with fixed statistics and affine terms (detectron2 ``FrozenBN``): a per-channel scale and shift."""
 
+    # Buffers (registered in __init__), each of shape (channels,).
+    weight: torch.Tensor
+    bias: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
     def __init__(self, channels: int, eps: float = FROZEN_BN_EPS):
         super().__init__()
         self.eps = eps
@@ -105,6 +111,9 @@ class FPN(nn.Module):
 
     size_divisibility = 32
     strides = {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
+    # Added by name in __init__ (with levels 2..4, which forward reaches through getattr).
+    fpn_lateral5: nn.Conv2d
+    fpn_output5: nn.Conv2d
 
     def __init__(self, bottom_up: ResNet | None = None, channels: int = FPN_CHANNELS):
         super().__init__()

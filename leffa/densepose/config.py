@@ -136,12 +136,18 @@ def config_from_yaml(path, score_threshold: float = 0.5) -> DensePoseConfig:
             raise LeffaError(f"{path}: {where}.POOLER_TYPE = {pooler_type!r} is not supported (ROIAlign, ROIAlignV2)")
         return pooler_type == "ROIAlignV2"
 
+    def triple(*keys) -> tuple[float, float, float]:
+        values = tuple(float(v) for v in get(*keys))
+        if len(values) != 3:
+            raise LeffaError(f"{path}: {'.'.join(keys)} = {list(values)} must have 3 values (B, G, R)")
+        return values[0], values[1], values[2]
+
     min_size = get("INPUT", "MIN_SIZE_TEST")
     return DensePoseConfig(
         min_size=int(min_size[0] if isinstance(min_size, (list, tuple)) else min_size),
         max_size=int(get("INPUT", "MAX_SIZE_TEST")),
-        pixel_mean_bgr=tuple(float(v) for v in get("MODEL", "PIXEL_MEAN")),
-        pixel_std_bgr=tuple(float(v) for v in get("MODEL", "PIXEL_STD")),
+        pixel_mean_bgr=triple("MODEL", "PIXEL_MEAN"),
+        pixel_std_bgr=triple("MODEL", "PIXEL_STD"),
         rpn_pre_nms_topk=int(get("MODEL", "RPN", "PRE_NMS_TOPK_TEST")),
         rpn_post_nms_topk=int(get("MODEL", "RPN", "POST_NMS_TOPK_TEST")),
         rpn_nms_threshold=float(get("MODEL", "RPN", "NMS_THRESH")),

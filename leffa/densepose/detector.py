@@ -110,9 +110,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_kee
     return order[torch.tensor(keep, dtype=torch.int64).to(order.device)]
 
 
-def batched_nms(
-    boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_threshold: float
-) -> torch.Tensor:
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """NMS run separately inside each group (FPN level or class); kept indices sorted by decreasing score."""
     keep_mask = torch.zeros_like(scores, dtype=torch.bool)
     for group in torch.unique(groups).tolist():
@@ -207,7 +205,9 @@ def _roi_align_fixed_grid(features, x0, y0, roi_w, roi_h, size, grid_h, grid_w):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sparse CSR support is labelled beta
         matrix = torch.sparse_coo_tensor(
-            torch.stack((bins, pixel.reshape(-1))), weight.reshape(-1), (rois * size * size, height * width),
+            torch.stack((bins, pixel.reshape(-1))),
+            weight.reshape(-1),
+            (rois * size * size, height * width),
             check_invariants=False,
         ).to_sparse_csr()
         pooled = matrix @ features[0].reshape(channels, height * width).t()

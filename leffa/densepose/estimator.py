@@ -38,7 +38,7 @@ def preprocess(image: Image.Image, config: DensePoseConfig, swap_channels: bool 
     """
     rgb = image.convert("RGB")
     new_h, new_w = resized_shape(rgb.height, rgb.width, config.min_size, config.max_size)
-    resized = np.asarray(rgb.resize((new_w, new_h), Image.BILINEAR), dtype=np.float32)
+    resized = np.asarray(rgb.resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32)
     bgr = resized if swap_channels else resized[:, :, ::-1]
     tensor = torch.from_numpy(np.ascontiguousarray(bgr.transpose(2, 0, 1)))
     mean = torch.tensor(config.pixel_mean_bgr, dtype=torch.float32).view(3, 1, 1)
@@ -76,9 +76,13 @@ class DensePoseResult:
         order (best first), blended as detectron2 does. ``seg_style``: see :data:`leffa.densepose.render.SEG_STYLES`.
         """
         if kind not in KINDS:
-            raise LeffaError(f"kind: unknown DensePose rendering '{kind}' (choose from {', '.join(KINDS)})", option="kind")
+            raise LeffaError(
+                f"kind: unknown DensePose rendering '{kind}' (choose from {', '.join(KINDS)})", option="kind"
+            )
         if seg_style not in SEG_STYLES:
-            raise LeffaError(f"seg_style: unknown style '{seg_style}' (choose from {', '.join(SEG_STYLES)})", option="seg_style")
+            raise LeffaError(
+                f"seg_style: unknown style '{seg_style}' (choose from {', '.join(SEG_STYLES)})", option="seg_style"
+            )
         canvas_hw = self.image_size
         if len(self) == 0:
             return Image.fromarray(np.zeros((*canvas_hw, 3), dtype=np.uint8))
@@ -136,7 +140,9 @@ class DensePoseEstimator:
         index = torch.nonzero(keep).flatten()
         charts = raw.charts[index.to(raw.charts.u.device)] if len(index) else raw.charts
         return DensePoseResult(
-            image_size=(image.height, image.width), boxes=boxes[index], scores=raw.detections.scores.cpu()[index],
+            image_size=(image.height, image.width),
+            boxes=boxes[index],
+            scores=raw.detections.scores.cpu()[index],
             charts=ChartOutput(*(t.float().cpu() for t in (charts.coarse_segm, charts.fine_segm, charts.u, charts.v))),
         )
 
@@ -179,7 +185,9 @@ def densepose_image(
     if kind not in KINDS:
         raise LeffaError(f"kind: unknown DensePose rendering '{kind}' (choose from {', '.join(KINDS)})", option="kind")
     if seg_style not in SEG_STYLES:
-        raise LeffaError(f"seg_style: unknown style '{seg_style}' (choose from {', '.join(SEG_STYLES)})", option="seg_style")
+        raise LeffaError(
+            f"seg_style: unknown style '{seg_style}' (choose from {', '.join(SEG_STYLES)})", option="seg_style"
+        )
     if estimator is None:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         estimator = _cached_estimator(

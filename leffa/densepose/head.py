@@ -31,8 +31,14 @@ class Decoder(nn.Module):
     Each level is an ``nn.Sequential`` of [conv, upsample, conv, upsample, ...], so its convs are named ``0``, ``2``...
     """
 
-    def __init__(self, channels: int = 256, conv_dims: int = 256, num_outputs: int = 256,
-                 strides: tuple[int, ...] = (4, 8, 16, 32), common_stride: int = 4):
+    def __init__(
+        self,
+        channels: int = 256,
+        conv_dims: int = 256,
+        num_outputs: int = 256,
+        strides: tuple[int, ...] = (4, 8, 16, 32),
+        common_stride: int = 4,
+    ):
         super().__init__()
         self.levels = [f"p{stride.bit_length() - 1}" for stride in strides]
         for name, stride in zip(self.levels, strides):
@@ -80,7 +86,7 @@ class ChartOutput:
     def __len__(self) -> int:
         return self.coarse_segm.shape[0]
 
-    def __getitem__(self, index) -> "ChartOutput":
+    def __getitem__(self, index) -> ChartOutput:
         if isinstance(index, int):
             index = slice(index, index + 1)
         return ChartOutput(self.coarse_segm[index], self.fine_segm[index], self.u[index], self.v[index])
@@ -89,8 +95,14 @@ class ChartOutput:
 class DensePosePredictor(nn.Module):
     """``DensePoseChartPredictor``: transposed convs (kernel 4, stride 2, padding 1) then x2 bilinear upsampling."""
 
-    def __init__(self, in_channels: int = 512, coarse_channels: int = 2, num_parts: int = NUM_PARTS,
-                 kernel_size: int = 4, up_scale: int = 2):
+    def __init__(
+        self,
+        in_channels: int = 512,
+        coarse_channels: int = 2,
+        num_parts: int = NUM_PARTS,
+        kernel_size: int = 4,
+        up_scale: int = 2,
+    ):
         super().__init__()
         padding = kernel_size // 2 - 1
         self.ann_index_lowres = nn.ConvTranspose2d(in_channels, coarse_channels, kernel_size, 2, padding)

@@ -18,7 +18,7 @@ from leffa.densepose.detector import (
     multilevel_roi_align,
     roi_align,
 )
-from leffa.densepose.head import ChartOutput, DensePoseHead, DensePosePredictor, Decoder
+from leffa.densepose.head import ChartOutput, Decoder, DensePoseHead, DensePosePredictor
 
 ROI_LEVELS = ("p2", "p3", "p4", "p5")
 
@@ -39,7 +39,10 @@ class ROIHeads(nn.Module):
     def detect(self, features: dict[str, torch.Tensor], proposals: torch.Tensor, image_size) -> Detections:
         c = self.config
         pooled = multilevel_roi_align(
-            [features[k] for k in ROI_LEVELS], proposals, c.box_pooler_resolution, c.box_pooler_sampling_ratio,
+            [features[k] for k in ROI_LEVELS],
+            proposals,
+            c.box_pooler_resolution,
+            c.box_pooler_sampling_ratio,
             c.box_pooler_aligned,
         )
         logits, deltas = self.box_predictor(self.box_head(pooled))
@@ -47,9 +50,7 @@ class ROIHeads(nn.Module):
             logits, deltas, proposals, image_size, c.score_threshold, c.box_nms_threshold, c.max_detections
         )
 
-    def densepose(
-        self, features: dict[str, torch.Tensor], boxes: torch.Tensor, crop: bool = True
-    ) -> ChartOutput:
+    def densepose(self, features: dict[str, torch.Tensor], boxes: torch.Tensor, crop: bool = True) -> ChartOutput:
         """DensePose maps of ``boxes``. The decoder runs only on the window of the pyramid that the boxes read
         (plus a margin wider than its receptive field), which gives the same numbers as decoding the whole map."""
         c = self.config
@@ -61,7 +62,11 @@ class ROIHeads(nn.Module):
             shift = boxes.new_tensor([x0, y0, x0, y0]) * 4.0
         decoded = self.decoder(levels)
         pooled = roi_align(
-            decoded, boxes - shift, c.densepose_pooler_resolution, 0.25, c.densepose_pooler_sampling_ratio,
+            decoded,
+            boxes - shift,
+            c.densepose_pooler_resolution,
+            0.25,
+            c.densepose_pooler_sampling_ratio,
             c.densepose_pooler_aligned,
         )
         return self.densepose_predictor(self.densepose_head(pooled))

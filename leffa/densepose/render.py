@@ -107,9 +107,9 @@ def iuv_image(chart: PersonChart, image_hw: tuple[int, int]) -> np.ndarray:
     uv = chart.uv
     low, high = uv.min(), uv.max()
     scaled = (uv - low) / (high - low) * 255 if high > low else torch.zeros_like(uv)
-    patch = np.stack(
-        (scaled[0].numpy(), scaled[1].numpy(), chart.labels.numpy().astype(np.float32)), axis=-1
-    ).astype(np.uint8)  # float -> uint8 truncates, as numpy assignment into the uint8 canvas does upstream
+    patch = np.stack((scaled[0].numpy(), scaled[1].numpy(), chart.labels.numpy().astype(np.float32)), axis=-1).astype(
+        np.uint8
+    )  # float -> uint8 truncates, as numpy assignment into the uint8 canvas does upstream
     return _paste(np.zeros((*image_hw, 3), dtype=np.uint8), patch, chart.box_xywh)
 
 

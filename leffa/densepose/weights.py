@@ -11,7 +11,9 @@ from __future__ import annotations
 import io
 import pickle
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -66,7 +68,7 @@ class RefusedGlobal(pickle.UnpicklingError):
 class SafeUnpickler(pickle.Unpickler):
     """An unpickler that resolves only numpy array reconstruction and plain containers; anything else is refused."""
 
-    _allowed = None
+    _allowed: dict[tuple[str, str], object] | None = None
 
     def find_class(self, module: str, name: str):
         if SafeUnpickler._allowed is None:
@@ -118,7 +120,7 @@ def _tensor(name: str, value, path: Path) -> torch.Tensor:
 
 
 def map_weights(
-    weights: dict[str, object], model: nn.Module, path: str | Path = "<weights>"
+    weights: Mapping[str, object], model: nn.Module, path: str | Path = "<weights>"
 ) -> dict[str, torch.Tensor]:
     """A ``state_dict`` for ``model`` from detectron2-named weights; any unplaced, missing or misshapen weight fails."""
     path = Path(path)
@@ -147,18 +149,25 @@ def map_weights(
     return state
 
 
-def load_detectron2_weights(model: nn.Module, path: str | Path) -> nn.Module:
+_Model = TypeVar("_Model", bound=nn.Module)
+
+
+def load_detectron2_weights(model: _Model, path: str | Path) -> _Model:
     """Fill ``model`` with the weights of a detectron2 DensePose pickle (or a ``.pth``/``.safetensors`` state dict)."""
     path = Path(path)
     if not path.is_file():
         raise LeffaError(f"{path}: DensePose weight file not found")
+    weights: Mapping[str, object]
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         weights = load_file(str(path))
     elif path.suffix in (".pth", ".pt"):
-        weights = torch.load(path, map_location="cpu", weights_only=True)
-        weights = weights.get("model", weights) if isinstance(weights, dict) else weights
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = loaded.get("model", loaded) if isinstance(loaded, dict) else loaded
+        if not isinstance(loaded, dict):
+            raise LeffaError(f"{path}: not a state dict (found {type(loaded).__name__})")
+        weights = loaded
     else:
         weights = read_detectron2_pickle(path)
     model.load_state_dict(map_weights(weights, model, path), strict=True)

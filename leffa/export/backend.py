@@ -21,8 +21,12 @@ from leffa.integrity import file_problem
 from leffa.model import LeffaConfig, LeffaModel
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-             "tensor(double)": np.float64}
+ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(double)": np.float64,
+}
 
 
 def default_providers() -> list[str]:
@@ -75,8 +79,15 @@ def check_signature(path: Path, session, info: dict) -> None:
 class _Graph:
     """One onnxruntime session plus the dtypes its inputs expect, checked against its manifest entry."""
 
-    def __init__(self, directory: Path, info: dict, checksums: dict, providers: list[str], threads: int | None,
-                 verify: bool = True):
+    def __init__(
+        self,
+        directory: Path,
+        info: dict,
+        checksums: dict,
+        providers: list[str],
+        threads: int | None,
+        verify: bool = True,
+    ):
         import onnxruntime
 
         path = directory / info["file"]
@@ -108,8 +119,9 @@ class OnnxLeffaModel:
     the files once more costs about a second per GB) and, once loaded, input/output names, dtypes and shapes.
     """
 
-    def __init__(self, directory: str | Path, providers: list[str] | None = None, threads: int | None = None,
-                 verify: bool = True):
+    def __init__(
+        self, directory: str | Path, providers: list[str] | None = None, threads: int | None = None, verify: bool = True
+    ):
         self.directory = Path(directory)
         self.manifest = read_manifest(self.directory)
         self.config = LeffaConfig.from_dict(self.manifest["leffa_config"], self.directory / "manifest.json")
@@ -172,10 +184,10 @@ class OnnxLeffaModel:
     def layer_downscale(self) -> dict[str, int]:
         return dict(self._layer_downscale)
 
-    def eval(self) -> "OnnxLeffaModel":
+    def eval(self) -> OnnxLeffaModel:
         return self
 
-    def to(self, *args, **kwargs) -> "OnnxLeffaModel":
+    def to(self, *args, **kwargs) -> OnnxLeffaModel:
         """Kept for API compatibility: onnxruntime picks devices through its execution providers."""
         return self
 
@@ -213,7 +225,9 @@ class OnnxLeffaModel:
     def predict_noise(self, model_input, timesteps, features, capture=None, capture_layers=None) -> torch.Tensor:
         """Generative graph on the 12-channel input with the given reference features."""
         if capture is not None:
-            raise LeffaError("ONNX graphs cannot capture attention (Leffa loss, flow maps); use backend torch", option="backend")
+            raise LeffaError(
+                "ONNX graphs cannot capture attention (Leffa loss, flow maps); use backend torch", option="backend"
+            )
         missing = [name for name in self.layer_names if name not in features]
         if missing:
             raise LeffaError(f"no reference features for layer {missing[0]}; compute them first")
@@ -222,4 +236,4 @@ class OnnxLeffaModel:
 
     def generative_input(self, noisy_latents, mask, masked_latents, densepose) -> torch.Tensor:
         """Concatenate the 12 input channels exactly as ``LeffaModel.generative_input`` does."""
-        return LeffaModel.generative_input(self, noisy_latents, mask, masked_latents, densepose)
+        return LeffaModel.generative_input(noisy_latents, mask, masked_latents, densepose)

@@ -248,22 +248,46 @@ def graph_specs(model: LeffaModel, options: ExportOptions, batch: int = 1) -> li
     names = [feature_name(name) for name in model.layer_names]
     values = tuple(features[name] for name in model.layer_names)
     # Token axes differ per resolution level; give each its own symbol so consumers do not tie them together.
-    feature_axes = {name: {k: (f"{v}_{model.layer_downscale()[layer]}" if v == "tokens" else v) for k, v in tokens.items()}
-                    for name, layer in zip(names, model.layer_names)}
+    feature_axes = {
+        name: {k: (f"{v}_{model.layer_downscale()[layer]}" if v == "tokens" else v) for k, v in tokens.items()}
+        for name, layer in zip(names, model.layer_names)
+    }
     sample = torch.randn(batch, model.config.generative_in_channels, lh, lw, dtype=model.dtype)
     vae_dtype = model.vae.dtype
     latent_channels = model.vae.config.latent_channels
     return [
-        GraphSpec("reference_unet", ReferenceUNetGraph(model), (latent, timestep), ["latent", "timestep"], names,
-                  {"latent": lat, "timestep": {0: "batch"}, **feature_axes}),
-        GraphSpec("generative_unet", GenerativeUNetGraph(model), (sample, timestep, *values),
-                  ["sample", "timestep", *names], ["noise"],
-                  {"sample": lat, "timestep": {0: "batch"}, **feature_axes, "noise": lat}),
-        GraphSpec("vae_encoder", VaeEncoderGraph(model), (torch.randn(batch, 3, height, width, dtype=vae_dtype),),
-                  ["image"], ["mean", "logvar"], {"image": img, "mean": lat, "logvar": lat}),
-        GraphSpec("vae_decoder", VaeDecoderGraph(model),
-                  (torch.randn(batch, latent_channels, lh, lw, dtype=vae_dtype),), ["latent"], ["image"],
-                  {"latent": lat, "image": img}),
+        GraphSpec(
+            "reference_unet",
+            ReferenceUNetGraph(model),
+            (latent, timestep),
+            ["latent", "timestep"],
+            names,
+            {"latent": lat, "timestep": {0: "batch"}, **feature_axes},
+        ),
+        GraphSpec(
+            "generative_unet",
+            GenerativeUNetGraph(model),
+            (sample, timestep, *values),
+            ["sample", "timestep", *names],
+            ["noise"],
+            {"sample": lat, "timestep": {0: "batch"}, **feature_axes, "noise": lat},
+        ),
+        GraphSpec(
+            "vae_encoder",
+            VaeEncoderGraph(model),
+            (torch.randn(batch, 3, height, width, dtype=vae_dtype),),
+            ["image"],
+            ["mean", "logvar"],
+            {"image": img, "mean": lat, "logvar": lat},
+        ),
+        GraphSpec(
+            "vae_decoder",
+            VaeDecoderGraph(model),
+            (torch.randn(batch, latent_channels, lh, lw, dtype=vae_dtype),),
+            ["latent"],
+            ["image"],
+            {"latent": lat, "image": img},
+        ),
     ]
 
 
@@ -339,8 +363,14 @@ def export_graph(spec: GraphSpec, path: Path, opset: int) -> dict:
         files = [path.name]
         if external:
             data = path.with_name(path.name + ".data")
-            onnx.save_model(proto, str(staging / "final.onnx"), save_as_external_data=True,
-                            all_tensors_to_one_file=True, location=data.name, size_threshold=1024)
+            onnx.save_model(
+                proto,
+                str(staging / "final.onnx"),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data.name,
+                size_threshold=1024,
+            )
             os.replace(staging / data.name, data)
             os.replace(staging / "final.onnx", path)
             files.append(data.name)
@@ -375,7 +405,9 @@ def export_onnx(
     if unknown:
         raise LeffaError(f"unknown graph {unknown[0]!r}; choose from {', '.join(GRAPHS)}")
     directory = check_export_destination(directory)
-    with FolderLock(directory.parent / f".{directory.name}.lock", str(directory), hint="; another export is writing it"):
+    with FolderLock(
+        directory.parent / f".{directory.name}.lock", str(directory), hint="; another export is writing it"
+    ):
         for stale in directory.parent.glob(f".{directory.name}.partial-*"):  # left by a killed export
             shutil.rmtree(stale, ignore_errors=True)
         with replace_folder(directory) as staging:
@@ -389,8 +421,11 @@ def export_folder_entries(directory: Path) -> list[str]:
         return []
     ours = (MANIFEST,)
     return sorted(
-        entry.name for entry in directory.iterdir()
-        if entry.name not in ours and not entry.name.endswith((".onnx", ".onnx.data")) and not entry.name.startswith(".")
+        entry.name
+        for entry in directory.iterdir()
+        if entry.name not in ours
+        and not entry.name.endswith((".onnx", ".onnx.data"))
+        and not entry.name.startswith(".")
     )
 
 
@@ -402,8 +437,10 @@ def check_export_destination(directory: str | Path) -> Path:
     directory = ensure_writable_destination(directory, "whole-folder", "--onnx")
     foreign = export_folder_entries(directory)
     if foreign:
-        raise LeffaError(f"--onnx {directory}: holds files that are not an export ({', '.join(foreign[:3])}); an export "
-                         "replaces its folder as a whole, so give a new or empty folder")
+        raise LeffaError(
+            f"--onnx {directory}: holds files that are not an export ({', '.join(foreign[:3])}); an export "
+            "replaces its folder as a whole, so give a new or empty folder"
+        )
     return directory
 
 
@@ -522,4 +559,3 @@ def check_export(
             expected = reference.decode(latent)
             diffs["vae_decoder"] = diff(onnx_model.decode(latent), expected)
     return diffs
-

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ from leffa.errors import LeffaError
 from leffa.flow import check_temperature, flow_epe, upsample_flow
 from leffa.probe import probe_flows, short_layer_name
 from leffa.sampler import check_seed
+
+if TYPE_CHECKING:
+    from leffa.data import Split
 
 
 @dataclass
@@ -50,11 +54,22 @@ def layer_flow_epe(
         raise LeffaError(
             f"ground-truth flow is {width}x{height} but the image is {sample.target.shape[-1]}x{sample.target.shape[-2]}"
         )
-    probe = probe_flows(model, sample.target, sample.reference, sample.mask, sample.densepose, timestep, layers,
-                        seed=seed, temperature=temperature)
+    probe = probe_flows(
+        model,
+        sample.target,
+        sample.reference,
+        sample.mask,
+        sample.densepose,
+        timestep,
+        layers,
+        seed=seed,
+        temperature=temperature,
+    )
     return {
-        layer: [flow_epe(upsample_flow(flow[index : index + 1], (height, width))[0], sample.gt_flow[index])
-                for index in range(flow.shape[0])]
+        layer: [
+            flow_epe(upsample_flow(flow[index : index + 1], (height, width))[0], sample.gt_flow[index])
+            for index in range(flow.shape[0])
+        ]
         for layer, flow in probe.flows.items()
     }
 
@@ -102,7 +117,7 @@ class FlowDataset:
     size; only entries with a flow file are kept.
     """
 
-    def __init__(self, root: str | Path, split: str = "test", layout: str = "auto", limit: int | None = None):
+    def __init__(self, root: str | Path, split: Split = "test", layout: str = "auto", limit: int | None = None):
         from leffa.data import open_dataset
 
         folder = Path(root) / split / GT_FLOW_FOLDER
@@ -131,9 +146,14 @@ class FlowDataset:
         sample = self.dataset[index]
         gt_flow = read_gt_flow(path)
         if tuple(gt_flow.shape[:2]) != self.size:
-            raise LeffaError(f"{path}: flow is {gt_flow.shape[1]}x{gt_flow.shape[0]}, the others {self.size[1]}x{self.size[0]}")
+            raise LeffaError(
+                f"{path}: flow is {gt_flow.shape[1]}x{gt_flow.shape[0]}, the others {self.size[1]}x{self.size[0]}"
+            )
         return path.stem, FlowSample(
-            sample["image"][None], sample["reference"][None], sample["mask"][None], sample["densepose"][None],
+            sample["image"][None],
+            sample["reference"][None],
+            sample["mask"][None],
+            sample["densepose"][None],
             gt_flow[None],
         )
 
@@ -147,7 +167,7 @@ def evaluate_flow(
     layers=None,
     limit: int | None = None,
     progress=None,
-    split: str = "test",
+    split: Split = "test",
     layout: str = "auto",
 ):
     """Per-layer attention-flow end-point error (pixels) of ``model`` over a synthetic dataset folder.

@@ -16,7 +16,6 @@ from torch import nn
 
 from leffa.metrics.weights import load_state_dict_file
 
-
 # Output channels of the seven SqueezeNet 1.1 stages LPIPS taps (after features[1], [4], [7], [9], [10], [11], [12]).
 TAP_CHANNELS = (64, 128, 256, 384, 384, 512, 512)
 _TAP_AFTER = (1, 4, 7, 9, 10, 11, 12)
@@ -39,7 +38,9 @@ class Fire(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.squeeze_activation(self.squeeze(x))
-        return torch.cat([self.expand1x1_activation(self.expand1x1(x)), self.expand3x3_activation(self.expand3x3(x))], 1)
+        return torch.cat(
+            [self.expand1x1_activation(self.expand1x1(x)), self.expand3x3_activation(self.expand3x3(x))], 1
+        )
 
 
 class SqueezeNet11Features(nn.Module):
@@ -102,6 +103,10 @@ class LPIPSLinearLayers(nn.Module):
 class LPIPSSqueeze(nn.Module):
     """``lpips(x, y)`` per pair ``(B,)`` for images ``(B, 3, H, W)`` in [-1, 1] (LPIPS v0.1, SqueezeNet)."""
 
+    # Buffers (registered in __init__), each (1, 3, 1, 1): the input normalisation.
+    shift: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self):
         super().__init__()
         self.backbone = SqueezeNet11Features()
@@ -122,6 +127,8 @@ class LPIPSSqueeze(nn.Module):
 def load_lpips(backbone_path: str | Path, linear_path: str | Path) -> LPIPSSqueeze:
     """LPIPS-SqueezeNet from torchvision's SqueezeNet 1.1 file and lpips' v0.1 ``squeeze.pth``, eval, no gradients."""
     network = LPIPSSqueeze()
-    load_state_dict_file(network.backbone, backbone_path, "SqueezeNet 1.1 (torchvision)", ignore_prefixes=("classifier.",))
+    load_state_dict_file(
+        network.backbone, backbone_path, "SqueezeNet 1.1 (torchvision)", ignore_prefixes=("classifier.",)
+    )
     load_state_dict_file(network.linear, linear_path, "LPIPS v0.1 squeeze linear layers")
     return network.eval().requires_grad_(False)

@@ -323,7 +323,7 @@ def evaluate_paired(
     done = 0
     for chunk in batches(pairs, batch_size):
         preds = [load_image(pred, role="prediction") for pred, _ in chunk]
-        gts = [load_image(gt, tuple(p.shape[1:]), "ground truth") for (_, gt), p in zip(chunk, preds)]
+        gts = [load_image(gt, (p.shape[1], p.shape[2]), "ground truth") for (_, gt), p in zip(chunk, preds)]
         stems = [pred.stem for pred, _ in chunk]
         offset = 0
         for pred_stack, gt_stack in zip(_stack_by_size(preds), _stack_by_size(gts)):

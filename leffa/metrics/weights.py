@@ -29,7 +29,9 @@ from torch import nn
 from leffa.errors import LeffaError
 from leffa.hub import MissingWeights, download_url
 
-INCEPTION_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = (
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
+)
 SQUEEZENET_URL = "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth"
 INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[-1]
 SQUEEZENET_FILE = SQUEEZENET_URL.rsplit("/", 1)[-1]
@@ -61,8 +63,10 @@ def packaged_lpips_linear() -> Path:
     """LPIPS v0.1 ``squeeze.pth`` from inside the installed torchmetrics package."""
     resource = importlib.resources.files("torchmetrics.functional.image").joinpath("lpips_models", LPIPS_LINEAR_FILE)
     if not resource.is_file():
-        raise LeffaError(f"torchmetrics {_torchmetrics_version()} ships no lpips_models/{LPIPS_LINEAR_FILE}; "
-                         "pass --lpips FOLDER holding squeezenet1_1-b8a52dc0.pth and squeeze.pth")
+        raise LeffaError(
+            f"torchmetrics {_torchmetrics_version()} ships no lpips_models/{LPIPS_LINEAR_FILE}; "
+            "pass --lpips FOLDER holding squeezenet1_1-b8a52dc0.pth and squeeze.pth"
+        )
     return Path(str(resource))
 
 
@@ -86,7 +90,9 @@ def lpips_weights(path: str | Path | None = None, offline: bool = False) -> tupl
             return path / SQUEEZENET_FILE, linear if linear.is_file() else packaged_lpips_linear()
         return path, packaged_lpips_linear()
     try:
-        backbone = download_url(SQUEEZENET_URL, weights_cache(), offline, "LPIPS backbone", _sha256_prefix(SQUEEZENET_URL))
+        backbone = download_url(
+            SQUEEZENET_URL, weights_cache(), offline, "LPIPS backbone", _sha256_prefix(SQUEEZENET_URL)
+        )
     except MissingWeights as error:
         raise error.or_else("pass --lpips FILE") from None
     return backbone, packaged_lpips_linear()
@@ -118,6 +124,7 @@ def load_state_dict_file(module: nn.Module, path: str | Path, what: str, ignore_
         )
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise LeffaError(f"{path}: {key} has shape {tuple(tensor.shape)}, {what} expects {tuple(expected[key].shape)}")
+            raise LeffaError(
+                f"{path}: {key} has shape {tuple(tensor.shape)}, {what} expects {tuple(expected[key].shape)}"
+            )
     module.load_state_dict(state, strict=False)
-

@@ -112,6 +112,18 @@ class PrepTools:
             lip=load_parser("lip", lip_model, offline, device) if parsing and neck else None,
         )
 
+    def atr_parser(self) -> HumanParser:
+        """The ATR parser; a ``LeffaError`` when these tools were loaded without parsing."""
+        if self.atr is None:
+            raise LeffaError("person parsing needs the ATR parser: give labels, or tools loaded with parsing=True")
+        return self.atr
+
+    def pose_model(self) -> PoseEstimator | LazyPose:
+        """The OpenPose estimator; a ``LeffaError`` when these tools were loaded without keypoints."""
+        if self.pose is None:
+            raise LeffaError("keypoints need the pose model: give keypoints, or tools loaded with keypoints=True")
+        return self.pose
+
 
 @dataclass
 class PersonConditions:
@@ -153,18 +165,24 @@ def person_conditions(
     if tools is None and (labels is None or keypoints is None):
         tools = PrepTools.load(parsing=labels is None, keypoints=keypoints is None, **load_options)
     if labels is None:
-        labels = parse_person(work, tools.atr, tools.lip)
+        assert tools is not None  # loaded above when labels or keypoints are missing
+        labels = parse_person(work, tools.atr_parser(), tools.lip)
     else:
         labels = np.asarray(
             images.resize_labels(Image.fromarray(np.asarray(labels, dtype=np.uint8)), (work.height, work.width))
         )
     if keypoints is None:
-        keypoints = tools.pose(work, source=source)
+        assert tools is not None  # loaded above when labels or keypoints are missing
+        keypoints = tools.pose_model()(work, source=source)
     else:
         keypoints = np.array(keypoints, dtype=np.float32)
         keypoints[:, :2] *= work.height / person_image.height
-    return PersonConditions(labels, keypoints, agnostic_mask(labels, keypoints, garment_type, style, mask_style),
-                            (person_image.height, person_image.width))
+    return PersonConditions(
+        labels,
+        keypoints,
+        agnostic_mask(labels, keypoints, garment_type, style, mask_style),
+        (person_image.height, person_image.width),
+    )
 
 
 def automatic_conditions(

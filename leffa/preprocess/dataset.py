@@ -17,9 +17,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-from leffa.atomic import atomic_path, save_image
 from leffa import images
+from leffa.atomic import atomic_path, save_image
 from leffa.errors import LeffaError
 from leffa.preprocess.conditions import PrepTools, working_copy
 from leffa.preprocess.masks import agnostic_mask, mask_image
@@ -117,10 +116,10 @@ def fill_item(
             keypoints = read_keypoints(item.keypoints)
             keypoints[:, :2] *= to_work
         else:
-            keypoints = tools.pose(work, source=str(item.image))
+            keypoints = tools.pose_model()(work, source=str(item.image))
     written = []
     if "mask" in missing:
-        labels = combine_parsings(tools.atr(work), lip_labels)
+        labels = combine_parsings(tools.atr_parser()(work), lip_labels)
         mask = agnostic_mask(labels, keypoints, garment_type, style, mask_style)
         save_image(images.resize_labels(mask_image(mask), (photo.height, photo.width)), item.mask)
         written.append("mask")
@@ -129,16 +128,16 @@ def fill_item(
             raise LeffaError("image-parse-v3 needs the LIP parser (do not disable it for `prep dataset`)")
         save_image(images.resize_labels(label_image(lip_labels), (photo.height, photo.width)), item.parse)
         written.append("parse")
-    photo_keypoints = keypoints.copy() if {"keypoints", "skeleton"} & set(missing) else None
-    if photo_keypoints is not None:
+    if {"keypoints", "skeleton"} & set(missing):
+        photo_keypoints = keypoints.copy()
         photo_keypoints[:, :2] /= to_work
-    if "keypoints" in missing:
-        with atomic_path(item.keypoints) as temp:
-            temp.write_text(json.dumps(keypoints_json(photo_keypoints)))
-        written.append("keypoints")
-    if "skeleton" in missing:
-        save_image(draw_skeleton(photo_keypoints, (photo.height, photo.width)), item.skeleton)
-        written.append("skeleton")
+        if "keypoints" in missing:
+            with atomic_path(item.keypoints) as temp:
+                temp.write_text(json.dumps(keypoints_json(photo_keypoints)))
+            written.append("keypoints")
+        if "skeleton" in missing:
+            save_image(draw_skeleton(photo_keypoints, (photo.height, photo.width)), item.skeleton)
+            written.append("skeleton")
     return written
 
 

@@ -133,11 +133,12 @@ def load_body_pose_net(path: str | Path, device: str = "cpu") -> BodyPoseNet:
     if not path.is_file():
         raise LeffaError(f"{path}: pose model not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - an unreadable file is the user's problem, named in one line
         raise LeffaError(f"{path}: not a readable state dict ({str(error).splitlines()[0]})") from None
-    if not isinstance(state, dict):
+    if not isinstance(loaded, dict):
         raise LeffaError(f"{path}: not a state dict")
+    state: dict[str, torch.Tensor] = loaded
     net = BodyPoseNet()
     expected = net.state_dict()
     by_layer = {key.split(".", 1)[1]: key for key in expected}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -44,7 +45,14 @@ PERSON_LABELS = ATR_LABELS + ("neck", "glove")
 # LIP classes that ATR lacks, folded into the person label set (a coat is worn as upper clothes, and so on).
 LIP_TO_PERSON_NAMES = {"coat": "upper-clothes", "jumpsuits": "dress", "socks": "left-leg"}
 
-MODELS = {
+
+class ParsingModelInfo(TypedDict):
+    labels: tuple[str, ...]  # the model's label set, index = class id
+    size: int  # its square input side when the graph does not fix one
+    hub_file: str  # where ``leffa.hub.fetch`` finds it
+
+
+MODELS: dict[str, ParsingModelInfo] = {
     "atr": {"labels": ATR_LABELS, "size": 512, "hub_file": "humanparsing/parsing_atr.onnx"},
     "lip": {"labels": LIP_LABELS, "size": 473, "hub_file": "humanparsing/parsing_lip.onnx"},
 }

@@ -297,6 +297,7 @@ def _write_parse(labels: np.ndarray, path: Path) -> None:
 
 def write_vton(sample: Sample, split_dir: Path) -> None:
     name = sample.name
+    assert sample.parse is not None and sample.keypoints is not None  # vton_sample always draws them
     _write_jpeg(_uint8(sample.target), split_dir / "image" / f"{name}.jpg")
     _write_jpeg(_uint8(sample.reference), split_dir / "cloth" / f"{name}.jpg")
     _write_png(Image.fromarray((sample.region * 255).astype(np.uint8)), split_dir / "cloth-mask" / f"{name}.png")
@@ -321,6 +322,7 @@ def pose_names(sample: Sample) -> tuple[str, str]:
 
 def write_pose(sample: Sample, split_dir: Path) -> None:
     source, target = pose_names(sample)
+    assert sample.reference_iuv is not None  # pose_sample always draws it
     _write_jpeg(_uint8(sample.reference), split_dir / "image" / f"{source}.jpg")
     _write_jpeg(_uint8(sample.target), split_dir / "image" / f"{target}.jpg")
     _write_png(Image.fromarray(sample.reference_iuv), split_dir / "densepose" / f"{source}.png")
@@ -349,12 +351,13 @@ def generate_dataset(task: str, out: str | Path, n: int, size: tuple[int, int], 
     if out.exists() and not out.is_dir():
         raise LeffaError(f"{out}: exists and is not a folder")
     split_dir = out / split
-    names, rows = [], []
+    names: list[str] = []
+    rows: list[tuple[str, str]] = []  # (reference, target) file names
     for index in range(n):
         sample = make_sample(task, seed, split, index, height, width)
         if task == "vton":
             write_vton(sample, split_dir)
-            rows.append(f"{sample.name}.jpg {sample.name}.jpg")
+            rows.append((f"{sample.name}.jpg", f"{sample.name}.jpg"))
             names.append(sample.name)
         else:
             write_pose(sample, split_dir)
@@ -364,7 +367,7 @@ def generate_dataset(task: str, out: str | Path, n: int, size: tuple[int, int], 
         if progress is not None:
             progress()
     if task == "vton":
-        _write_bytes(("\n".join(rows) + "\n").encode(), out / f"{split}_pairs.txt")
+        _write_bytes(("\n".join(" ".join(row) for row in rows) + "\n").encode(), out / f"{split}_pairs.txt")
     else:
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")

@@ -101,9 +101,9 @@ def _glyph_stamp(rng: np.random.Generator, scale: int) -> Image.Image:
     text = "\n".join(lines)
     probe = ImageDraw.Draw(Image.new("L", (1, 1)))
     left, top, right, bottom = probe.multiline_textbbox((0, 0), text, font=font)
-    stamp = Image.new("L", (right - left + 2, bottom - top + 2), 0)
+    stamp = Image.new("L", (int(right - left) + 2, int(bottom - top) + 2), 0)  # whole pixels: the origin is (0, 0)
     ImageDraw.Draw(stamp).multiline_text((1 - left, 1 - top), text, fill=255, font=font)
-    return stamp.resize((stamp.width * scale, stamp.height * scale), Image.NEAREST)
+    return stamp.resize((stamp.width * scale, stamp.height * scale), Image.Resampling.NEAREST)
 
 
 def _draw_logo(draw: ImageDraw.ImageDraw, centre: tuple[float, float], radius: float, colour, rng) -> None:
@@ -139,8 +139,8 @@ def draw_garment(height: int, width: int, rng: np.random.Generator) -> Garment:
     logo_x = big_w / 2 + rng.choice([-1, 1]) * BODY_HALF_WIDTH * big_w * 0.5
     _draw_logo(draw, (logo_x, chest_y - 0.05 * big_h), 0.035 * big_h, tuple(int(255 - c) for c in ink), rng)
 
-    small_alpha = np.asarray(mask.resize((width, height), Image.BOX), dtype=np.float32) / 255
-    small_fabric = np.asarray(fabric.resize((width, height), Image.BOX), dtype=np.float32) / 255
+    small_alpha = np.asarray(mask.resize((width, height), Image.Resampling.BOX), dtype=np.float32) / 255
+    small_fabric = np.asarray(fabric.resize((width, height), Image.Resampling.BOX), dtype=np.float32) / 255
     image = small_fabric * small_alpha[..., None] + (1 - small_alpha[..., None])
     return Garment(
         image=image.astype(np.float32),

@@ -77,8 +77,11 @@ def claim_run_folder(output: Path, resume: str | None, overwrite: bool) -> Folde
         raise LeffaError("--resume and --overwrite: choose one (continue the run in the folder, or replace it)")
     ensure_writable_destination(output, "folder", "--output")
     output.mkdir(parents=True, exist_ok=True)
-    lock = FolderLock(output / LOCK_FILE, str(output),
-                      hint="; two trainings cannot share a run folder: wait for it or choose another --output")
+    lock = FolderLock(
+        output / LOCK_FILE,
+        str(output),
+        hint="; two trainings cannot share a run folder: wait for it or choose another --output",
+    )
     try:
         previous = run_files(output)
         if previous and not resume and not overwrite:
@@ -182,6 +185,14 @@ def checkpoint_step(folder: Path) -> int:
         return -1
 
 
+def _complete_manifest(folder: Path) -> dict:
+    """The manifest of a checkpoint ``checkpoint_problem`` just found complete."""
+    manifest = read_manifest(folder)
+    if manifest is None:  # only another process changing the folder meanwhile gets here
+        raise LeffaError(f"{folder}: the checkpoint manifest became unreadable while resuming")
+    return manifest
+
+
 def find_resume_point(output: Path, resume: str, process_index: int = 0) -> ResumePoint:
     """``latest``: the newest complete checkpoint of ``output`` (notes for newer incomplete ones); else the folder
     ``resume`` names, which must be complete. Refuses when checkpoints exist but none is complete."""
@@ -192,15 +203,15 @@ def find_resume_point(output: Path, resume: str, process_index: int = 0) -> Resu
         problem = checkpoint_problem(folder, process_index)
         if problem:
             raise LeffaError(f"--resume {folder}: incomplete checkpoint, cannot resume from it: {problem}")
-        manifest = read_manifest(folder)
+        manifest = _complete_manifest(folder)
         return ResumePoint(folder, int(manifest["step"]), manifest.get("run"))
     root = checkpoint_root(output)
     candidates = sorted((p for p in root.glob("step-*") if p.is_dir()), key=checkpoint_step) if root.is_dir() else []
-    notes = []
+    notes: list[str] = []
     for folder in reversed(candidates):
         problem = checkpoint_problem(folder, process_index)
         if problem is None:
-            manifest = read_manifest(folder)
+            manifest = _complete_manifest(folder)
             return ResumePoint(folder, int(manifest["step"]), manifest.get("run"), notes)
         notes.append(f"{folder}: incomplete checkpoint, skipped ({problem})")
     if candidates:

@@ -195,8 +195,16 @@ class TrainConfig(BaseModel):
         for name in ("flip_probability", "ema_decay", "adam_beta1", "adam_beta2"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]")
-        for name in ("weight_decay", "grad_clip", "affine_strength", "leffa_weight", "warmup_steps", "save_every",
-                     "validate_every", "num_workers"):
+        for name in (
+            "weight_decay",
+            "grad_clip",
+            "affine_strength",
+            "leffa_weight",
+            "warmup_steps",
+            "save_every",
+            "validate_every",
+            "num_workers",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         for name in ("keep_checkpoints", "validation_steps", "leffa_temperature"):

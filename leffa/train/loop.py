@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -94,7 +94,9 @@ def load_unet_from_base(unet: nn.Module, base_state: dict[str, torch.Tensor], so
         if key == "conv_in.weight":
             weight = adapt_conv_in(weight, value.shape[1])
         if weight.shape != value.shape:
-            raise LeffaError(f"{source}: base weight {key} is {tuple(weight.shape)}, the model needs {tuple(value.shape)}")
+            raise LeffaError(
+                f"{source}: base weight {key} is {tuple(weight.shape)}, the model needs {tuple(value.shape)}"
+            )
         state[key] = weight
     unet.load_state_dict(state, strict=True)
 
@@ -108,7 +110,9 @@ def initialise_model(config: TrainConfig) -> LeffaModel:
         checkpoint = Path(init).expanduser()
         if checkpoint.suffix in (".safetensors", ".pth", ".bin", ".ckpt") and not checkpoint.is_file():
             hint = f" (stage {config.stage} starts from stage {config.stage - 1}'s model)" if config.stage > 1 else ""
-            raise LeffaError(f"{checkpoint}: init checkpoint not found{hint}; give init FILE, base or random", option="init")
+            raise LeffaError(
+                f"{checkpoint}: init checkpoint not found{hint}; give init FILE, base or random", option="init"
+            )
         base = None
         if checkpoint.is_file() and read_config(checkpoint) is None:
             base = resolve_base(config.base_model, config.offline)
@@ -137,7 +141,7 @@ def freeze_unreachable_reference_parameters(model: LeffaModel) -> list[str]:
     latents = torch.zeros(1, unet.config.in_channels, side, side, device=model.device, dtype=model.dtype)
     with torch.enable_grad():
         features = model.reference_features(latents, 0)
-        sum(feature.float().sum() for feature in features.values()).backward()
+        torch.stack([feature.float().sum() for feature in features.values()]).sum().backward()
     frozen = []
     for name, parameter in unet.named_parameters():
         if parameter.grad is None and parameter.requires_grad:
@@ -348,8 +352,11 @@ class Trainer:
         self.output = Path(config.output)
         self.micro_batch, self.accumulation = config.accumulation(process_state().num_processes)
         # Before any heavy work: a used, locked or unwritable folder fails at once. The lock lives as long as the run.
-        self.lock = checkpoints.claim_run_folder(self.output, config.resume, overwrite) \
-            if process_state().is_main_process else None
+        self.lock = (
+            checkpoints.claim_run_folder(self.output, config.resume, overwrite)
+            if process_state().is_main_process
+            else None
+        )
         try:
             self._build()
         except BaseException:
@@ -387,7 +394,9 @@ class Trainer:
         self.frozen = freeze_unreachable_reference_parameters(model)
         model.vae.requires_grad_(False)
         vae_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.mixed_precision, torch.float32)
-        if vae_dtype != torch.float32 and not (vae_dtype == torch.float16 and model.vae.config.get("force_upcast", False)):
+        if vae_dtype != torch.float32 and not (
+            vae_dtype == torch.float16 and model.vae.config.get("force_upcast", False)
+        ):
             model.vae.to(vae_dtype)
         if config.gradient_checkpointing:
             model.generative_unet.enable_gradient_checkpointing()
@@ -418,7 +427,13 @@ class Trainer:
 
         augmentation = Augmentation(flip=config.flip_probability, affine=config.affine_strength)
         self.dataset = open_dataset(
-            config.data, config.dataset, "train", config.size, "paired", augmentation, config.seed,
+            config.data,
+            config.dataset,
+            "train",
+            config.size,
+            "paired",
+            augmentation,
+            config.seed,
             config.dresscode_categories,
         )
         self.sampler = ResumableSampler(
@@ -440,11 +455,12 @@ class Trainer:
 
         if not self.config.resume:
             return checkpoints.ResumePoint(None)
-        found = [None]
+        found: list[checkpoints.ResumePoint | None] = [None]
         if self.accelerator.is_main_process:
             found = [checkpoints.find_resume_point(self.output, self.config.resume)]
         if self.accelerator.num_processes > 1:
             broadcast_object_list(found)
+        assert found[0] is not None  # the main process's, broadcast to the others
         return found[0]
 
     def _trainable(self):
@@ -454,8 +470,12 @@ class Trainer:
     def _batches(self):
         """Micro-batches forever, from the saved data position on."""
         loader_args = dict(
-            batch_size=self.micro_batch, sampler=self.sampler, collate_fn=collate, drop_last=True,
-            num_workers=self.config.num_workers, pin_memory=self.accelerator.device.type == "cuda",
+            batch_size=self.micro_batch,
+            sampler=self.sampler,
+            collate_fn=collate,
+            drop_last=True,
+            num_workers=self.config.num_workers,
+            pin_memory=self.accelerator.device.type == "cuda",
         )
         while True:
             self.sampler.set_position(self.epoch, self.batch_in_epoch)
@@ -468,11 +488,27 @@ class Trainer:
     def _validation_batch(self) -> dict:
         config = self.config
         try:
-            dataset = open_dataset(config.data, config.dataset, "test", config.size, "paired", None, config.seed,
-                                   config.dresscode_categories)
+            dataset = open_dataset(
+                config.data,
+                config.dataset,
+                "test",
+                config.size,
+                "paired",
+                None,
+                config.seed,
+                config.dresscode_categories,
+            )
         except LeffaError:
-            dataset = open_dataset(config.data, config.dataset, "train", config.size, "paired", None, config.seed,
-                                   config.dresscode_categories)
+            dataset = open_dataset(
+                config.data,
+                config.dataset,
+                "train",
+                config.size,
+                "paired",
+                None,
+                config.seed,
+                config.dresscode_categories,
+            )
         return collate([dataset[i] for i in range(min(4, len(dataset)))])
 
     def _save_weights(self, path: Path) -> Path | None:
@@ -498,17 +534,27 @@ class Trainer:
             partial.mkdir(parents=True)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(partial))
-        save_file({"state": self.generator.get_state()}, str(partial / f"noise_generator_{accelerator.process_index}.safetensors"))
+        save_file(
+            {"state": self.generator.get_state()},
+            str(partial / f"noise_generator_{accelerator.process_index}.safetensors"),
+        )
         if accelerator.is_main_process:
             if self.ema is not None:
                 save_file(self.ema.state_dict(), str(partial / "ema.safetensors"))
             (partial / "leffa_config.json").write_text(self.model.config.to_json())
-            position = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                        "processes": accelerator.num_processes, "micro_batch_size": self.micro_batch}
+            position = {
+                "step": self.step,
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "processes": accelerator.num_processes,
+                "micro_batch_size": self.micro_batch,
+            }
             (partial / "trainer_state.json").write_text(json.dumps(position))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            checkpoints.publish(partial, self.step, self.run_id, accelerator.num_processes, self.config.keep_checkpoints)
+            checkpoints.publish(
+                partial, self.step, self.run_id, accelerator.num_processes, self.config.keep_checkpoints
+            )
         accelerator.wait_for_everyone()
 
     def _load_checkpoint(self, folder: Path) -> None:
@@ -524,13 +570,16 @@ class Trainer:
         self.generator.set_state(load_file(str(generator_file))["state"])
         if self.ema is not None:
             if not (folder / "ema.safetensors").is_file():
-                raise LeffaError(f"{folder}: holds no EMA weights; resume without ema or from a run that had it", option="ema")
+                raise LeffaError(
+                    f"{folder}: holds no EMA weights; resume without ema or from a run that had it", option="ema"
+                )
             self.ema.load_state_dict(load_file(str(folder / "ema.safetensors"), device=str(accelerator.device)))
         self.step, self.epoch, self.batch_in_epoch = position["step"], position["epoch"], position["batch_in_epoch"]
 
     def _validate(self) -> None:
         accelerator = self.accelerator
         if accelerator.is_main_process:
+            assert self.validation_batch is not None  # made in __init__ whenever validate_every is set
             model = self.model
             model.eval()
             generator = torch.Generator(device=accelerator.device).manual_seed(self.config.seed)
@@ -553,9 +602,16 @@ class Trainer:
         the Leffa loss's layers (all when the loss is off) at half the loss's timestep threshold, seeded with the
         run's seed, in the model's own precision (no autocast, so the flows match the other two entry points)."""
         batch = self.validation_batch
+        if batch is None:
+            raise LeffaError("no validation batch: validation is off (validate_every is 0)", option="validate_every")
         return capture_attention(
-            self.model, batch["image"], batch["reference"], batch["mask"], batch["densepose"],
-            timestep=self.config.leffa_timestep_threshold // 2, layers=self.capture_layers or list(self.model.layer_names),
+            self.model,
+            batch["image"],
+            batch["reference"],
+            batch["mask"],
+            batch["densepose"],
+            timestep=self.config.leffa_timestep_threshold // 2,
+            layers=self.capture_layers or list(self.model.layer_names),
             seed=self.config.seed,
         )
 
@@ -577,9 +633,17 @@ class Trainer:
                 temp.write_text(json.dumps(config.resolved(), indent=2))
         hparams = {k: v for k, v in config.resolved().items() if isinstance(v, (int, float, str, bool))}
         accelerator.init_trackers("tensorboard", config=hparams)
-        result = TrainResult(self.output, None, self.step, resumed_from=self.resume_from, notes=list(self.notes),
-                             processes=accelerator.num_processes, micro_batch_size=self.micro_batch,
-                             accumulation=self.accumulation, frozen_parameters=len(self.frozen))
+        result = TrainResult(
+            self.output,
+            None,
+            self.step,
+            resumed_from=self.resume_from,
+            notes=list(self.notes),
+            processes=accelerator.num_processes,
+            micro_batch_size=self.micro_batch,
+            accumulation=self.accumulation,
+            frozen_parameters=len(self.frozen),
+        )
         self.forward.train()
         self.model.vae.eval()
         batches = self._batches()
@@ -606,8 +670,13 @@ class Trainer:
                 self.ema.update(self._trainable())
             totals = accelerator.reduce(totals, reduction="mean")
             now = time.perf_counter()
-            record = {"step": self.step, "loss": totals[0].item(), "diffusion": totals[1].item(),
-                      "leffa": totals[2].item(), "lr": self.lr_scheduler.get_last_lr()[0]}
+            record = {
+                "step": self.step,
+                "loss": totals[0].item(),
+                "diffusion": totals[1].item(),
+                "leffa": totals[2].item(),
+                "lr": self.lr_scheduler.get_last_lr()[0],
+            }
             result.history.append(record)
             if self.step % config.log_every == 0 or self.step == max_steps:
                 accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=self.step)
@@ -619,8 +688,11 @@ class Trainer:
                 self._validate()
             if self.on_step is not None and accelerator.is_main_process:
                 speed = (self.step - last) / max(now - started, 1e-9)
-                self.on_step(StepReport(self.step, max_steps, record["loss"], record["diffusion"], record["leffa"],
-                                        speed, record["lr"]))
+                self.on_step(
+                    StepReport(
+                        self.step, max_steps, record["loss"], record["diffusion"], record["leffa"], speed, record["lr"]
+                    )
+                )
         result.model_path = self._save_weights(self.output / "model.safetensors")
         result.steps = self.step
         accelerator.end_training()

@@ -257,7 +257,7 @@ def flow_rows(
     """
     if reference.ndim != 4 or reference.shape[1] != 3:
         raise ValueError(f"reference must be (B, 3, H, W), got {tuple(reference.shape)}")
-    size = tuple(reference.shape[-2:])
+    size = (reference.shape[-2], reference.shape[-1])
     reference = reference[sample : sample + 1].detach().float().cpu()
     target = None if target is None else target[sample : sample + 1].detach().float().cpu()
     mask = None if mask is None else mask[sample : sample + 1].detach().float().cpu()
@@ -279,6 +279,7 @@ def flow_rows(
     if mask is not None:
         inputs.append(Tile(image_array(mask[0].expand(3, -1, -1) * 2 - 1), "mask", "loss region"))
     if gt_flow is not None:
+        assert gt_displacement is not None  # computed whenever gt_flow is given
         inputs.append(Tile(displacement_colours(gt_displacement, radius), "ground-truth flow", "grey: none"))
         warped = warp_valid(reference, gt_flow)
         detail = "" if target is None else f"MSE {masked_mse(warped, target, mask).item():.4f}"

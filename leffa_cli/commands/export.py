@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -12,7 +11,7 @@ from rich.table import Table
 from leffa.errors import LeffaError
 
 
-def _load(model: Optional[str], base: Optional[Path], task: str, random_init: bool, seed: int):
+def _load(model: str | None, base: Path | None, task: str, random_init: bool, seed: int):
     """The model to export, resolved as every ``--model`` is (``leffa.weights``), on the CPU. The size it was trained
     at is written into its config, so a dynamic export serves that size by default (``tryon --backend onnx``)."""
     import torch
@@ -34,24 +33,27 @@ def _load(model: Optional[str], base: Optional[Path], task: str, random_init: bo
 
 
 def export(
-    onnx: Optional[Path] = typer.Option(None, "--onnx", help="Write the four ONNX graphs and manifest.json into DIR."),
-    safetensors: Optional[Path] = typer.Option(
+    onnx: Path | None = typer.Option(None, "--onnx", help="Write the four ONNX graphs and manifest.json into DIR."),
+    safetensors: Path | None = typer.Option(
         None, "--safetensors", help="Convert this upstream .pth (with --base) into a safetensors file (-o)."
     ),
-    model: Optional[str] = typer.Option(
-        None, "--model", "-m", help="Model to export with --onnx: viton_hd, dress_code, pose_transfer, synth-tiny, a "
-        "local file or folder (our .safetensors, or an upstream .pth + --base), or a hub repo id."
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Model to export with --onnx: viton_hd, dress_code, pose_transfer, synth-tiny, a "
+        "local file or folder (our .safetensors, or an upstream .pth + --base), or a hub repo id.",
     ),
-    base: Optional[Path] = typer.Option(None, "--base", help="Base-model folder (unet/, vae/, scheduler/ configs)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output .safetensors file for --safetensors."),
-    dtype: Optional[str] = typer.Option(
+    base: Path | None = typer.Option(None, "--base", help="Base-model folder (unet/, vae/, scheduler/ configs)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Output .safetensors file for --safetensors."),
+    dtype: str | None = typer.Option(
         None, "--dtype", help="fp32 or fp16 (default fp32 for --onnx; --safetensors: fp16 by default, bf16 too)."
     ),
     attention: str = typer.Option(
         "chunked", "--attention", help="chunked (MatMul/Softmax per query chunk) or fused (opset-23 Attention op)."
     ),
-    height: Optional[int] = typer.Option(None, "--height", help="Fix the image height (default: dynamic)."),
-    width: Optional[int] = typer.Option(None, "--width", help="Fix the image width (default: dynamic)."),
+    height: int | None = typer.Option(None, "--height", help="Fix the image height (default: dynamic)."),
+    width: int | None = typer.Option(None, "--width", help="Fix the image width (default: dynamic)."),
     max_batch: int = typer.Option(2, "--max-batch", help="Largest batch served (CFG doubles it): sizes chunks."),
     max_height: int = typer.Option(1024, "--max-height", help="Largest image height served when dynamic."),
     max_width: int = typer.Option(768, "--max-width", help="Largest image width served when dynamic."),
@@ -87,8 +89,13 @@ def export(
     loaded = _load(model, base, task, random_init, seed)
     dtype = dtype or "fp32"
     options = ExportOptions(
-        dtype=dtype, attention=attention, height=height, width=width,
-        max_batch=max_batch, max_height=max_height, max_width=max_width,
+        dtype=dtype,
+        attention=attention,
+        height=height,
+        width=width,
+        max_batch=max_batch,
+        max_height=max_height,
+        max_width=max_width,
     )
     manifest = export_onnx(loaded, onnx, options)
     table = Table(title=f"{onnx} ({dtype}, attention {attention}, opset {manifest['opset']})")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -38,18 +37,24 @@ from leffa_cli.options import (
 
 
 def pose(
-    person: Optional[Path] = typer.Argument(None, help="Photo of the person to show."),
-    target_pose: Optional[Path] = typer.Argument(None, help="Photo of someone in the target pose (sets the output "
-                                                 "size)."),
+    person: Path | None = typer.Argument(None, help="Photo of the person to show."),
+    target_pose: Path | None = typer.Argument(None, help="Photo of someone in the target pose (sets the output size)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output PNG (with --batch: the output folder)."),
-    densepose: Optional[Path] = typer.Option(None, "--densepose", help="DensePose IUV of TARGET_POSE, same size "
-                                             "(channels U, V in 0-255 and part index 0-24; use a lossless PNG)."),
-    batch: Optional[Path] = typer.Option(None, "--batch", help="Run a DeepFashion-layout split folder: image/NAME.jpg "
-                                         "and densepose/NAME.png (IUV); needs --pairs."),
-    pairs: Optional[Path] = typer.Option(None, "--pairs", help="Pairs file: lines 'person.jpg target.jpg'."),
+    densepose: Path | None = typer.Option(
+        None,
+        "--densepose",
+        help="DensePose IUV of TARGET_POSE, same size "
+        "(channels U, V in 0-255 and part index 0-24; use a lossless PNG).",
+    ),
+    batch: Path | None = typer.Option(
+        None,
+        "--batch",
+        help="Run a DeepFashion-layout split folder: image/NAME.jpg and densepose/NAME.png (IUV); needs --pairs.",
+    ),
+    pairs: Path | None = typer.Option(None, "--pairs", help="Pairs file: lines 'person.jpg target.jpg'."),
     batch_size: int = typer.Option(1, "--batch-size", help="Images sampled together in --batch mode."),
-    model: Optional[str] = MODEL,
-    base: Optional[Path] = BASE,
+    model: str | None = MODEL,
+    base: Path | None = BASE,
     offline: bool = OFFLINE,
     steps: int = STEPS,
     guidance: float = GUIDANCE,
@@ -59,7 +64,7 @@ def pose(
     seed: int = SEED,
     dtype: str = DTYPE,
     device: str = DEVICE,
-    size: Optional[str] = SIZE,
+    size: str | None = SIZE,
     crop: bool = CROP,
     reference_once: bool = REFERENCE_ONCE,
     compile: bool = COMPILE,
@@ -81,8 +86,19 @@ def pose(
     every = every if save_intermediates else 0
     working = parse_size(size) if size else None
     load = lambda device_for=None: load_pipeline(  # noqa: E731 - device_for: a sharded run's own GPU
-        PosePipeline, model, base, offline, device_for(device) if device_for else device, dtype, working,
-        channels_last, compile, backend, offload, attention_slice)
+        PosePipeline,
+        model,
+        base,
+        offline,
+        device_for(device) if device_for else device,
+        dtype,
+        working,
+        channels_last,
+        compile,
+        backend,
+        offload,
+        attention_slice,
+    )
     if batch is not None:
         if pairs is None:
             raise LeffaError("--batch needs --pairs FILE (lines 'person.jpg target.jpg')")
@@ -90,8 +106,12 @@ def pose(
             raise LeffaError("--batch takes no PERSON/TARGET_POSE arguments")
         items = pose_items(batch, pairs, output)
         make_jobs = lambda group: prepare_pose(  # noqa: E731
-            [i.person for i in group], [i.target for i in group], [i.densepose for i in group],
-            [i.output for i in group], offline)
+            [i.person for i in group],
+            [i.target for i in group],
+            [i.densepose for i in group],
+            [i.output for i in group],
+            offline,
+        )
         run_batch(load, items, "pose", make_jobs, batch_size, options, seed, crop, False, every, output)
         return
     if person is None or target_pose is None:

@@ -101,8 +101,8 @@ def mask(
 ) -> None:
     """Garment-agnostic mask of a person photo for --type in --style (parsing + keypoints -> rules)."""
     from leffa.atomic import save_image
-    from leffa.preprocess.conditions import person_conditions
     from leffa.images import mask_array
+    from leffa.preprocess.conditions import person_conditions
     from leffa.preprocess.masks import overlay as grey_overlay
     from leffa.preprocess.openpose import read_keypoints
     from leffa.preprocess.parsing import read_label_image
@@ -233,8 +233,10 @@ def dataset(
     plan = plan_dataset(root, tuple(s.strip() for s in splits.split(",") if s.strip()))
     items = plan.items[:limit] if limit > 0 else plan.items
     missing = ", ".join(f"{n} {kind}" for kind, n in plan.missing_counts().items() if n)
-    console.print(f"{root}: {plan.complete} photos complete, {len(plan.items)} to fill ({', '.join(plan.splits)})"
-                  + (f"; missing: {missing}" if missing else ""))
+    console.print(
+        f"{root}: {plan.complete} photos complete, {len(plan.items)} to fill ({', '.join(plan.splits)})"
+        + (f"; missing: {missing}" if missing else "")
+    )
     if not items:
         return
     needed = models_needed(items)

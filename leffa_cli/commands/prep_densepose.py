@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -28,25 +27,27 @@ def densepose(
     kind: Kind = typer.Option(
         Kind.seg, "--kind", help="seg: try-on (VITON-HD model); index: DressCode model; iuv: pose transfer."
     ),
-    weights: Optional[Path] = typer.Option(
+    weights: Path | None = typer.Option(
         None, "--weights", help="detectron2 model_final_162be9.pkl (default: fetched from the Leffa hub repository)."
     ),
-    config: Optional[Path] = typer.Option(
+    config: Path | None = typer.Option(
         None, "--config", help="detectron2 yaml (densepose_rcnn_R_50_FPN_s1x.yaml + its _BASE_); default: built in."
     ),
     offline: bool = typer.Option(False, "--offline", help="Use only the local hub cache, never download."),
-    device: Optional[str] = typer.Option(
+    device: str | None = typer.Option(
         None, "--device", help="torch device, e.g. cpu or cuda (default: cuda if present)."
     ),
     all_people: bool = typer.Option(
         False, "--all-people", help="seg: draw every detected person (default: the highest-scoring one)."
     ),
     seg_style: SegStyle = typer.Option(
-        SegStyle.leffa, "--seg-style",
+        SegStyle.leffa,
+        "--seg-style",
         help="seg: leffa = full-strength colours on black (Leffa's app); detectron2 = stock alpha-0.7 blend.",
     ),
     swap_channels: bool = typer.Option(
-        True, "--swap-channels/--no-swap-channels",
+        True,
+        "--swap-channels/--no-swap-channels",
         help="Feed RGB where the detector expects BGR, as Leffa's app does (default); --no-swap-channels: true BGR.",
     ),
     allow_empty: bool = typer.Option(False, "--allow-empty", help="Write a black image when no person is found."),
@@ -61,8 +62,15 @@ def densepose(
     image = read_rgb(person, "person image")
     try:
         result = densepose_image(
-            image, kind.value, weights=weights, device=device, offline=offline, all_people=all_people,
-            allow_empty=allow_empty, seg_style=seg_style.value, swap_channels=swap_channels,
+            image,
+            kind.value,
+            weights=weights,
+            device=device,
+            offline=offline,
+            all_people=all_people,
+            allow_empty=allow_empty,
+            seg_style=seg_style.value,
+            swap_channels=swap_channels,
             config=config_from_yaml(config) if config is not None else None,
         )
     except MissingWeights as error:

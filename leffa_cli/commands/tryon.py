@@ -21,12 +21,16 @@ from leffa_cli.options import (
     ETA,
     EVERY,
     GUIDANCE,
+    GARMENT_LENGTH,
     GUIDANCE_MODE,
     INTERMEDIATES,
+    MASK_GROW,
+    MASK_SHRINK,
     MODEL,
     OFFLINE,
     OFFLOAD,
     REFERENCE_ONCE,
+    SAVE_CONDITIONS,
     SCHEDULER,
     SEED,
     SIZE,
@@ -35,6 +39,7 @@ from leffa_cli.options import (
     run_batch,
     run_single,
     sampler_options,
+    save_conditions,
 )
 
 
@@ -48,6 +53,10 @@ def tryon(
     garment_type: str = typer.Option("upper_body", "--garment-type", help="upper_body, lower_body or dresses."),
     mask_style: str = typer.Option("upstream", "--mask-style", help="Automatic mask (no --mask): upstream (the "
                                    "authors' rules, default) or tight (hugs the garment)."),
+    mask_grow: int = MASK_GROW,
+    mask_shrink: int = MASK_SHRINK,
+    garment_length: Optional[float] = GARMENT_LENGTH,
+    save_conditions: Optional[Path] = SAVE_CONDITIONS,
     repaint: bool = typer.Option(False, "--repaint", help="Keep the original pixels outside a feathered mask."),
     batch: Optional[Path] = typer.Option(None, "--batch", help="Run a VITON-HD-layout folder (needs --pairs)."),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="Pairs file: lines 'person.jpg cloth.jpg'."),
@@ -75,7 +84,9 @@ def tryon(
     attention_slice: int = ATTENTION_SLICE,
 ) -> None:
     """Dress PERSON in GARMENT and write the result to OUT (a PNG at the photo's size)."""
+    from leffa.atomic import ensure_writable_destination
     from leffa.images import parse_size
+    from leffa.mask_edit import MaskEdit
     from leffa.sampler import check_seed
     from leffa.pipeline import output_path, viton_hd_items
     from leffa.pipelines import TryOnPipeline, conditions_style, prepare_tryon
@@ -83,6 +94,9 @@ def tryon(
     options = sampler_options(steps, guidance, guidance_mode, scheduler, eta, reference_once)
     check_seed(seed)  # before any model loads
     every = every if save_intermediates else 0
+    edit = MaskEdit(mask_grow, mask_shrink, garment_length).check(garment_type)
+    if save_conditions is not None:
+        ensure_writable_destination(save_conditions, "folder", "--save-conditions")
     working = parse_size(size) if size else None
     load = lambda device_for=None: load_pipeline(  # noqa: E731 - device_for: a sharded run's own GPU
         TryOnPipeline, model, base, offline, device_for(device) if device_for else device, dtype, working,
@@ -96,14 +110,15 @@ def tryon(
         style = conditions_style(model)
         make_jobs = lambda group: prepare_tryon(  # noqa: E731
             [i.person for i in group], [i.garment for i in group], [i.mask for i in group],
-            [i.densepose for i in group], garment_type, [i.output for i in group], offline, mask_style, style)
-        run_batch(load, items, "try-on", make_jobs, batch_size, options, seed, crop, repaint, every, output)
+            [i.densepose for i in group], garment_type, [i.output for i in group], offline, mask_style, style, edit)
+        run_batch(load, items, "try-on", make_jobs, batch_size, options, seed, crop, repaint, every, output,
+                  save_conditions)
         return
     if person is None or garment is None:
         raise LeffaError("give PERSON and GARMENT images (or --batch DIR --pairs FILE)")
     jobs = prepare_tryon(person, garment, mask, densepose, garment_type, [output_path(output)], offline,
-                         mask_style, conditions_style(model))
-    run_single(load, jobs, options, seed, crop, repaint, every)
+                         mask_style, conditions_style(model), edit)
+    run_single(load, jobs, options, seed, crop, repaint, every, save_conditions)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,25 +18,25 @@ def viz_flow(
         "upstream .pth with --base), or a hub repository owner/name.",
     ),
     output: Path = typer.Option(..., "-o", "--output", help="Grid PNG to write."),
-    base: Optional[Path] = typer.Option(None, "--base", help="Base-model folder for an upstream .pth checkpoint."),
+    base: Path | None = typer.Option(None, "--base", help="Base-model folder for an upstream .pth checkpoint."),
     task: str = typer.Option("vton", "--task", help="vton or pose: which upstream model a repository id means."),
     offline: bool = typer.Option(False, "--offline", help="Use only the local hub cache; never contact the hub."),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="Garment mask (white = regenerate); default all."),
-    densepose: Optional[Path] = typer.Option(None, "--densepose", help="DensePose rendering; default black."),
+    mask: Path | None = typer.Option(None, "--mask", help="Garment mask (white = regenerate); default all."),
+    densepose: Path | None = typer.Option(None, "--densepose", help="DensePose rendering; default black."),
     timestep: int = typer.Option(250, "--t", help="Diffusion timestep of the forward pass (0..999)."),
     layers: str = typer.Option(
         "all", "--layers", help="'all' or comma-separated layer names (full or e.g. up1.a0.b0)."
     ),
-    target: Optional[Path] = typer.Option(None, "--target", help="Image to compare each warped reference with."),
+    target: Path | None = typer.Option(None, "--target", help="Image to compare each warped reference with."),
     points: list[str] = typer.Option(
         [], "--points", help='Target pixels x,y for attention heatmaps; repeat, or quote several: "40,60 10,20".'
     ),
-    gt_flow: Optional[Path] = typer.Option(None, "--gt-flow", help="Ground-truth flow .npy (H, W, 2), NaN = none."),
-    html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML page to flip layers."),
-    size: Optional[str] = typer.Option(
+    gt_flow: Path | None = typer.Option(None, "--gt-flow", help="Ground-truth flow .npy (H, W, 2), NaN = none."),
+    html: Path | None = typer.Option(None, "--html", help="Also write a self-contained HTML page to flip layers."),
+    size: str | None = typer.Option(
         None, "--size", help="HxW; default the size the model was trained at, else 1024x768."
     ),
-    wheel_radius: Optional[float] = typer.Option(
+    wheel_radius: float | None = typer.Option(
         None,
         "--wheel-radius",
         help="Colour-wheel radius in pixels (default: largest GT, else largest shown, displacement).",
@@ -53,6 +52,7 @@ def viz_flow(
     against --target and attention heatmaps for --points, as one labelled PNG grid (and optional HTML page)."""
     from leffa.atomic import atomic_path, save_image
     from leffa.errors import LeffaError
+    from leffa.images import parse_size
     from leffa.probe import (
         load_densepose,
         load_gt_flow,
@@ -62,7 +62,6 @@ def viz_flow(
         probe_flows,
         resolve_layers,
     )
-    from leffa.images import parse_size
     from leffa.runtime import resolve_device, resolve_dtype
     from leffa.viz.render import compose_grid, default_tile_height, flow_page, flow_rows
     from leffa.weights import open_model
