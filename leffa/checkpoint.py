@@ -183,8 +183,11 @@ def load_model(
     check_matches(state, {key: tuple(value.shape) for key, value in model.state_dict().items()}, checkpoint)
     check_finite_weights(state, checkpoint)
     target = dtype or torch.float32
-    # copy=True: freshly allocated (aligned) storage, so kernels take the same paths as for a model built normally
-    model.load_state_dict({key: value.to(target, copy=True) for key, value in state.items()}, strict=True, assign=True)
+    # Fresh tensors, one at a time: the allocator's aligned memory (a file's tensors may sit at any offset, and CPU
+    # kernels can round differently on unaligned data), without ever holding two copies of the weights.
+    for key in list(state):
+        state[key] = state.pop(key).to(target, copy=True)
+    model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
 
 
