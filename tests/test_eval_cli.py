@@ -249,6 +249,8 @@ def test_unpaired_run_on_synthetic_data_is_scored_against_the_real_unpaired_trut
         str(out),
         "--steps",
         "2",
+        "--size",
+        "64x48",  # the random test model records no trained size
         "--metrics",
         "ssim,psnr,psnr_mask,psnr_outside,delta_e",
         "--device",
