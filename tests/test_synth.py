@@ -209,7 +209,7 @@ def test_pattern_scale_coarsens_the_fabric_and_nothing_else():
         return np.abs(np.diff(image, axis=1))[inside].mean()
 
     assert roughness(coarse.target) < roughness(plain.target)
-    with pytest.raises(LeffaError, match="--pattern-scale"):
+    with pytest.raises(LeffaError, match="pattern_scale 20"):
         make_sample("vton", 0, "train", 3, 64, 48, 20.0)
 
 
@@ -222,9 +222,9 @@ def test_user_mistakes_are_one_line_errors(tmp_path):
         parse_size("256by192", min_side=32)
     with pytest.raises(LeffaError, match="n 0"):
         generate_dataset("vton", tmp_path, 0, SIZE)
-    with pytest.raises(LeffaError, match="--unpaired: only for --task vton"):
+    with pytest.raises(LeffaError, match="unpaired: only for task vton"):
         generate_dataset("pose", tmp_path, 2, SIZE, unpaired=True)
-    with pytest.raises(LeffaError, match="--unpaired: needs --n of at least 2"):
+    with pytest.raises(LeffaError, match="unpaired: needs n of at least 2"):
         generate_dataset("vton", tmp_path, 1, SIZE, unpaired=True)
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((4, 4), dtype=np.float32))
