@@ -170,7 +170,7 @@ def test_unpaired_run_on_synthetic_data_is_scored_against_the_real_unpaired_trut
     generate_dataset("vton", root, 2, (64, 48), seed=0, split="test", unpaired=True)
     out = tmp_path / "out"
     code, out_text, err = run(capsys, "eval", "--run", "--unpaired", "--model", str(saved_tiny), "--data", str(root),
-                              "--out-dir", str(out), "--steps", "2", "--metrics",
+                              "--out-dir", str(out), "--size", "64x48", "--steps", "2", "--metrics",
                               "ssim,psnr,psnr_mask,psnr_outside,delta_e", "--device", "cpu", "--dtype", "fp32")
     assert code == 0, err
     names = ["000000__000001.png", "000001__000000.png"]
