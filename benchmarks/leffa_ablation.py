@@ -17,7 +17,8 @@ the ``leffa.data`` VITON-HD loader. Then, on a held-out synthetic split (a seed 
 Arms run as parallel processes (one thread each). The numbers in docs/benchmarks.md come from
 
     OMP_NUM_THREADS=1 python benchmarks/leffa_ablation.py --init runs/synth-tiny/stage1/model.safetensors \\
-        --data runs/synth-tiny/data --heldout runs/heldout --out runs/ablation --steps 200 --arms 0 1e-3 1 10
+        --data runs/synth-tiny/data --heldout runs/heldout --out runs/ablation --steps 100 \\
+        --arms 0 1e-3 10 10@0.5 --n-test 12 --sample-steps 20
 """
 
 from __future__ import annotations

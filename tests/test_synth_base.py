@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from leffa.synth.base import make_base_folder
@@ -31,3 +32,26 @@ def test_base_folder_is_what_the_trainer_starts_from(tmp_path):
     assert float(model.generative_unet.conv_in.weight[:, 9:].abs().sum()) == 0
     latents = model.encode(torch.zeros(1, 3, 32, 32), sample=False)
     assert latents.shape == (1, 4, 8, 8)
+
+
+def test_base_widths_and_a_deterministic_autoencoder(tmp_path):
+    """--unet-channels / --vae-channels set the widths; the VAE's posterior variance is pinned, so the trainer's
+    posterior samples are the mode."""
+    from leffa.errors import LeffaError
+    from leffa.synth.base import unet_config
+    from leffa.train.config import TrainConfig
+    from leffa.train.loop import initialise_model
+
+    data = tmp_path / "data"
+    generate_dataset("vton", data, 2, (32, 32), seed=0)
+    make_base_folder(
+        tmp_path / "base", data, size=(32, 32), steps=2, seed=0, unet_channels=[16, 16, 32, 32], vae_channels=[8, 16]
+    )
+    config = TrainConfig(task="vton", base=str(tmp_path / "base"), init="base", size=(32, 32), mixed_precision="no")
+    model = initialise_model(config)
+    assert model.latent_downscale == 2 and list(model.vae.config.block_out_channels) == [8, 16]
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    sampled = model.encode(images, torch.Generator().manual_seed(1))
+    assert torch.allclose(sampled, model.encode(images, sample=False), atol=1e-5)
+    with pytest.raises(LeffaError, match="--unet-channels"):
+        unet_config([16, 16, 32])

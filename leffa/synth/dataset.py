@@ -41,7 +41,7 @@ from leffa.synth.body import (
     sample_bilinear,
     torso_to_garment,
 )
-from leffa.synth.garment import BODY_HALF_WIDTH, draw_garment
+from leffa.synth.garment import BODY_HALF_WIDTH, Garment, draw_garment
 
 TASKS = ("vton", "pose")
 SPLITS = ("train", "test")
@@ -224,7 +224,7 @@ class Outfit:
     """What one try-on sample draws (from its own generator): the person's look and pose, a garment and the fit."""
 
     look: Appearance
-    garment: object
+    garment: Garment
     pose: dict
     fit: dict
 
@@ -260,7 +260,9 @@ def draw_outfit(seed: int, split: str, index: int, height: int, width: int, patt
     return Outfit(look, garment, pose, fit)
 
 
-def dress(outfit: Outfit, garment, height: int, width: int, name: str, keep_mask: np.ndarray | None = None) -> Sample:
+def dress(
+    outfit: Outfit, garment: Garment, height: int, width: int, name: str, keep_mask: np.ndarray | None = None
+) -> Sample:
     """Render ``outfit``'s person wearing ``garment`` under the outfit's fit.
 
     ``keep_mask`` (H, W) bool, when given, is the region a try-on may change (the person's own agnostic mask):

@@ -1,0 +1,116 @@
+"""Seconds per training step of the synth-tiny recipe's model on the CPU, for the choices the recipe made: torch
+threads, image size, UNet widths, batch. Each configuration runs in its own process (so the thread count really
+applies), one after another, on random inputs through the trainer's own step (``prepare_inputs`` /
+``compute_losses``, AdamW); the median of the timed steps is printed, with the Leffa loss off and on.
+
+    python benchmarks/train_step.py --threads 1 2                           # 1 vs 2 threads (docs/training.md)
+    python benchmarks/train_step.py --size 64x48 128x96 --unet-channels 32,32,64,64
+    python benchmarks/train_step.py --unet-channels 16,16,32,32 32,32,64,64 --batch 4 8
+
+On a shared machine the load changes from minute to minute: compare configurations of one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+
+def measure(size: str, channels: str, batch: int, threads: int, steps: int) -> dict:
+    """One configuration, in this process: median seconds per optimizer step without and with the Leffa loss."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    torch.set_num_threads(threads)
+    from leffa.loss import LeffaLossSettings, select_layers
+    from leffa.model import LeffaConfig, LeffaModel
+    from leffa.synth import base
+    from leffa.train.loop import TrainingForward, compute_losses, prepare_inputs, release_features
+
+    height, width = (int(v) for v in size.split("x"))
+    widths = [int(v) for v in channels.split(",")]
+    config = LeffaConfig(
+        unet=base.unet_config(widths), vae=base.vae_config([16, 32, 64]), scheduler=base.SCHEDULER_CONFIG
+    )
+    torch.manual_seed(0)
+    model = LeffaModel(config).train()
+    model.vae.requires_grad_(False)
+    scheduler = DDPMScheduler.from_config(config.scheduler)
+    layers = select_layers(model.layer_downscale(), 1 / 32, True)
+    batch_data = {
+        "image": torch.rand(batch, 3, height, width) * 2 - 1,
+        "reference": torch.rand(batch, 3, height, width) * 2 - 1,
+        "mask": (torch.rand(batch, 1, height, width) > 0.5).float(),
+        "densepose": torch.rand(batch, 3, height, width) * 2 - 1,
+    }
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(parameters, lr=1e-4)
+    result = {
+        "size": size,
+        "unet": channels,
+        "batch": batch,
+        "threads": threads,
+        "parameters_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+    }
+    for leffa in (False, True):
+        forward = TrainingForward(model, layers if leffa else None)
+        settings = LeffaLossSettings(weight=1.0) if leffa else None
+        generator = torch.Generator().manual_seed(0)
+        times = []
+        for _ in range(steps + 1):  # the first step warms up
+            started = time.perf_counter()
+            inputs = prepare_inputs(model, scheduler, batch_data, generator, 0.1)
+            total, _, _, _ = compute_losses(forward, inputs, batch_data, settings)
+            optimiser.zero_grad(set_to_none=True)
+            total.backward()
+            release_features(model)
+            optimiser.step()
+            times.append(time.perf_counter() - started)
+        result["leffa" if leffa else "diffusion"] = round(statistics.median(times[1:]), 3)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", nargs="+", default=["64x48"])
+    parser.add_argument("--unet-channels", nargs="+", default=["32,32,64,64"])
+    parser.add_argument("--batch", type=int, nargs="+", default=[8])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1])
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration (median)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one JSON configuration
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(**json.loads(args.one))))
+        return
+    rows = []
+    for size, channels, batch, threads in itertools.product(args.size, args.unet_channels, args.batch, args.threads):
+        one = json.dumps({"size": size, "channels": channels, "batch": batch, "threads": threads, "steps": args.steps})
+        env_threads = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        import os
+
+        done = subprocess.run(
+            [sys.executable, __file__, "--one", one],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **env_threads},
+        )
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    first = rows[0]["diffusion"]
+    print("| size | UNet | batch | threads | parameters (M) | s/step | s/step with Leffa loss | vs first |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['size']} | {row['unet']} | {row['batch']} | {row['threads']} | {row['parameters_M']} | "
+            f"{row['diffusion']:.2f} | {row['leffa']:.2f} | {row['diffusion'] / first:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()
