@@ -157,6 +157,32 @@ def load_pipeline(
     return pipe
 
 
+def pipeline_loader(
+    pipeline_class, model, base, offline, device, dtype, size, channels_last, compile, backend, offload, attention_slice
+):
+    """``load(device_for=None)`` for ``run_single`` / ``run_batch``: loads the pipeline when first needed; a sharded
+    run passes ``device_for`` to pick its own GPU."""
+
+    def load(device_for=None):
+        chosen = device_for(device) if device_for else device
+        return load_pipeline(
+            pipeline_class,
+            model,
+            base,
+            offline,
+            chosen,
+            dtype,
+            size,
+            channels_last,
+            compile,
+            backend,
+            offload,
+            attention_slice,
+        )
+
+    return load
+
+
 def save_conditions(jobs, folder) -> None:
     """Write each job's mask and DensePose into ``folder`` as ``STEM_mask.png`` / ``STEM_densepose.png`` (the
     output's stem), atomically."""

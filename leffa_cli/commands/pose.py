@@ -29,7 +29,7 @@ from leffa_cli.options import (
     SEED,
     SIZE,
     STEPS,
-    load_pipeline,
+    pipeline_loader,
     run_batch,
     run_single,
     sampler_options,
@@ -85,12 +85,12 @@ def pose(
     check_seed(seed)  # before any model loads
     every = every if save_intermediates else 0
     working = parse_size(size) if size else None
-    load = lambda device_for=None: load_pipeline(  # noqa: E731 - device_for: a sharded run's own GPU
+    load = pipeline_loader(
         PosePipeline,
         model,
         base,
         offline,
-        device_for(device) if device_for else device,
+        device,
         dtype,
         working,
         channels_last,

@@ -33,7 +33,7 @@ from leffa_cli.options import (
     SEED,
     SIZE,
     STEPS,
-    load_pipeline,
+    pipeline_loader,
     run_batch,
     run_single,
     sampler_options,
@@ -99,12 +99,12 @@ def tryon(
     if save_conditions is not None:
         ensure_writable_destination(save_conditions, "folder", "--save-conditions")
     working = parse_size(size) if size else None
-    load = lambda device_for=None: load_pipeline(  # noqa: E731 - device_for: a sharded run's own GPU
+    load = pipeline_loader(
         TryOnPipeline,
         model,
         base,
         offline,
-        device_for(device) if device_for else device,
+        device,
         dtype,
         working,
         channels_last,
