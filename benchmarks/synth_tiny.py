@@ -1,6 +1,6 @@
 """How well does the shipped ``synth-tiny`` model try on? Scored on a held-out synthetic test split.
 
-The split is drawn with a seed the model never trained on (``leffa prep synth --seed 1 --split test --unpaired``;
+The split is drawn with a seed the model never trained on (``leffa prep synth --seed 1 --split test --unpaired --pattern-scale 2``;
 training used seed 0), at the model's own size, so nothing is resized. Three measurements, side by side:
 
 1. the autoencoder's own reconstruction of the ground truth (decode(encode(truth))): the ceiling any generated
@@ -31,7 +31,7 @@ import torch
 METRICS = "ssim,psnr,psnr_mask,psnr_outside,delta_e"
 
 
-def ensure_data(data: Path, n: int, size: str) -> None:
+def ensure_data(data: Path, n: int, size: str, pattern_scale: float) -> None:
     if not (data / "test_pairs_unpaired.txt").is_file():
         subprocess.run(
             [
@@ -51,6 +51,8 @@ def ensure_data(data: Path, n: int, size: str) -> None:
                 "--split",
                 "test",
                 "--unpaired",
+                "--pattern-scale",
+                str(pattern_scale),
             ],
             check=True,
         )
@@ -115,11 +117,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64, help="samples drawn when --data does not exist yet")
     parser.add_argument("--size", default="64x48", help="size drawn when --data does not exist yet (the model's)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-synth-tiny"))
+    parser.add_argument("--pattern-scale", type=float, default=2.0, help="as the recipe's training data")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    ensure_data(args.data, args.n, args.size)
+    ensure_data(args.data, args.n, args.size, args.pattern_scale)
     ceiling = autoencoder_ceiling(args.model, args.data, args.limit)
     results = {
         mode: run_eval(args.model, args.data, args.out, mode == "paired", args.limit, args.steps)

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The recipe of the shipped `synth-tiny` model (leffa/assets/synth-tiny.safetensors), from nothing, on one CPU
-# thread (about 75 minutes on the shared 2-core machine). Settings: examples/synth-tiny.toml.
+# thread (about 100 minutes on a quiet 2-core machine). Settings: examples/synth-tiny.toml.
 # Measurements and curves: docs/synthetic.md.
 #   examples/train-synth-tiny.sh [RUN_FOLDER]      (default runs/synth-tiny)
 # Each step can be rerun: `leffa train` resumes from the run folder's latest checkpoint.
 set -euo pipefail
 RUN=${1:-runs/synth-tiny}
 SIZE=64x48
-STAGE1_STEPS=${STAGE1_STEPS:-1000}
-STAGE3_STEPS=${STAGE3_STEPS:-700}
+STAGE1_STEPS=${STAGE1_STEPS:-5000}
+STAGE3_STEPS=${STAGE3_STEPS:-3500}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # 2 threads on a shared 2-core machine: 17x slower (measured)
 
 # 1. Data, drawn at the model's size; the test split has the unpaired ground truth.
@@ -16,10 +16,11 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # 2 threads on a shared 2-core ma
 [ -f "$RUN/data/test_pairs_unpaired.txt" ] || \
   leffa prep synth --task vton --n 16 --size $SIZE -o "$RUN/data" --seed 0 --split test --unpaired --pattern-scale 2
 
-# 2. Base folder: the autoencoder trained on these images, random UNet weights.
+# 2. Base folder: the autoencoder trained on these images (two levels: latents at 1/2, 32x24x4; about 10 minutes),
+#    random UNet weights with self-attention at levels 2 and 3 (16x12 and 8x6) and the middle block (4x3).
 [ -f "$RUN/base/vae/diffusion_pytorch_model.safetensors" ] || \
-  leffa prep synth-base --data "$RUN/data" -o "$RUN/base" --size $SIZE --steps 1500 \
-    --vae-channels 16,32,64 --unet-channels 32,32,64,64
+  leffa prep synth-base --data "$RUN/data" -o "$RUN/base" --size $SIZE --steps 4000 \
+    --vae-channels 32,64 --unet-channels 32,32,64,64 --unet-attention 2,3
 
 # 3. Stage 1: diffusion loss only.
 leffa train --config examples/synth-tiny.toml --stage 1 --data "$RUN/data" --base "$RUN/base" --init base \

@@ -55,3 +55,20 @@ def test_base_widths_and_a_deterministic_autoencoder(tmp_path):
     assert torch.allclose(sampled, model.encode(images, sample=False), atol=1e-5)
     with pytest.raises(LeffaError, match="--unet-channels"):
         unet_config([16, 16, 32])
+
+
+def test_attention_levels_choose_where_the_leffa_layers_are(tmp_path):
+    """--unet-attention 2,3 drops the full-latent-resolution attention; the Leffa layers follow the levels kept."""
+    from leffa.errors import LeffaError
+    from leffa.model import LeffaConfig, LeffaModel
+    from leffa.synth.base import SCHEDULER_CONFIG, unet_config, vae_config
+
+    config = unet_config([16, 16, 32, 32], [2, 3])
+    assert config["down_block_types"] == ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
+    assert config["up_block_types"] == ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]
+    model = LeffaModel(LeffaConfig(unet=config, vae=vae_config([8, 16]), scheduler=SCHEDULER_CONFIG))
+    scales = model.layer_downscale()
+    assert set(scales.values()) == {4, 8, 16}  # levels 2, 3 and the middle block; nothing at 1/2
+    assert all(not name.startswith(("down_blocks.0.", "up_blocks.3.")) for name in scales)
+    with pytest.raises(LeffaError, match="--unet-attention 0,5"):
+        unet_config(None, [0, 5])

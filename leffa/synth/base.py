@@ -112,13 +112,29 @@ def vae_config(channels: list[int] | None = None) -> dict:
     return config
 
 
-def unet_config(channels: list[int] | None = None) -> dict:
-    """The tiny UNet's config; ``channels`` (four widths, multiples of 8) replaces 16-16-32-32."""
+def unet_config(channels: list[int] | None = None, attention_levels: list[int] | None = None) -> dict:
+    """The tiny UNet's config; ``channels`` (four widths, multiples of 8) replaces 16-16-32-32 and
+    ``attention_levels`` (1-based, 1 = full latent resolution) the levels with self-attention (default 1, 2, 3, as
+    SD1.5). Attention at a 32x24 latent (a 64x48 image through a two-level VAE) is 4/5 of a training step's time
+    (benchmarks/train_step.py), so the recipe keeps levels 2 and 3 only."""
     config = dict(UNET_CONFIG)
     if channels:
         if len(channels) != 4 or any(c % 8 for c in channels):
             raise LeffaError(f"--unet-channels {','.join(map(str, channels))}: give four widths, multiples of 8")
         config["block_out_channels"] = list(channels)
+    if attention_levels is not None:
+        if not attention_levels or any(level not in (1, 2, 3, 4) for level in attention_levels):
+            raise LeffaError(
+                f"--unet-attention {','.join(map(str, attention_levels))}: give levels between 1 and 4, e.g. 2,3",
+                option="attention_levels",
+            )
+        levels = range(1, 5)
+        config["down_block_types"] = [
+            "CrossAttnDownBlock2D" if level in attention_levels else "DownBlock2D" for level in levels
+        ]
+        config["up_block_types"] = [
+            "CrossAttnUpBlock2D" if level in attention_levels else "UpBlock2D" for level in reversed(levels)
+        ]
     return config
 
 
@@ -199,13 +215,15 @@ def make_base_folder(
     progress=None,
     unet_channels: list[int] | None = None,
     vae_channels: list[int] | None = None,
+    attention_levels: list[int] | None = None,
 ) -> dict:
     """Write a tiny base-model folder whose VAE is trained on the synthetic images in ``data``; returns stats.
 
-    ``unet_channels`` / ``vae_channels`` change the widths (defaults: UNet 16-16-32-32, VAE 8-16-32)."""
+    ``unet_channels`` / ``vae_channels`` change the widths (defaults: UNet 16-16-32-32, VAE 8-16-32);
+    ``attention_levels`` the UNet levels with self-attention (default 1, 2, 3)."""
     if steps < 1:
         raise LeffaError(f"steps {steps}: need at least one autoencoder step", option="steps")
-    unet_settings, vae_settings = unet_config(unet_channels), vae_config(vae_channels)
+    unet_settings, vae_settings = unet_config(unet_channels, attention_levels), vae_config(vae_channels)
     images = collect_images(data, size)
     vae, stats = train_autoencoder(images, steps, seed=seed, progress=progress, config=vae_settings)
     out = Path(out)

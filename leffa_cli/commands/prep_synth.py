@@ -63,6 +63,9 @@ def synth_base(
     vae_channels: str = typer.Option(
         "8,16,32", "--vae-channels", help="Autoencoder widths per level (latents at 1/2^(levels-1) of the image)."
     ),
+    unet_attention: str = typer.Option(
+        "1,2,3", "--unet-attention", help="UNet levels with self-attention (1 = full latent resolution)."
+    ),
 ) -> None:
     """Write a tiny from-scratch base model: train its autoencoder on the synthetic images, random UNet weights."""
     from leffa.errors import LeffaError
@@ -80,6 +83,10 @@ def synth_base(
 
     height, width = parse_size(size, min_side=32)
     unet_widths, vae_widths = widths(unet_channels, "--unet-channels"), widths(vae_channels, "--vae-channels")
+    try:
+        levels = [int(part) for part in unet_attention.split(",")]
+    except ValueError:
+        raise LeffaError(f"--unet-attention {unet_attention!r}: expected comma-separated levels, e.g. 2,3") from None
     with Progress(transient=True) as progress:
         bar = progress.add_task("autoencoder", total=steps)
         stats = make_base_folder(
@@ -90,6 +97,7 @@ def synth_base(
             seed=seed,
             unet_channels=unet_widths,
             vae_channels=vae_widths,
+            attention_levels=levels,
             progress=lambda step, loss: progress.update(
                 bar, completed=step + 1, description=f"autoencoder loss {loss:.4f}"
             ),
