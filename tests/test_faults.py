@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from test_data import make_vitonhd
+from test_train import tiny_config as train_tiny_config
 
 from leffa.atomic import ensure_writable_destination
 from leffa.errors import LeffaError
@@ -82,27 +83,9 @@ def vitonhd(tmp_path_factory) -> Path:
 
 
 def tiny_config(data: Path, output: Path, **overrides):
-    """The same run as ``TRAIN_ARGS`` (so the library can resume what the CLI started)."""
-    from leffa.train.config import load_config
-
-    values = dict(
-        task="vton",
-        stage=1,
-        data=data,
-        output=output,
-        base=str(TINY_BASE),
-        init="random",
-        size="64x48",
-        batch_size=2,
-        mixed_precision="no",
-        gradient_checkpointing=False,
-        num_workers=0,
-        validate_every=0,
-        checkpoint_every=1,
-        save_dtype="fp32",
-    )
-    values.update(overrides)
-    return load_config(**values)
+    """The same run as ``TRAIN_ARGS`` (so the library can resume what the CLI started): test_train's tiny run at
+    stage 1 with a checkpoint every step."""
+    return train_tiny_config(data, output, **{"stage": 1, "checkpoint_every": 1, **overrides})
 
 
 class Victim:
