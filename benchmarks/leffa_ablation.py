@@ -14,7 +14,10 @@ the ``leffa.data`` VITON-HD loader. Then, on a held-out synthetic split (a seed 
   CLI's defaults) against the targets inside the agnostic mask;
 - a figure per arm: ``leffa viz-flow --gt-flow`` on the first held-out sample.
 
-Arms run as parallel processes (one thread each). The numbers in docs/benchmarks.md come from
+Arms run as parallel processes (one thread each). ``--trained NAME=MODEL ...`` skips the training and evaluates
+models trained elsewhere instead: the recipe's stage 3 (``leffa train --leffa-loss``) beside its twin run with
+``--no-leffa-loss`` (same init, seed and settings, so the trainer draws identical batches, noise, timesteps and
+dropout in both: the Leffa loss draws no random numbers). The numbers in docs/benchmarks.md come from
 
     OMP_NUM_THREADS=1 python benchmarks/leffa_ablation.py --init runs/synth-tiny/stage1/model.safetensors \\
         --data runs/synth-tiny/data --heldout runs/heldout --out runs/ablation --steps 100 \\
@@ -200,7 +203,16 @@ def constant_flow_epe(heldout: Path, n_test: int, size: tuple[int, int]) -> floa
     return float(np.mean(errors))
 
 
-FIGURE_LAYERS = "down2.a0.b0,mid.a0.b0,up1.a0.b0,up2.a0.b0,up3.a0.b0"  # one per resolution and direction
+def figure_layers(model: str) -> str:
+    """The first attention layer of every block (one per resolution and direction), e.g. ``down1.a0.b0,...``."""
+    from leffa.checkpoint import load_model
+    from leffa.probe import short_layer_name
+
+    firsts: dict[str, str] = {}
+    for name in load_model(model).layer_names:
+        short = short_layer_name(name)
+        firsts.setdefault(short.split(".")[0], short)
+    return ",".join(firsts.values())
 
 
 def figure(model: str, heldout: Path, out: Path, temperature: float, timestep: int) -> None:
@@ -228,7 +240,7 @@ def figure(model: str, heldout: Path, out: Path, temperature: float, timestep: i
             "--temperature",
             str(temperature),
             "--layers",
-            FIGURE_LAYERS,
+            figure_layers(model),
             "--device",
             "cpu",
             "-o",
@@ -271,6 +283,9 @@ def main() -> None:
     parser.add_argument("--figures", type=Path, help="write the viz-flow figure of each arm into this folder")
     parser.add_argument("--processes", type=int, default=0, help="parallel arms (default: all at once)")
     parser.add_argument(
+        "--trained", nargs="+", metavar="NAME=MODEL", help="evaluate these trained models instead of training arms"
+    )
+    parser.add_argument(
         "--gradient-share",
         type=float,
         nargs="+",
@@ -299,10 +314,18 @@ def main() -> None:
     arms = [dict(common, weight=w, tau=t) for w, t in map(parse_arm, args.arms)]
     processes = args.processes or len(arms) + 1
     models = {"start (the --init checkpoint)": args.init}
-    with multiprocessing.get_context("spawn").Pool(min(processes, len(arms))) as pool:
-        for done in pool.imap_unordered(train_arm, arms):
-            models[done["arm"]] = done["model"]
-            print(f"{done['arm']}: {args.steps} steps in {done['seconds']:.0f} s", flush=True)
+    if args.trained:
+        for item in args.trained:
+            name, _, path = item.partition("=")
+            if not path or not Path(path).is_file():
+                parser.error(f"--trained {item!r}: expected NAME=MODEL with an existing model file")
+            models[name] = path
+        processes = args.processes or len(models)
+    else:
+        with multiprocessing.get_context("spawn").Pool(min(processes, len(arms))) as pool:
+            for done in pool.imap_unordered(train_arm, arms):
+                models[done["arm"]] = done["model"]
+                print(f"{done['arm']}: {args.steps} steps in {done['seconds']:.0f} s", flush=True)
     evaluations = [
         {
             "arm": arm,

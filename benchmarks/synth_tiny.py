@@ -110,6 +110,30 @@ def run_eval(model: str, data: Path, out: Path, paired: bool, limit: int | None,
     return json.loads((folder / "eval.json").read_text())
 
 
+def figure(data: Path, results: Path, out: Path, rows: int = 4, zoom: int = 3) -> None:
+    """A grid of unpaired results, one held-out sample per row: person | garment | result | ground truth."""
+    from PIL import Image
+
+    pairs = [line.split() for line in (data / "test_pairs_unpaired.txt").read_text().splitlines() if line.strip()]
+    tiles = []
+    for person, cloth in pairs[:rows]:
+        stem = f"{Path(person).stem}__{Path(cloth).stem}"
+        tiles.append(
+            [
+                Image.open(data / "test" / "image" / person).convert("RGB"),
+                Image.open(data / "test" / "cloth" / cloth).convert("RGB"),
+                Image.open(results / f"{stem}.png").convert("RGB"),
+                Image.open(data / "test" / "image-unpaired" / f"{stem}.png").convert("RGB"),
+            ]
+        )
+    width, height = tiles[0][0].size
+    grid = Image.new("RGB", (4 * width, len(tiles) * height), "white")
+    for row, images in enumerate(tiles):
+        for column, image in enumerate(images):
+            grid.paste(image.resize((width, height)), (column * width, row * height))
+    grid.resize((grid.width * zoom, grid.height * zoom), Image.NEAREST).save(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="synth-tiny")
@@ -120,6 +144,9 @@ def main() -> None:
     parser.add_argument("--pattern-scale", type=float, default=2.0, help="as the recipe's training data")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument(
+        "--figure", type=Path, help="also write a grid of unpaired results (person, garment, result, truth)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     ensure_data(args.data, args.n, args.size, args.pattern_scale)
@@ -152,6 +179,8 @@ def main() -> None:
     }
     for goal, met in goals.items():
         print(f"- {goal}: {'met' if met else 'NOT met'}")
+    if args.figure:
+        figure(args.data, args.out / "unpaired" / "pred", args.figure)
     summary = {"ceiling": ceiling, "results": {m: results[m]["metrics"] for m in results}, "goals": goals}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=True))
     sys.exit(0 if all(not math.isnan(r[2]["psnr_mask"]) for r in rows) else 1)

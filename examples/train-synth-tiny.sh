@@ -8,7 +8,7 @@ set -euo pipefail
 RUN=${1:-runs/synth-tiny}
 SIZE=64x48
 STAGE1_STEPS=${STAGE1_STEPS:-5000}
-STAGE3_STEPS=${STAGE3_STEPS:-3500}
+STAGE3_STEPS=${STAGE3_STEPS:-5000}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # 2 threads on a shared 2-core machine: 17x slower (measured)
 
 # 1. Data, drawn at the model's size; the test split has the unpaired ground truth.
