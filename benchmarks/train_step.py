@@ -7,6 +7,7 @@ applies), one after another, on random inputs through the trainer's own step (``
     python benchmarks/train_step.py --size 64x48 128x96 --unet-channels 32,32,64,64
     python benchmarks/train_step.py --unet-channels 16,16,32,32 32,32,64,64 --batch 4 8
     python benchmarks/train_step.py --vae-channels 16,32,64 32,64        # latents at 1/4 vs 1/2 of the image
+    python benchmarks/train_step.py --vae-channels 32,64 --unet-attention 1,2,3 2,3   # attention at 32x24 or not
 
 On a shared machine the load changes from minute to minute: compare configurations of one run only.
 """
@@ -22,7 +23,9 @@ import sys
 import time
 
 
-def measure(size: str, channels: str, batch: int, threads: int, steps: int, vae: str = "16,32,64") -> dict:
+def measure(
+    size: str, channels: str, batch: int, threads: int, steps: int, vae: str = "16,32,64", attention: str = "1,2,3"
+) -> dict:
     """One configuration, in this process: median seconds per optimizer step without and with the Leffa loss."""
     import torch
     from diffusers import DDPMScheduler
@@ -36,7 +39,7 @@ def measure(size: str, channels: str, batch: int, threads: int, steps: int, vae:
     height, width = (int(v) for v in size.split("x"))
     widths = [int(v) for v in channels.split(",")]
     config = LeffaConfig(
-        unet=base.unet_config(widths),
+        unet=base.unet_config(widths, [int(v) for v in attention.split(",")]),
         vae=base.vae_config([int(v) for v in vae.split(",")]),
         scheduler=base.SCHEDULER_CONFIG,
     )
@@ -57,6 +60,7 @@ def measure(size: str, channels: str, batch: int, threads: int, steps: int, vae:
         "size": size,
         "unet": channels,
         "vae": vae,
+        "attention": attention,
         "batch": batch,
         "threads": threads,
         "parameters_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
@@ -86,6 +90,9 @@ def main() -> None:
     parser.add_argument(
         "--vae-channels", nargs="+", default=["16,32,64"], help="VAE widths: 3 levels = latents at 1/4, 2 = 1/2"
     )
+    parser.add_argument(
+        "--unet-attention", nargs="+", default=["1,2,3"], help="UNet levels with self-attention (as prep synth-base)"
+    )
     parser.add_argument("--batch", type=int, nargs="+", default=[8])
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration (median)")
@@ -95,10 +102,20 @@ def main() -> None:
         print(json.dumps(measure(**json.loads(args.one))))
         return
     rows = []
-    grid = itertools.product(args.size, args.vae_channels, args.unet_channels, args.batch, args.threads)
-    for size, vae, channels, batch, threads in grid:
+    grid = itertools.product(
+        args.size, args.vae_channels, args.unet_attention, args.unet_channels, args.batch, args.threads
+    )
+    for size, vae, attention, channels, batch, threads in grid:
         one = json.dumps(
-            {"size": size, "vae": vae, "channels": channels, "batch": batch, "threads": threads, "steps": args.steps}
+            {
+                "size": size,
+                "vae": vae,
+                "attention": attention,
+                "channels": channels,
+                "batch": batch,
+                "threads": threads,
+                "steps": args.steps,
+            }
         )
         env_threads = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         import os
@@ -113,11 +130,14 @@ def main() -> None:
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
     first = rows[0]["diffusion"]
-    print("| size | VAE | UNet | batch | threads | parameters (M) | s/step | s/step with Leffa loss | vs first |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| size | VAE | attention levels | UNet | batch | threads | parameters (M) | s/step | s/step with Leffa loss "
+        "| vs first |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(
-            f"| {row['size']} | {row['vae']} | {row['unet']} | {row['batch']} | {row['threads']} | {row['parameters_M']} | "
+            f"| {row['size']} | {row['vae']} | {row['attention']} | {row['unet']} | {row['batch']} | {row['threads']} | {row['parameters_M']} | "
             f"{row['diffusion']:.2f} | {row['leffa']:.2f} | {row['diffusion'] / first:.2f}x |"
         )
 

@@ -102,7 +102,7 @@ def test_onnx_backend_needs_an_export_folder(files, tmp_path, capsys):
 
 def test_dynamic_export_by_name_serves_the_trained_size(files, tmp_path, capsys):
     """`leffa export --onnx DIR --model synth-tiny` (dynamic), then `tryon --backend onnx` with no --size works at the
-    model's trained 64x48, whose latents (8x6) do not divide by the UNet's downscale."""
+    model's trained 64x48 (size read from the export's manifest)."""
     code, _, err = run(["export", "--onnx", tmp_path / "st", "--model", "synth-tiny"], capsys)
     assert code == 0, err
     torch_out, onnx_out = tmp_path / "torch.png", tmp_path / "onnx.png"
