@@ -125,8 +125,7 @@ def unet_config(channels: list[int] | None = None, attention_levels: list[int] |
     if attention_levels is not None:
         if not attention_levels or any(level not in (1, 2, 3, 4) for level in attention_levels):
             raise LeffaError(
-                f"--unet-attention {','.join(map(str, attention_levels))}: give levels between 1 and 4, e.g. 2,3",
-                option="attention_levels",
+                f"--unet-attention {','.join(map(str, attention_levels))}: give levels between 1 and 4, e.g. 2,3"
             )
         levels = range(1, 5)
         config["down_block_types"] = [
