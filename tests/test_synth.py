@@ -213,6 +213,33 @@ def test_pattern_scale_coarsens_the_fabric_and_nothing_else():
         make_sample("vton", 0, "train", 3, 64, 48, 20.0)
 
 
+def test_shading_tells_the_patches_apart_and_keeps_the_flow_exact():
+    """--shading adds a colour ramp to the fabric: same person, fit and flow, the flow still rebuilds the worn garment,
+    and the garment's colour shifts with position."""
+    plain, shaded = (
+        make_sample("vton", 0, "train", 3, 64, 48, 2.0),
+        make_sample("vton", 0, "train", 3, 64, 48, 2.0, 0.6),
+    )
+    np.testing.assert_array_equal(plain.mask, shaded.mask)
+    np.testing.assert_array_equal(plain.flow, shaded.flow)
+    warped = gt_warp(shaded.reference, shaded.flow)
+    assert psnr(warped[shaded.region], shaded.target[shaded.region]) > 80
+    shift = shaded.reference - plain.reference  # (H, W, 3): the ramp, where the garment is
+    fabric = plain.reference.min(axis=2) < 0.9  # off the white canvas
+    columns = np.nonzero(fabric.any(axis=0))[0]
+    middle = (columns[0] + columns[-1]) // 2
+    left, right = fabric.copy(), fabric.copy()
+    left[:, middle:], right[:, :middle] = False, False
+    assert shift[..., 0][right].mean() - shift[..., 0][left].mean() > 0.1  # red rises left to right
+    rows = np.nonzero(fabric.any(axis=1))[0]
+    top, bottom = fabric.copy(), fabric.copy()
+    top[(rows[0] + rows[-1]) // 2 :], bottom[: (rows[0] + rows[-1]) // 2] = False, False
+    assert shift[..., 1][bottom].mean() - shift[..., 1][top].mean() > 0.1  # green rises top to bottom
+    np.testing.assert_array_equal(make_sample("vton", 0, "train", 3, 64, 48, 2.0, 0.0).reference, plain.reference)
+    with pytest.raises(LeffaError, match="shading 2"):
+        make_sample("vton", 0, "train", 3, 64, 48, 2.0, 2.0)
+
+
 def test_user_mistakes_are_one_line_errors(tmp_path):
     with pytest.raises(LeffaError, match="task 'dance'"):
         generate_dataset("dance", tmp_path, 1, SIZE)

@@ -93,6 +93,21 @@ def _pattern(height: int, width: int, rng: np.random.Generator, scale: float = 1
     return base * (1 - weight[..., None]) + second * weight[..., None]
 
 
+def shade(fabric: np.ndarray, strength: float) -> np.ndarray:
+    """Add a colour ramp across the fabric (H, W, 3) in [0, 1]: red rises left to right and green top to bottom by
+    ``strength`` each. It makes every patch of a two-colour pattern differ from the others, so a photometric match
+    (what the Leffa loss rewards) implies the geometric one; with two flat colours any same-coloured stripe matches
+    (docs/benchmarks.md, "Leffa ablation in miniature"). Draws no random numbers; 0 returns ``fabric`` unchanged."""
+    if strength == 0:
+        return fabric
+    height, width = fabric.shape[:2]
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    shaded = fabric.copy()
+    shaded[..., 0] += strength * (xs / width - 0.5)
+    shaded[..., 1] += strength * (ys / height - 0.5)
+    return np.clip(shaded, 0, 1)
+
+
 def _glyph_stamp(rng: np.random.Generator, scale: int) -> Image.Image:
     """A row or two of random capital letters and digits from PIL's built-in bitmap font, scaled up blockily."""
     font = (
@@ -126,16 +141,18 @@ def _draw_logo(draw: ImageDraw.ImageDraw, centre: tuple[float, float], radius: f
         draw.polygon([(x + r * np.cos(a), y + r * np.sin(a)) for a, r in zip(angles, radii)], fill=colour)
 
 
-def draw_garment(height: int, width: int, rng: np.random.Generator, pattern_scale: float = 1.0) -> Garment:
+def draw_garment(
+    height: int, width: int, rng: np.random.Generator, pattern_scale: float = 1.0, shading: float = 0.0
+) -> Garment:
     """Draw one flat garment (seeded by ``rng``) on a white ``height`` x ``width`` canvas; ``pattern_scale``
-    multiplies the fabric pattern's period (the same random draws otherwise)."""
+    multiplies the fabric pattern's period and ``shading`` adds ``shade`` (the same random draws either way)."""
     big_h, big_w = height * SUPERSAMPLE, width * SUPERSAMPLE
     sleeves = bool(rng.random() < 0.7)
     outline = _silhouette(big_h, big_w, sleeves, rng)
     mask = Image.new("L", (big_w, big_h), 0)
     ImageDraw.Draw(mask).polygon(outline, fill=255)
 
-    fabric = Image.fromarray((_pattern(big_h, big_w, rng, pattern_scale) * 255).astype(np.uint8))
+    fabric = Image.fromarray((shade(_pattern(big_h, big_w, rng, pattern_scale), shading) * 255).astype(np.uint8))
     draw = ImageDraw.Draw(fabric)
     ink = tuple(int(c) for c in (_random_colour(rng) * 255))
     chest_y = (COLLAR_Y + 0.2) * big_h

@@ -30,6 +30,11 @@ def synth(
         "--pattern-scale",
         help="Multiply the period of garment and trouser patterns (2 at 64x48, so a 1/4 autoencoder can carry them).",
     ),
+    shading: float = typer.Option(
+        0.0,
+        "--shading",
+        help="Add a colour ramp of this strength (0-1) across each garment, so its patches differ in colour.",
+    ),
 ) -> None:
     """Draw synthetic people wearing detailed garments, with all conditions and the ground-truth correspondence."""
     from leffa.images import parse_size
@@ -48,6 +53,7 @@ def synth(
             progress=lambda: progress.advance(bar),
             unpaired=unpaired,
             pattern_scale=pattern_scale,
+            shading=shading,
         )
     extra = " with unpaired ground truth" if unpaired else ""
     Console().print(f"wrote {len(names)} {task} samples{extra} ({height}x{width}, seed {seed}) to {out / split}")
