@@ -114,10 +114,12 @@ def figure(data: Path, results: Path, out: Path, rows: int = 4, zoom: int = 3) -
     """A grid of unpaired results, one held-out sample per row: person | garment | result | ground truth."""
     from PIL import Image
 
-    pairs = [line.split() for line in (data / "test_pairs_unpaired.txt").read_text().splitlines() if line.strip()]
+    from leffa.data import read_pairs_txt
+    from leffa.pipeline import output_stem
+
     tiles = []
-    for person, cloth in pairs[:rows]:
-        stem = f"{Path(person).stem}__{Path(cloth).stem}"
+    for person, cloth, *_ in read_pairs_txt(data / "test_pairs_unpaired.txt")[:rows]:
+        stem = output_stem(person, cloth)  # the name `leffa eval --run` gave the result
         tiles.append(
             [
                 Image.open(data / "test" / "image" / person).convert("RGB"),

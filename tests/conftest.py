@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, distribution
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,20 @@ TINY_SD15 = PARITY / "stable-diffusion-inpainting"
 TINY_SDXL = PARITY / "stable-diffusion-xl-1.0-inpainting-0.1"
 
 torch.set_num_threads(2)
+
+
+def pytest_configure(config):
+    """Without the package installed, every test module fails to import `leffa` and the CLI has no subcommands (they
+    are entry points): say so in one line instead of dozens of collection errors."""
+    try:
+        distribution("leffa")
+        installed = find_spec("leffa") is not None  # a stale editable install leaves metadata but no module
+    except PackageNotFoundError:
+        installed = False
+    if not installed:
+        pytest.exit(
+            'leffa is not installed in this Python: run `pip install -e ".[test]"` first (README)', returncode=4
+        )
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from test_data import make_vitonhd
+from test_train import TINY_ARGS, TINY_BASE
 from test_train import tiny_config as train_tiny_config
 
 from leffa.atomic import ensure_writable_destination
@@ -33,34 +34,11 @@ from leffa.locks import FolderLock
 from leffa.train import checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_BASE = ROOT / "tests" / "fixtures" / "upstream_parity" / "stable-diffusion-inpainting"
 SEED = int(os.environ.get("LEFFA_FAULT_SEED", random.SystemRandom().randrange(10**6)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 LEFFA = [sys.executable, "-m", "leffa_cli.app"]
-TRAIN_ARGS = [
-    "train",
-    "--task",
-    "vton",
-    "--stage",
-    "1",
-    "--base",
-    str(TINY_BASE),
-    "--init",
-    "random",
-    "--size",
-    "64x48",
-    "--batch-size",
-    "2",
-    "--mixed-precision",
-    "no",
-    "--no-gradient-checkpointing",
-    "--num-workers",
-    "0",
-    "--validate-every",
-    "0",
-    "--checkpoint-every",
-    "1",
-]
+# test_train's tiny run at stage 1 with a checkpoint every step, as ``tiny_config`` below.
+TRAIN_ARGS = ["train", "--task", "vton", "--stage", "1", *TINY_ARGS, "--checkpoint-every", "1"]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -78,21 +78,21 @@ def synth_base(
     from leffa.images import parse_size
     from leffa.synth.base import make_base_folder
 
-    def widths(text: str, option: str) -> list[int]:
+    def integers(text: str, option: str, example: str) -> list[int]:
         try:
-            values = [int(part) for part in text.split(",")]
+            return [int(part) for part in text.split(",")]
         except ValueError:
-            raise LeffaError(f"{option} {text!r}: expected comma-separated integers, e.g. 32,32,64,64") from None
+            raise LeffaError(f"{option} {text!r}: expected comma-separated integers, e.g. {example}") from None
+
+    def widths(text: str, option: str) -> list[int]:
+        values = integers(text, option, "32,32,64,64")
         if any(v < 8 or v % 8 for v in values) or len(values) < 2:
             raise LeffaError(f"{option} {text!r}: give at least two widths, each a multiple of 8")
         return values
 
     height, width = parse_size(size, min_side=32)
     unet_widths, vae_widths = widths(unet_channels, "--unet-channels"), widths(vae_channels, "--vae-channels")
-    try:
-        levels = [int(part) for part in unet_attention.split(",")]
-    except ValueError:
-        raise LeffaError(f"--unet-attention {unet_attention!r}: expected comma-separated levels, e.g. 2,3") from None
+    levels = integers(unet_attention, "--unet-attention", "2,3")
     with Progress(transient=True) as progress:
         bar = progress.add_task("autoencoder", total=steps)
         stats = make_base_folder(
