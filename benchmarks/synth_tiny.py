@@ -1,7 +1,8 @@
 """How well does the shipped ``synth-tiny`` model try on? Scored on a held-out synthetic test split.
 
-The split is drawn with a seed the model never trained on (``leffa prep synth --seed 1 --split test --unpaired --pattern-scale 2``;
-training used seed 0), at the model's own size, so nothing is resized. Three measurements, side by side:
+The split is drawn with a seed the model never trained on
+(``leffa prep synth --seed 1 --split test --unpaired --pattern-scale 2 --shading 0.6``; training used seed 0), at the
+model's own size, so nothing is resized. Three measurements, side by side:
 
 1. the autoencoder's own reconstruction of the ground truth (decode(encode(truth))): the ceiling any generated
    image can reach through this VAE, inside the mask;
@@ -31,7 +32,7 @@ import torch
 METRICS = "ssim,psnr,psnr_mask,psnr_outside,delta_e"
 
 
-def ensure_data(data: Path, n: int, size: str, pattern_scale: float) -> None:
+def ensure_data(data: Path, n: int, size: str, pattern_scale: float, shading: float) -> None:
     if not (data / "test_pairs_unpaired.txt").is_file():
         subprocess.run(
             [
@@ -53,6 +54,8 @@ def ensure_data(data: Path, n: int, size: str, pattern_scale: float) -> None:
                 "--unpaired",
                 "--pattern-scale",
                 str(pattern_scale),
+                "--shading",
+                str(shading),
             ],
             check=True,
         )
@@ -144,6 +147,7 @@ def main() -> None:
     parser.add_argument("--size", default="64x48", help="size drawn when --data does not exist yet (the model's)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-synth-tiny"))
     parser.add_argument("--pattern-scale", type=float, default=2.0, help="as the recipe's training data")
+    parser.add_argument("--shading", type=float, default=0.6, help="as the recipe's training data")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument(
@@ -151,7 +155,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    ensure_data(args.data, args.n, args.size, args.pattern_scale)
+    ensure_data(args.data, args.n, args.size, args.pattern_scale, args.shading)
     ceiling = autoencoder_ceiling(args.model, args.data, args.limit)
     results = {
         mode: run_eval(args.model, args.data, args.out, mode == "paired", args.limit, args.steps)

@@ -9,12 +9,13 @@ RUN=${1:-runs/synth-tiny}
 SIZE=64x48
 STAGE1_STEPS=${STAGE1_STEPS:-5000}
 STAGE3_STEPS=${STAGE3_STEPS:-5000}
+SYNTH="--pattern-scale 2 --shading 0.6"   # garment stripes 2x wider; a colour ramp so patches differ
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # 2 threads on a shared 2-core machine: 17x slower (measured)
 
 # 1. Data, drawn at the model's size; the test split has the unpaired ground truth.
-[ -f "$RUN/data/train_pairs.txt" ] || leffa prep synth --task vton --n 2048 --size $SIZE -o "$RUN/data" --seed 0 --pattern-scale 2
+[ -f "$RUN/data/train_pairs.txt" ] || leffa prep synth --task vton --n 2048 --size $SIZE -o "$RUN/data" --seed 0 $SYNTH
 [ -f "$RUN/data/test_pairs_unpaired.txt" ] || \
-  leffa prep synth --task vton --n 16 --size $SIZE -o "$RUN/data" --seed 0 --split test --unpaired --pattern-scale 2
+  leffa prep synth --task vton --n 16 --size $SIZE -o "$RUN/data" --seed 0 --split test --unpaired $SYNTH
 
 # 2. Base folder: the autoencoder trained on these images (two levels: latents at 1/2, 32x24x4; about 10 minutes),
 #    random UNet weights with self-attention at levels 2 and 3 (16x12 and 8x6) and the middle block (4x3).

@@ -21,6 +21,7 @@ from leffa.synth.dataset import (
     unpaired_sample,
     vton_sample,
 )
+from leffa.synth.garment import Fabric
 
 SIZE = (256, 192)
 
@@ -197,7 +198,7 @@ def test_unpaired_pairs_are_what_the_loader_reads(tmp_path):
 
 def test_pattern_scale_coarsens_the_fabric_and_nothing_else():
     """--pattern-scale draws the same person, fit and garment outline with a longer pattern period."""
-    plain, coarse = make_sample("vton", 0, "train", 3, 64, 48), make_sample("vton", 0, "train", 3, 64, 48, 2.0)
+    plain, coarse = make_sample("vton", 0, "train", 3, 64, 48), make_sample("vton", 0, "train", 3, 64, 48, Fabric(2.0))
     np.testing.assert_array_equal(plain.mask, coarse.mask)
     np.testing.assert_array_equal(plain.flow, coarse.flow)
     background = ~plain.mask
@@ -210,15 +211,15 @@ def test_pattern_scale_coarsens_the_fabric_and_nothing_else():
 
     assert roughness(coarse.target) < roughness(plain.target)
     with pytest.raises(LeffaError, match="pattern_scale 20"):
-        make_sample("vton", 0, "train", 3, 64, 48, 20.0)
+        Fabric(pattern_scale=20.0)
 
 
 def test_shading_tells_the_patches_apart_and_keeps_the_flow_exact():
     """--shading adds a colour ramp to the fabric: same person, fit and flow, the flow still rebuilds the worn garment,
     and the garment's colour shifts with position."""
     plain, shaded = (
-        make_sample("vton", 0, "train", 3, 64, 48, 2.0),
-        make_sample("vton", 0, "train", 3, 64, 48, 2.0, 0.6),
+        make_sample("vton", 0, "train", 3, 64, 48, Fabric(2.0)),
+        make_sample("vton", 0, "train", 3, 64, 48, Fabric(2.0, 0.6)),
     )
     np.testing.assert_array_equal(plain.mask, shaded.mask)
     np.testing.assert_array_equal(plain.flow, shaded.flow)
@@ -235,9 +236,11 @@ def test_shading_tells_the_patches_apart_and_keeps_the_flow_exact():
     top, bottom = fabric.copy(), fabric.copy()
     top[(rows[0] + rows[-1]) // 2 :], bottom[: (rows[0] + rows[-1]) // 2] = False, False
     assert shift[..., 1][bottom].mean() - shift[..., 1][top].mean() > 0.1  # green rises top to bottom
-    np.testing.assert_array_equal(make_sample("vton", 0, "train", 3, 64, 48, 2.0, 0.0).reference, plain.reference)
+    np.testing.assert_array_equal(
+        make_sample("vton", 0, "train", 3, 64, 48, Fabric(2.0, 0.0)).reference, plain.reference
+    )
     with pytest.raises(LeffaError, match="shading 2"):
-        make_sample("vton", 0, "train", 3, 64, 48, 2.0, 2.0)
+        Fabric(2.0, 2.0)
 
 
 def test_user_mistakes_are_one_line_errors(tmp_path):

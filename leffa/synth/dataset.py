@@ -41,7 +41,7 @@ from leffa.synth.body import (
     sample_bilinear,
     torso_to_garment,
 )
-from leffa.synth.garment import BODY_HALF_WIDTH, Garment, draw_garment
+from leffa.synth.garment import BODY_HALF_WIDTH, Fabric, Garment, draw_garment
 
 TASKS = ("vton", "pose")
 SPLITS = ("train", "test")
@@ -229,14 +229,12 @@ class Outfit:
     fit: dict
 
 
-def draw_outfit(
-    seed: int, split: str, index: int, height: int, width: int, pattern_scale: float = 1.0, shading: float = 0.0
-) -> Outfit:
+def draw_outfit(seed: int, split: str, index: int, height: int, width: int, fabric: Fabric = Fabric()) -> Outfit:
     """Sample ``index``'s person, garment and fit, always drawn in the same order from its generator."""
     rng = _generator(seed, split, index)
     look = random_appearance(rng)
-    look.pattern_scale = pattern_scale
-    garment = draw_garment(height, width, rng, pattern_scale, shading)
+    look.pattern_scale = fabric.pattern_scale
+    garment = draw_garment(height, width, rng, fabric)
     pose = random_pose(rng, sleeve_friendly=True)
     fit = {
         "width": rng.uniform(1.0, 1.15),
@@ -313,11 +311,9 @@ def dress(
     )
 
 
-def vton_sample(
-    seed: int, split: str, index: int, height: int, width: int, pattern_scale: float = 1.0, shading: float = 0.0
-) -> Sample:
+def vton_sample(seed: int, split: str, index: int, height: int, width: int, fabric: Fabric = Fabric()) -> Sample:
     """A flat garment and a person wearing it; the flow maps garment pixels of the person into the garment image."""
-    outfit = draw_outfit(seed, split, index, height, width, pattern_scale, shading)
+    outfit = draw_outfit(seed, split, index, height, width, fabric)
     return dress(outfit, outfit.garment, height, width, f"{index:06d}")
 
 
@@ -333,29 +329,24 @@ def unpaired_sample(
     partner: int,
     height: int,
     width: int,
-    pattern_scale: float = 1.0,
-    shading: float = 0.0,
+    fabric: Fabric = Fabric(),
 ) -> Sample:
     """Sample ``index``'s person (same body, pose, background, trousers and agnostic mask) wearing sample
     ``partner``'s garment under ``index``'s fit; named ``PERSON__CLOTH``. The ground truth of unpaired try-on."""
-    outfit = draw_outfit(seed, split, index, height, width, pattern_scale, shading)
+    outfit = draw_outfit(seed, split, index, height, width, fabric)
     own = dress(outfit, outfit.garment, height, width, f"{index:06d}")
-    garment = draw_outfit(seed, split, partner, height, width, pattern_scale, shading).garment
+    garment = draw_outfit(seed, split, partner, height, width, fabric).garment
     return dress(outfit, garment, height, width, f"{index:06d}__{partner:06d}", keep_mask=own.mask)
 
 
-def pose_sample(
-    seed: int, split: str, index: int, height: int, width: int, pattern_scale: float = 1.0, shading: float = 0.0
-) -> Sample:
+def pose_sample(seed: int, split: str, index: int, height: int, width: int, fabric: Fabric = Fabric()) -> Sample:
     """One person in two poses; the flow maps each visible person pixel of the target into the reference."""
     rng = _generator(seed, split, index)
     look = random_appearance(rng)
-    look.pattern_scale = pattern_scale
+    look.pattern_scale = fabric.pattern_scale
     # The torso wears the garment at about 1:1 pixel scale, so its detail survives being resampled twice.
     garment_width = round(look.sizes["shoulder"] * height * 1.08 / BODY_HALF_WIDTH)
-    garment = draw_garment(
-        max(32, round(garment_width * height / width)), max(32, garment_width), rng, pattern_scale, shading
-    )
+    garment = draw_garment(max(32, round(garment_width * height / width)), max(32, garment_width), rng, fabric)
     pose_ref, pose_tgt = random_pose(rng), random_pose(rng)
     parts_ref, joints_ref = build_parts(look, pose_ref, height, width)
     parts_tgt, joints_tgt = build_parts(look, pose_tgt, height, width)
@@ -541,18 +532,13 @@ def make_sample(
     index: int,
     height: int,
     width: int,
-    pattern_scale: float = 1.0,
-    shading: float = 0.0,
+    fabric: Fabric = Fabric(),
 ) -> Sample:
     if task not in TASKS:
         raise LeffaError(f"task {task!r}: choose one of {', '.join(TASKS)}", option="task")
     if split not in SPLITS:
         raise LeffaError(f"split {split!r}: choose one of {', '.join(SPLITS)}", option="split")
-    if not 0.25 <= pattern_scale <= 8:
-        raise LeffaError(f"pattern_scale {pattern_scale:g}: choose a value from 0.25 to 8", option="pattern_scale")
-    if not 0 <= shading <= 1:
-        raise LeffaError(f"shading {shading:g}: choose a value from 0 to 1", option="shading")
-    return (vton_sample if task == "vton" else pose_sample)(seed, split, index, height, width, pattern_scale, shading)
+    return (vton_sample if task == "vton" else pose_sample)(seed, split, index, height, width, fabric)
 
 
 def write_unpaired(sample: Sample, split_dir: Path) -> None:
@@ -574,16 +560,13 @@ def generate_dataset(
     split: str = "train",
     progress=None,
     unpaired: bool = False,
-    pattern_scale: float = 1.0,
-    shading: float = 0.0,
+    fabric: Fabric = Fabric(),
 ) -> list[str]:
     """Draw ``n`` samples into ``out/<split>/`` and write the pairs list; returns the target names written.
 
     ``unpaired`` (try-on only, n >= 2) also renders every person wearing the next sample's garment and writes
     ``<split>_pairs_unpaired.txt`` (``person.jpg cloth.jpg``) with that ground truth (``write_unpaired``).
-    ``pattern_scale`` multiplies the period of the garments' and trousers' patterns (coarser for small images:
-    a 1/4 autoencoder cannot carry stripes finer than its latent grid; see docs/synthetic.md). ``shading`` adds a
-    colour ramp across the fabric (``draw_garment``), so every patch of a garment differs from the others.
+    ``fabric`` sets the patterns' period and colour ramp (``Fabric``).
     ``progress``, when given, is called once per finished sample (for a CLI progress bar).
     """
     if n < 1:
@@ -606,16 +589,14 @@ def generate_dataset(
     rows: list[tuple[str, str]] = []  # (reference, target) file names
     unpaired_rows: list[str] = []
     for index in range(n):
-        sample = make_sample(task, seed, split, index, height, width, pattern_scale, shading)
+        sample = make_sample(task, seed, split, index, height, width, fabric)
         if task == "vton":
             write_vton(sample, split_dir)
             rows.append((f"{sample.name}.jpg", f"{sample.name}.jpg"))
             names.append(sample.name)
             if unpaired:
                 partner = unpaired_partner(index, n)
-                write_unpaired(
-                    unpaired_sample(seed, split, index, partner, height, width, pattern_scale, shading), split_dir
-                )
+                write_unpaired(unpaired_sample(seed, split, index, partner, height, width, fabric), split_dir)
                 unpaired_rows.append(f"{sample.name}.jpg {partner:06d}.jpg")
         else:
             write_pose(sample, split_dir)

@@ -13,12 +13,33 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from leffa.errors import LeffaError
+
 COLLAR_Y = 0.14
 HEM_Y = 0.86
 BODY_HALF_WIDTH = 0.27  # of the image width, at the chest
 SUPERSAMPLE = 2
 
 _GLYPHS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
+
+
+@dataclass(frozen=True)
+class Fabric:
+    """How the synthetic fabrics look. ``pattern_scale`` multiplies the period of the garments' and trousers'
+    patterns (coarser for small images: a 1/4 autoencoder cannot carry stripes finer than its latent grid; see
+    docs/synthetic.md); ``shading`` (0-1) adds a colour ramp across each garment (``shade``), so every patch of a
+    garment differs from the others. Neither draws random numbers, so a sample keeps its person, fit and flow."""
+
+    pattern_scale: float = 1.0
+    shading: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.25 <= self.pattern_scale <= 8:
+            raise LeffaError(
+                f"pattern_scale {self.pattern_scale:g}: choose a value from 0.25 to 8", option="pattern_scale"
+            )
+        if not 0 <= self.shading <= 1:
+            raise LeffaError(f"shading {self.shading:g}: choose a value from 0 to 1", option="shading")
 
 
 @dataclass
@@ -141,31 +162,31 @@ def _draw_logo(draw: ImageDraw.ImageDraw, centre: tuple[float, float], radius: f
         draw.polygon([(x + r * np.cos(a), y + r * np.sin(a)) for a, r in zip(angles, radii)], fill=colour)
 
 
-def draw_garment(
-    height: int, width: int, rng: np.random.Generator, pattern_scale: float = 1.0, shading: float = 0.0
-) -> Garment:
-    """Draw one flat garment (seeded by ``rng``) on a white ``height`` x ``width`` canvas; ``pattern_scale``
-    multiplies the fabric pattern's period and ``shading`` adds ``shade`` (the same random draws either way)."""
+def draw_garment(height: int, width: int, rng: np.random.Generator, fabric: Fabric = Fabric()) -> Garment:
+    """Draw one flat garment (seeded by ``rng``) on a white ``height`` x ``width`` canvas in the ``fabric`` look
+    (the same random draws whatever the look)."""
     big_h, big_w = height * SUPERSAMPLE, width * SUPERSAMPLE
     sleeves = bool(rng.random() < 0.7)
     outline = _silhouette(big_h, big_w, sleeves, rng)
     mask = Image.new("L", (big_w, big_h), 0)
     ImageDraw.Draw(mask).polygon(outline, fill=255)
 
-    fabric = Image.fromarray((shade(_pattern(big_h, big_w, rng, pattern_scale), shading) * 255).astype(np.uint8))
-    draw = ImageDraw.Draw(fabric)
+    cloth = Image.fromarray(
+        (shade(_pattern(big_h, big_w, rng, fabric.pattern_scale), fabric.shading) * 255).astype(np.uint8)
+    )
+    draw = ImageDraw.Draw(cloth)
     ink = tuple(int(c) for c in (_random_colour(rng) * 255))
     chest_y = (COLLAR_Y + 0.2) * big_h
     stamp = _glyph_stamp(rng, scale=max(2, round(big_h / 128)))
     if stamp.width < 0.4 * big_w:
         box = Image.new("RGB", (stamp.width + 8, stamp.height + 8), tuple(int(255 - c * 0.3) for c in ink))
         box.paste(ink, (4, 4), stamp)
-        fabric.paste(box, (int(big_w / 2 - box.width / 2), int(chest_y)))
+        cloth.paste(box, (int(big_w / 2 - box.width / 2), int(chest_y)))
     logo_x = big_w / 2 + rng.choice([-1, 1]) * BODY_HALF_WIDTH * big_w * 0.5
     _draw_logo(draw, (logo_x, chest_y - 0.05 * big_h), 0.035 * big_h, tuple(int(255 - c) for c in ink), rng)
 
     small_alpha = np.asarray(mask.resize((width, height), Image.Resampling.BOX), dtype=np.float32) / 255
-    small_fabric = np.asarray(fabric.resize((width, height), Image.Resampling.BOX), dtype=np.float32) / 255
+    small_fabric = np.asarray(cloth.resize((width, height), Image.Resampling.BOX), dtype=np.float32) / 255
     image = small_fabric * small_alpha[..., None] + (1 - small_alpha[..., None])
     return Garment(
         image=image.astype(np.float32),

@@ -39,6 +39,7 @@ def synth(
     """Draw synthetic people wearing detailed garments, with all conditions and the ground-truth correspondence."""
     from leffa.images import parse_size
     from leffa.synth.dataset import generate_dataset
+    from leffa.synth.garment import Fabric
 
     height, width = parse_size(size, min_side=32)
     with Progress(transient=True) as progress:
@@ -52,8 +53,7 @@ def synth(
             split=split,
             progress=lambda: progress.advance(bar),
             unpaired=unpaired,
-            pattern_scale=pattern_scale,
-            shading=shading,
+            fabric=Fabric(pattern_scale, shading),
         )
     extra = " with unpaired ground truth" if unpaired else ""
     Console().print(f"wrote {len(names)} {task} samples{extra} ({height}x{width}, seed {seed}) to {out / split}")
