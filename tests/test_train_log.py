@@ -54,3 +54,29 @@ def test_train_without_a_terminal_logs_every_n_steps(vitonhd, tmp_path):  # noqa
     lines = [line for line in result.output.splitlines() if " step " in f" {line}"]
     assert [re.search(r"step (\d+)/3", line).group(1) for line in lines] == ["2", "3"]  # every 2 steps and the last
     assert all("diffusion" in line and "steps/s" in line and "ETA" in line for line in lines)
+
+
+def test_train_curves_reads_the_log_lines(tmp_path):
+    """benchmarks/train_curves.py (docs/synthetic.md's curve tables) parses exactly what ``log_line`` writes."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "train_curves", Path(__file__).parents[1] / "benchmarks" / "train_curves.py"
+    )
+    curves = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curves)
+    lines = []
+    for step in (25, 50, 75, 100, 125):
+        report = SimpleNamespace(
+            step=step, max_steps=125, loss=step / 100, diffusion=step / 1000, leffa=0.5, steps_per_second=2.0, lr=1e-3
+        )
+        lines.append(log_line(report, leffa=True))
+    log = tmp_path / "run.log"
+    log.write_text("leffa: note: no checkpoint\n" + "\n".join(lines) + "\n" + lines[0] + "\n")  # a resumed repeat
+    rows = curves.read_log(log)
+    assert [step for step, _ in rows] == [25, 50, 75, 100, 125]
+    (first, last, means), (first2, last2, means2) = curves.windows(rows, 100)
+    assert (first, last, first2, last2) == (1, 100, 101, 125)
+    assert abs(means["diffusion"] - 0.0625) < 1e-9 and means["leffa"] == 0.5 and means["steps_per_s"] == 2.0
+    assert abs(means2["diffusion"] - 0.125) < 1e-9
