@@ -21,11 +21,11 @@ def atomic_path(path: str | Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
-    mode = 0o666 & ~_umask()
-    os.chmod(temp, mode)  # mkstemp makes the file private; the result should follow the user's umask
     try:
         yield Path(temp)
-        os.chmod(temp, mode)  # again: a writer may recreate the file (safetensors' save_file leaves it 0600)
+        # mkstemp makes the file private, and a writer may recreate it private (safetensors' save_file does): the
+        # published file follows the user's umask.
+        os.chmod(temp, 0o666 & ~_umask())
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
