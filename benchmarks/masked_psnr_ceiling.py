@@ -17,8 +17,9 @@ Scores images that are *nearly* right on a held-out synthetic split, with the sa
     reference's token colours, upsampled. A map can have the right mean coordinate while its mass is spread (or
     partly on the white background), so this is the copy the attention really makes;
   - the maps' spread: RMS distance (pixels) of each head's mass from its own mean, on garment tokens;
-- with ``--pred``: a model's own images (``leffa eval --run``'s ``pred`` folder), and the same images with the garment
-  pixels taken from the truth (the error left outside the garment).
+- with ``--pred``: a model's own images (``leffa eval --run``'s ``pred`` folder), the same images with the garment
+  pixels taken from the truth (the error left outside the garment), each part of the mask scored alone, and the
+  share of the squared error that is on the garment.
 
 The garment is the pixels with a ground-truth correspondence (``gt-flow``). ``--draw 1 2 4`` also draws held-out
 splits at those pattern scales (``leffa prep synth --seed 1``, ``--shading`` as given) and scores the oracles there.
@@ -154,6 +155,14 @@ def split_scores(
             image = unit_tensor(read_rgb(pred / f"{name}.png"), tuple(truth.shape[-2:]))[None]
             add("the model's image", image, truth, mask)
             add("the model's image, garment pixels from the truth", with_garment(image, garment, truth), truth, mask)
+            inside = mask > 0.5
+            add("the model's image: the garment's pixels alone", image, truth, (inside & garment).float())
+            add("the model's image: the rest of the mask alone", image, truth, (inside & ~garment).float())
+            error = (image - truth).square().sum(dim=1, keepdim=True)
+            share = float(error[inside & garment].sum() / error[inside].sum())
+            scores.setdefault("share of the model's squared error (in the mask) on the garment; not dB", []).append(
+                share
+            )
     means = {label: float(np.mean(values)) for label, values in scores.items()}
     for kind, title in (("flow copy", "along its flow"), ("attention copy", "through its attention map")):
         layers = {label: value for label, value in means.items() if label.startswith(kind)}
