@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,9 @@ from leffa.flow import attention_map, coordinate_grid, token_grid, upsample_flow
 from leffa.images import read_rgb, unit_tensor
 from leffa.metrics.flow import FlowDataset
 from leffa.metrics.masked import masked_psnr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts, imported as modules
+from synth_tiny import ensure_data  # noqa: E402  (draws a held-out split as the recipe draws its data)
 
 
 def shifted(image: torch.Tensor, pixels: int) -> torch.Tensor:
@@ -71,10 +74,11 @@ def displaced(flow: torch.Tensor, pixels: float) -> torch.Tensor:
     return flow + torch.tensor([2 * pixels / flow.shape[2], 0.0])
 
 
-def oracle_images(truth: torch.Tensor, reference: torch.Tensor, flow: torch.Tensor) -> dict[str, torch.Tensor]:
+def oracle_images(
+    truth: torch.Tensor, reference: torch.Tensor, flow: torch.Tensor, garment: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """The nearly-right images of one sample, images (1, 3, H, W) in [0, 1], ``flow`` (1, H, W, 2) with NaN off
-    the garment."""
-    garment = ~torch.isnan(flow[..., 0])[:, None]
+    the garment, ``garment`` (1, 1, H, W) bool where it is not."""
     clean = torch.nan_to_num(flow)
     mean_colour = (truth * garment).sum(dim=(2, 3), keepdim=True) / garment.sum().clamp(min=1)
     images = {
@@ -91,12 +95,14 @@ def oracle_images(truth: torch.Tensor, reference: torch.Tensor, flow: torch.Tens
 
 
 def attention_copy(
-    queries: torch.Tensor, keys: torch.Tensor, reference: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+    queries: torch.Tensor, keys: torch.Tensor, reference: torch.Tensor, garment: torch.Tensor
+) -> tuple[torch.Tensor, float]:
     """What one layer's real attention (tau 1, reference keys) fetches, head by head: the reference's token colours
-    averaged through each head's map, upsampled to the image, (heads, 3, H, W); and each head's RMS spread in image
-    pixels around its own mean coordinate, per query token, (heads, n)."""
+    averaged through each head's map, upsampled to the image, (heads, 3, H, W); and the heads' RMS spread in image
+    pixels around their own mean coordinates, averaged over the query tokens mostly on the ``garment``
+    ((1, 1, H, W) bool)."""
     height, width = token_grid(keys.shape[2], *reference.shape[-2:])
+    on_garment = F.adaptive_avg_pool2d(garment.float(), (height, width)).flatten() > 0.5
     colours = F.adaptive_avg_pool2d(reference, (height, width)).flatten(2).transpose(1, 2)  # (1, n, 3)
     pixels = coordinate_grid(height, width) * torch.tensor([reference.shape[-1] / 2, reference.shape[-2] / 2])
     copies, spreads = [], []
@@ -106,7 +112,7 @@ def attention_copy(
         copies.append(F.interpolate(tokens, size=tuple(reference.shape[-2:]), mode="bilinear", align_corners=False))
         centre = weights @ pixels
         spreads.append(((weights @ pixels.square()).sum(-1) - centre.square().sum(-1)).clamp(min=0).sqrt())
-    return torch.cat(copies), torch.stack(spreads)
+    return torch.cat(copies), float(torch.stack(spreads)[:, on_garment].mean())
 
 
 def split_scores(
@@ -131,7 +137,7 @@ def split_scores(
         truth, reference = sample.target / 2 + 0.5, sample.reference / 2 + 0.5
         mask, flow = sample.mask, sample.gt_flow
         garment = ~torch.isnan(flow[..., 0])[:, None]
-        for label, image in oracle_images(truth, reference, flow).items():
+        for label, image in oracle_images(truth, reference, flow, garment).items():
             add(label, image, truth, mask)
         if model is not None:
             size = tuple(truth.shape[-2:])
@@ -143,14 +149,12 @@ def split_scores(
                 short = short_layer_name(layer)
                 copied = warp(reference, upsample_flow(flows[layer].float(), size))
                 add(f"flow copy: {short}", with_garment(truth, garment, copied), truth, mask)
-                through, spread = attention_copy(queries, keys, reference)
+                through, spread = attention_copy(queries, keys, reference, garment)
                 heads = [
                     float(masked_psnr(with_garment(truth, garment, copy[None]), truth, mask)[0]) for copy in through
                 ]
                 scores.setdefault(f"attention copy: {short}", []).append(max(heads))
-                height, width = token_grid(keys.shape[2], *size)
-                on_garment = F.adaptive_avg_pool2d(garment.float(), (height, width)).flatten() > 0.5
-                spreads.setdefault(short, []).append(float(spread[:, on_garment].mean()))
+                spreads.setdefault(short, []).append(spread)
         if pred is not None:
             image = unit_tensor(read_rgb(pred / f"{name}.png"), tuple(truth.shape[-2:]))[None]
             add("the model's image", image, truth, mask)
@@ -180,12 +184,7 @@ def split_scores(
 
 def draw(out: Path, pattern_scale: float, shading: float, n: int, size: str) -> Path:
     folder = out / f"pattern-scale-{pattern_scale:g}"
-    if not (folder / "test_pairs.txt").is_file():
-        subprocess.run(
-            ["leffa", "prep", "synth", "--task", "vton", "--n", str(n), "--size", size, "-o", str(folder), "--seed",
-             "1", "--split", "test", "--pattern-scale", str(pattern_scale), "--shading", str(shading)],
-            check=True,
-        )  # fmt: skip
+    ensure_data(folder, n, size, pattern_scale, shading)
     return folder
 
 
