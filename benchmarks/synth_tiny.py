@@ -2,7 +2,7 @@
 
 The split is drawn with a seed the model never trained on
 (``leffa prep synth --seed 1 --split test --unpaired --pattern-scale 2 --shading 0.6``; training used seed 0), at the
-model's own size, so nothing is resized. Three measurements, side by side:
+model's own size, so nothing is resized (``--seed 2`` draws a second one, for a model chosen on the first). Three measurements, side by side:
 
 1. the autoencoder's own reconstruction of the ground truth (decode(encode(truth))): the ceiling any generated
    image can reach through this VAE, inside the mask;
@@ -32,7 +32,7 @@ import torch
 METRICS = "ssim,psnr,psnr_mask,psnr_outside,delta_e"
 
 
-def ensure_data(data: Path, n: int, size: str, pattern_scale: float, shading: float) -> None:
+def ensure_data(data: Path, n: int, size: str, pattern_scale: float, shading: float, seed: int = 1) -> None:
     if not (data / "test_pairs_unpaired.txt").is_file():
         subprocess.run(
             [
@@ -48,7 +48,7 @@ def ensure_data(data: Path, n: int, size: str, pattern_scale: float, shading: fl
                 "-o",
                 str(data),
                 "--seed",
-                "1",
+                str(seed),
                 "--split",
                 "test",
                 "--unpaired",
@@ -151,11 +151,14 @@ def main() -> None:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument(
+        "--seed", type=int, default=1, help="seed of the split drawn when --data does not exist yet (training used 0)"
+    )
+    parser.add_argument(
         "--figure", type=Path, help="also write a grid of unpaired results (person, garment, result, truth)"
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    ensure_data(args.data, args.n, args.size, args.pattern_scale, args.shading)
+    ensure_data(args.data, args.n, args.size, args.pattern_scale, args.shading, args.seed)
     ceiling = autoencoder_ceiling(args.model, args.data, args.limit)
     results = {
         mode: run_eval(args.model, args.data, args.out, mode == "paired", args.limit, args.steps)
