@@ -8,6 +8,7 @@ applies), one after another, on random inputs through the trainer's own step (``
     python benchmarks/train_step.py --unet-channels 16,16,32,32 32,32,64,64 --batch 4 8
     python benchmarks/train_step.py --vae-channels 16,32,64 32,64        # latents at 1/4 vs 1/2 of the image
     python benchmarks/train_step.py --vae-channels 32,64 --unet-attention 1,2,3 2,3   # attention at 32x24 or not
+    python benchmarks/train_step.py --vae-channels 32,64 --unet-attention 1,2,3 --unet-heads 4,4,4,4 1,4,4,4
 
 On a shared machine the load changes from minute to minute: compare configurations of one run only.
 """
@@ -24,7 +25,14 @@ import time
 
 
 def measure(
-    size: str, channels: str, batch: int, threads: int, steps: int, vae: str = "16,32,64", attention: str = "1,2,3"
+    size: str,
+    channels: str,
+    batch: int,
+    threads: int,
+    steps: int,
+    vae: str = "16,32,64",
+    attention: str = "1,2,3",
+    heads: str = "4,4,4,4",
 ) -> dict:
     """One configuration, in this process: median seconds per optimizer step without and with the Leffa loss."""
     import torch
@@ -39,7 +47,7 @@ def measure(
     height, width = (int(v) for v in size.split("x"))
     widths = [int(v) for v in channels.split(",")]
     config = LeffaConfig(
-        unet=base.unet_config(widths, [int(v) for v in attention.split(",")]),
+        unet=base.unet_config(widths, [int(v) for v in attention.split(",")], [int(v) for v in heads.split(",")]),
         vae=base.vae_config([int(v) for v in vae.split(",")]),
         scheduler=base.SCHEDULER_CONFIG,
     )
@@ -61,6 +69,7 @@ def measure(
         "unet": channels,
         "vae": vae,
         "attention": attention,
+        "heads": heads,
         "batch": batch,
         "threads": threads,
         "parameters_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
@@ -93,6 +102,9 @@ def main() -> None:
     parser.add_argument(
         "--unet-attention", nargs="+", default=["1,2,3"], help="UNet levels with self-attention (as prep synth-base)"
     )
+    parser.add_argument(
+        "--unet-heads", nargs="+", default=["4,4,4,4"], help="attention heads per UNet level (as prep synth-base)"
+    )
     parser.add_argument("--batch", type=int, nargs="+", default=[8])
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration (median)")
@@ -103,14 +115,15 @@ def main() -> None:
         return
     rows = []
     grid = itertools.product(
-        args.size, args.vae_channels, args.unet_attention, args.unet_channels, args.batch, args.threads
+        args.size, args.vae_channels, args.unet_attention, args.unet_heads, args.unet_channels, args.batch, args.threads
     )
-    for size, vae, attention, channels, batch, threads in grid:
+    for size, vae, attention, heads, channels, batch, threads in grid:
         one = json.dumps(
             {
                 "size": size,
                 "vae": vae,
                 "attention": attention,
+                "heads": heads,
                 "channels": channels,
                 "batch": batch,
                 "threads": threads,
@@ -131,13 +144,13 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     first = rows[0]["diffusion"]
     print(
-        "| size | VAE | attention levels | UNet | batch | threads | parameters (M) | s/step | s/step with Leffa loss "
+        "| size | VAE | attention levels | heads | UNet | batch | threads | parameters (M) | s/step | s/step with Leffa loss "
         "| vs first |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(
-            f"| {row['size']} | {row['vae']} | {row['attention']} | {row['unet']} | {row['batch']} | {row['threads']} | {row['parameters_M']} | "
+            f"| {row['size']} | {row['vae']} | {row['attention']} | {row['heads']} | {row['unet']} | {row['batch']} | {row['threads']} | {row['parameters_M']} | "
             f"{row['diffusion']:.2f} | {row['leffa']:.2f} | {row['diffusion'] / first:.2f}x |"
         )
 

@@ -72,3 +72,55 @@ def test_attention_levels_choose_where_the_leffa_layers_are(tmp_path):
     assert all(not name.startswith(("down_blocks.0.", "up_blocks.3.")) for name in scales)
     with pytest.raises(LeffaError, match="--unet-attention 0,5"):
         unet_config(None, [0, 5])
+
+
+def test_grow_adds_attention_levels_without_changing_what_the_model_computes(tmp_path):
+    """`leffa train --grow`: a model trained with attention at levels 2, 3 loads into --base's architecture with
+    attention at level 1 too (--vae-from keeps the autoencoder, --unet-heads sets its heads); the new blocks start as
+    the identity, so the grown model predicts the same noise, and their queries and keys are trainable."""
+    from leffa.checkpoint import save_model
+    from leffa.errors import LeffaError
+    from leffa.synth.base import unet_config
+    from leffa.train.config import TrainConfig
+    from leffa.train.loop import initialise_model
+    from leffa.weights import resolve_model
+
+    data = tmp_path / "data"
+    generate_dataset("vton", data, 2, (32, 32), seed=0)
+    small, large = tmp_path / "small", tmp_path / "large"
+    make_base_folder(small, data, size=(32, 32), steps=2, unet_channels=[16, 16, 32, 32], attention_levels=[2, 3])
+    make_base_folder(
+        large, data, unet_channels=[16, 16, 32, 32], attention_levels=[1, 2, 3], heads=[1, 4, 4, 4], vae_from=small
+    )
+    assert (large / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == (
+        small / "vae" / "diffusion_pytorch_model.safetensors"
+    ).read_bytes()
+    trained = initialise_model(TrainConfig(base=str(small), init="base", size=(32, 32), mixed_precision="no"))
+    with torch.no_grad():  # a "trained" model: every weight moved off its initialisation
+        for parameter in trained.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.01)
+    save_model(trained, tmp_path / "trained.safetensors")
+    trained = resolve_model(str(tmp_path / "trained.safetensors")).model  # as saved
+
+    grown = initialise_model(
+        TrainConfig(base=str(large), init=str(tmp_path / "trained.safetensors"), grow=True, size=(32, 32))
+    )
+    assert len(grown.layer_downscale()) > len(trained.layer_downscale())
+    assert grown.generative_unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.heads == 1
+    latents = torch.randn(1, trained.generative_unet.config.in_channels, 16, 16)
+    reference = torch.randn(1, 4, 16, 16)
+    with torch.no_grad():
+        expected = trained.predict_noise(latents, 300, trained.reference_features(reference, 300))
+        actual = grown.predict_noise(latents, 300, grown.reference_features(reference, 300))
+    assert torch.allclose(actual, expected, atol=1e-5)
+    new_block = grown.generative_unet.down_blocks[0].attentions[0]
+    assert float(new_block.proj_out.weight.abs().sum()) == 0
+    assert float(new_block.transformer_blocks[0].attn1.to_q.weight.abs().sum()) > 0
+
+    with pytest.raises(LeffaError, match="--grow needs --init"):
+        initialise_model(TrainConfig(base=str(large), init="base", grow=True, size=(32, 32)))
+    with pytest.raises(LeffaError, match="cannot grow"):  # the other way round: the checkpoint has more than the base
+        save_model(grown, tmp_path / "grown.safetensors")
+        initialise_model(TrainConfig(base=str(small), init=str(tmp_path / "grown.safetensors"), grow=True))
+    with pytest.raises(LeffaError, match="--unet-heads 3,4,4,4"):
+        unet_config([16, 16, 32, 32], [1, 2, 3], [3, 4, 4, 4])

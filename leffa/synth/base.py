@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from leffa.atomic import atomic_path
 from leffa.errors import LeffaError
@@ -112,11 +112,16 @@ def vae_config(channels: list[int] | None = None) -> dict:
     return config
 
 
-def unet_config(channels: list[int] | None = None, attention_levels: list[int] | None = None) -> dict:
-    """The tiny UNet's config; ``channels`` (four widths, multiples of 8) replaces 16-16-32-32 and
+def unet_config(
+    channels: list[int] | None = None,
+    attention_levels: list[int] | None = None,
+    heads: list[int] | None = None,
+) -> dict:
+    """The tiny UNet's config; ``channels`` (four widths, multiples of 8) replaces 16-16-32-32,
     ``attention_levels`` (1-based, 1 = full latent resolution) the levels with self-attention (default 1, 2, 3, as
-    SD1.5). Attention at a 32x24 latent (a 64x48 image through a two-level VAE) is 4/5 of a training step's time
-    (benchmarks/train_step.py), so the recipe keeps levels 2 and 3 only."""
+    SD1.5) and ``heads`` (one count per level, dividing its width) the 4 attention heads everywhere. Attention at a
+    32x24 latent (a 64x48 image through a two-level VAE) with 4 heads is 4/5 of a training step's time; one head
+    there costs a quarter of that (benchmarks/train_step.py)."""
     config = dict(UNET_CONFIG)
     if channels:
         if len(channels) != 4 or any(c % 8 for c in channels):
@@ -134,6 +139,13 @@ def unet_config(channels: list[int] | None = None, attention_levels: list[int] |
         config["up_block_types"] = [
             "CrossAttnUpBlock2D" if level in attention_levels else "UpBlock2D" for level in reversed(levels)
         ]
+    if heads is not None:
+        widths = config["block_out_channels"]
+        if len(heads) != 4 or any(h < 1 or width % h for h, width in zip(heads, widths)):
+            raise LeffaError(
+                f"--unet-heads {','.join(map(str, heads))}: give four head counts, each dividing its level's width"
+            )
+        config["attention_head_dim"] = list(heads)  # diffusers reads this legacy name as the number of heads
     return config
 
 
@@ -215,18 +227,33 @@ def make_base_folder(
     unet_channels: list[int] | None = None,
     vae_channels: list[int] | None = None,
     attention_levels: list[int] | None = None,
+    heads: list[int] | None = None,
+    vae_from: str | Path | None = None,
 ) -> dict:
     """Write a tiny base-model folder whose VAE is trained on the synthetic images in ``data``; returns stats.
 
     ``unet_channels`` / ``vae_channels`` change the widths (defaults: UNet 16-16-32-32, VAE 8-16-32);
-    ``attention_levels`` the UNet levels with self-attention (default 1, 2, 3)."""
-    if steps < 1:
-        raise LeffaError(f"steps {steps}: need at least one autoencoder step", option="steps")
-    unet_settings, vae_settings = unet_config(unet_channels, attention_levels), vae_config(vae_channels)
-    images = collect_images(data, size)
-    vae, stats = train_autoencoder(images, steps, seed=seed, progress=progress, config=vae_settings)
+    ``attention_levels`` the UNet levels with self-attention (default 1, 2, 3), ``heads`` their heads (4 each).
+    ``vae_from`` (a base folder) reuses its trained VAE instead of training one: a new UNet shape on the same
+    latents, which ``leffa train --grow`` needs (``data`` and ``steps`` are then unused)."""
+    unet_settings = unet_config(unet_channels, attention_levels, heads)
     out = Path(out)
-    vae_settings = dict(vae_settings, sample_size=max(size), scaling_factor=stats["scaling_factor"])
+    if vae_from is not None:
+        source = Path(vae_from) / "vae"
+        if not (source / "config.json").is_file() or not (source / WEIGHTS).is_file():
+            raise LeffaError(f"{vae_from}: not a base folder with a trained VAE (vae/config.json, vae/{WEIGHTS})")
+        vae_settings = json.loads((source / "config.json").read_text())
+        vae = AutoencoderKL.from_config(_clean(vae_settings))
+        vae.load_state_dict(load_file(str(source / WEIGHTS)), strict=True)
+        stats: dict = {"images": 0}
+    else:
+        if steps < 1:
+            raise LeffaError(f"steps {steps}: need at least one autoencoder step", option="steps")
+        vae_settings = vae_config(vae_channels)
+        images = collect_images(data, size)
+        vae, stats = train_autoencoder(images, steps, seed=seed, progress=progress, config=vae_settings)
+        vae_settings = dict(vae_settings, sample_size=max(size), scaling_factor=stats["scaling_factor"])
+        stats = {**stats, "images": len(images)}
     torch.manual_seed(seed)
     unet = UNet2DConditionModel.from_config(_clean(unet_settings))
     _write_json(copy.deepcopy(unet_settings), out / "unet" / "config.json")
@@ -234,4 +261,4 @@ def make_base_folder(
     _write_json(copy.deepcopy(SCHEDULER_CONFIG), out / "scheduler" / "scheduler_config.json")
     _write_weights(unet, out / "unet" / WEIGHTS)
     _write_weights(vae, out / "vae" / WEIGHTS)
-    return {**stats, "images": len(images)}
+    return stats

@@ -80,6 +80,11 @@ class TrainConfig(BaseModel):
     init: str = Field(
         "base", description="'base' (base UNet weights), 'random' (base config only), or a checkpoint file."
     )
+    grow: bool = Field(
+        False,
+        description="Load --init's weights into --base's larger architecture (e.g. more attention levels); "
+        "the new attention blocks start as the identity.",
+    )
     offline: bool = Field(False, description="Use only the local hub cache for the base model.")
 
     # schedule

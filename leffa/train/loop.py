@@ -117,6 +117,14 @@ def initialise_model(config: TrainConfig) -> LeffaModel:
         if checkpoint.is_file() and read_config(checkpoint) is None:
             base = resolve_base(config.base_model, config.offline)
         model = resolve_model(init, task=config.task, offline=config.offline, base=base, option="--init").model
+        if config.grow:
+            folder = resolve_base(config.base_model, config.offline)
+            grown = LeffaModel(LeffaConfig.from_base_folder(folder, task=config.task))
+            grown.config.extra = dict(model.config.extra)
+            grow_from(grown, model, source_name=init)
+            model = grown
+    elif config.grow:
+        raise LeffaError("--grow needs --init CHECKPOINT (the model to grow into --base's architecture)")
     else:
         folder = resolve_base(config.base_model, config.offline, weights=init == "base")
         model = LeffaModel(LeffaConfig.from_base_folder(folder, task=config.task))
@@ -128,6 +136,33 @@ def initialise_model(config: TrainConfig) -> LeffaModel:
     model.config.task = config.task
     model.config.extra["image_size"] = list(config.size)
     return model
+
+
+def grow_from(model: LeffaModel, source: LeffaModel, source_name: str = "init") -> list[str]:
+    """Load ``source``'s weights into ``model``, a larger architecture of the same parts (e.g. self-attention at more
+    UNet levels), so that ``model`` computes exactly what ``source`` did; returns the names of the new parameters.
+
+    Every source weight must exist in ``model`` with its shape. The new attention blocks keep their random weights
+    but start with a zero output projection: a diffusers ``Transformer2DModel`` adds its output to its input, so each
+    is the identity until training opens it (as ControlNet's zero convolutions), and the Leffa loss trains its
+    queries and keys from the first step, as it reads the attention map, not the block's output.
+    """
+    target, weights = model.state_dict(), source.state_dict()
+    for key, value in weights.items():
+        if key not in target or target[key].shape != value.shape:
+            found = "missing" if key not in target else f"{tuple(target[key].shape)}"
+            raise LeffaError(
+                f"{source_name}: cannot grow into the base architecture: {key} {tuple(value.shape)} is {found} there"
+            )
+    new = [key for key in target if key not in weights]
+    model.load_state_dict(weights, strict=False)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if hasattr(module, "proj_out") and any(key.startswith(f"{name}.") for key in new):
+                module.proj_out.weight.zero_()
+                if module.proj_out.bias is not None:
+                    module.proj_out.bias.zero_()
+    return new
 
 
 def freeze_unreachable_reference_parameters(model: LeffaModel) -> list[str]:

@@ -72,6 +72,10 @@ def synth_base(
     unet_attention: str = typer.Option(
         "1,2,3", "--unet-attention", help="UNet levels with self-attention (1 = full latent resolution)."
     ),
+    unet_heads: str = typer.Option("4,4,4,4", "--unet-heads", help="Attention heads per UNet level (four counts)."),
+    vae_from: Path | None = typer.Option(
+        None, "--vae-from", help="Copy this base folder's trained autoencoder instead of training one."
+    ),
 ) -> None:
     """Write a tiny from-scratch base model: train its autoencoder on the synthetic images, random UNet weights."""
     from leffa.errors import LeffaError
@@ -93,8 +97,9 @@ def synth_base(
     height, width = parse_size(size, min_side=32)
     unet_widths, vae_widths = widths(unet_channels, "--unet-channels"), widths(vae_channels, "--vae-channels")
     levels = integers(unet_attention, "--unet-attention", "2,3")
+    heads = integers(unet_heads, "--unet-heads", "1,4,4,4")
     with Progress(transient=True) as progress:
-        bar = progress.add_task("autoencoder", total=steps)
+        bar = progress.add_task("autoencoder", total=0 if vae_from else steps)
         stats = make_base_folder(
             out,
             data,
@@ -104,10 +109,15 @@ def synth_base(
             unet_channels=unet_widths,
             vae_channels=vae_widths,
             attention_levels=levels,
+            heads=heads,
+            vae_from=vae_from,
             progress=lambda step, loss: progress.update(
                 bar, completed=step + 1, description=f"autoencoder loss {loss:.4f}"
             ),
         )
+    if vae_from:
+        Console().print(f"wrote {out}: autoencoder copied from {vae_from}, new UNet configuration and weights")
+        return
     Console().print(
         f"wrote {out}: autoencoder trained on {stats['images']} images, reconstruction PSNR {stats['psnr']:.2f} dB, "
         f"latent scaling factor {stats['scaling_factor']}"
