@@ -140,8 +140,8 @@ def unet_config(
             "CrossAttnUpBlock2D" if level in attention_levels else "UpBlock2D" for level in reversed(levels)
         ]
     if heads is not None:
-        widths = config["block_out_channels"]
-        if len(heads) != 4 or any(h < 1 or width % h for h, width in zip(heads, widths)):
+        widths: list[int] = list(config["block_out_channels"])  # type: ignore[call-overload]
+        if len(heads) != 4 or any(h < 1 or width % h for h, width in zip(heads, widths, strict=True)):
             raise LeffaError(
                 f"--unet-heads {','.join(map(str, heads))}: give four head counts, each dividing its level's width"
             )
