@@ -31,7 +31,8 @@ leffa train --config examples/synth-tiny.toml --stage 1 --data "$RUN/data" --bas
 #    from examples/synth-tiny.toml: the shipped model) and without it (the ablation's twin). Same seed and settings,
 #    so both draw identical batches, noise and timesteps. With the loss the held-out attention finds the
 #    correspondence (mean flow EPE 4.5 against 15.2 px) and masked PSNR is 1.4 dB higher (14.9/14.6 against
-#    13.5/13.2 dB; docs/benchmarks.md, "Leffa ablation: lambda and tau sweep at the recipe's length").
+#    13.5/13.2 dB); with --seed 1 the EPE gain replicates, the image gain does not (docs/benchmarks.md, "Leffa
+#    ablation: lambda and tau sweep at the recipe's length").
 for arm in final final-noleffa; do
   loss=--leffa-loss; [ $arm = final-noleffa ] && loss=--no-leffa-loss
   leffa train --config examples/synth-tiny.toml --stage 3 --data "$RUN/data" --base "$RUN/base" \
