@@ -43,8 +43,8 @@ wait
 
 # 5. Longer: each arm continues for 4,000 more steps (a fresh run from the last one's model: the learning rate
 #    warms up again and the EMA restarts), side by side; then the Leffa arm once more, alone. Training longer is
-#    what moved the images: masked PSNR 14.9 -> 18.3 dB at 8,000 steps after stage 1 (docs/benchmarks.md,
-#    "Longer continuations").
+#    what moved the images in the shipped run: masked PSNR 14.9 -> 18.3 -> 19.2 dB (the twin: 13.5 -> 14.0); a
+#    replicate with --seed 1 did not take off (docs/benchmarks.md, "Longer continuations").
 for arm in final final-noleffa; do
   loss=--leffa-loss; [ $arm = final-noleffa ] && loss=--no-leffa-loss
   leffa train --config examples/synth-tiny.toml --stage 3 --data "$RUN/data" --base "$RUN/base" \
