@@ -120,8 +120,8 @@ def unet_config(
     """The tiny UNet's config; ``channels`` (four widths, multiples of 8) replaces 16-16-32-32,
     ``attention_levels`` (1-based, 1 = full latent resolution) the levels with self-attention (default 1, 2, 3, as
     SD1.5) and ``heads`` (one count per level, dividing its width) the 4 attention heads everywhere. Attention at a
-    32x24 latent (a 64x48 image through a two-level VAE) with 4 heads is 4/5 of a training step's time; one head
-    there costs a quarter of that (benchmarks/train_step.py)."""
+    32x24 latent (a 64x48 image through a two-level VAE) with 4 heads is 3/5 to 4/5 of a training step's time; one
+    head there costs less than half of that (benchmarks/train_step.py, docs/synthetic.md)."""
     config = dict(UNET_CONFIG)
     if channels:
         if len(channels) != 4 or any(c % 8 for c in channels):
