@@ -81,7 +81,7 @@ def test_grow_adds_attention_levels_without_changing_what_the_model_computes(tmp
     from leffa.checkpoint import save_model
     from leffa.errors import LeffaError
     from leffa.synth.base import unet_config
-    from leffa.train.config import TrainConfig
+    from leffa.train.config import TrainConfig, resolve_config
     from leffa.train.loop import initialise_model
     from leffa.weights import resolve_model
 
@@ -117,8 +117,8 @@ def test_grow_adds_attention_levels_without_changing_what_the_model_computes(tmp
     assert float(new_block.proj_out.weight.abs().sum()) == 0
     assert float(new_block.transformer_blocks[0].attn1.to_q.weight.abs().sum()) > 0
 
-    with pytest.raises(LeffaError, match="--grow needs --init"):
-        initialise_model(TrainConfig(base=str(large), init="base", grow=True, size=(32, 32)))
+    with pytest.raises(LeffaError, match="grow needs init CHECKPOINT"):  # refused with the settings, before any work
+        resolve_config({"base": str(large), "init": "base", "grow": True})
     with pytest.raises(LeffaError, match="cannot grow"):  # the other way round: the checkpoint has more than the base
         save_model(grown, tmp_path / "grown.safetensors")
         initialise_model(TrainConfig(base=str(small), init=str(tmp_path / "grown.safetensors"), grow=True))

@@ -215,6 +215,8 @@ class TrainConfig(BaseModel):
         for name in ("keep_checkpoints", "validation_steps", "leffa_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.grow and self.init in ("base", "random"):
+            raise ValueError("grow needs init CHECKPOINT (the model to grow into the base's architecture)")
         if not 0 <= self.leffa_timestep_threshold <= 1000:
             raise ValueError("leffa_timestep_threshold must be in [0, 1000] (diffusion timesteps)")
         return self

@@ -123,8 +123,6 @@ def initialise_model(config: TrainConfig) -> LeffaModel:
             grown.config.extra = dict(model.config.extra)
             grow_from(grown, model, source_name=init)
             model = grown
-    elif config.grow:
-        raise LeffaError("--grow needs --init CHECKPOINT (the model to grow into --base's architecture)")
     else:
         folder = resolve_base(config.base_model, config.offline, weights=init == "base")
         model = LeffaModel(LeffaConfig.from_base_folder(folder, task=config.task))
