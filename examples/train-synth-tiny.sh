@@ -28,32 +28,26 @@ leffa train --config examples/synth-tiny.toml --stage 1 --data "$RUN/data" --bas
   --output "$RUN/stage1" --max-steps "$STAGE1_STEPS" --no-leffa-loss --resume latest
 
 # 4. Two equal continuations from stage 1, side by side (one thread each): with the Leffa loss (lambda 5, tau 1,
-#    from examples/synth-tiny.toml; the shipped model continues it) and without it (the ablation's twin). Same seed and settings,
-#    so both draw identical batches, noise and timesteps. With the loss the held-out attention finds the
+#    from examples/synth-tiny.toml; the shipped model continues it) and without it (the ablation's twin). Same
+#    seed and settings, so both draw identical batches, noise and timesteps. With the loss the held-out attention finds the
 #    correspondence (mean flow EPE 4.5 against 15.2 px) and masked PSNR is 1.4 dB higher (14.9/14.6 against
 #    13.5/13.2 dB); with --seed 1 the EPE gain replicates, the image gain does not (docs/benchmarks.md, "Leffa
 #    ablation: lambda and tau sweep at the recipe's length").
-for arm in final final-noleffa; do
-  loss=--leffa-loss; [ $arm = final-noleffa ] && loss=--no-leffa-loss
+continue_run() {   # continue_run INIT OUTPUT --leffa-loss|--no-leffa-loss: one stage-3 run of $STAGE3_STEPS steps
   leffa train --config examples/synth-tiny.toml --stage 3 --data "$RUN/data" --base "$RUN/base" \
-    --init "$RUN/stage1/model.safetensors" --output "$RUN/$arm" --max-steps "$STAGE3_STEPS" $loss \
-    --resume latest &
-done
+    --init "$1" --output "$2" --max-steps "$STAGE3_STEPS" "$3" --resume latest
+}
+continue_run "$RUN/stage1/model.safetensors" "$RUN/final" --leffa-loss &
+continue_run "$RUN/stage1/model.safetensors" "$RUN/final-noleffa" --no-leffa-loss &
 wait
 
 # 5. Longer: each arm continues for 4,000 more steps (a fresh run from the last one's model: the learning rate
 #    warms up again and the EMA restarts), side by side; then the Leffa arm once more, alone. Training longer is
 #    what moved the images in the shipped run: masked PSNR 14.9 -> 18.3 -> 19.2 dB (the twin: 13.5 -> 14.0); a
 #    replicate with --seed 1 did not take off (docs/benchmarks.md, "Longer continuations").
-for arm in final final-noleffa; do
-  loss=--leffa-loss; [ $arm = final-noleffa ] && loss=--no-leffa-loss
-  leffa train --config examples/synth-tiny.toml --stage 3 --data "$RUN/data" --base "$RUN/base" \
-    --init "$RUN/$arm/model.safetensors" --output "$RUN/$arm-8k" --max-steps "$STAGE3_STEPS" $loss \
-    --resume latest &
-done
+continue_run "$RUN/final/model.safetensors" "$RUN/final-8k" --leffa-loss &
+continue_run "$RUN/final-noleffa/model.safetensors" "$RUN/final-noleffa-8k" --no-leffa-loss &
 wait
-leffa train --config examples/synth-tiny.toml --stage 3 --data "$RUN/data" --base "$RUN/base" \
-  --init "$RUN/final-8k/model.safetensors" --output "$RUN/final-12k" --max-steps "$STAGE3_STEPS" --leffa-loss \
-  --resume latest
+continue_run "$RUN/final-8k/model.safetensors" "$RUN/final-12k" --leffa-loss
 
 echo "model: $RUN/final-12k/model.safetensors (cp it to leffa/assets/synth-tiny.safetensors to ship it)"
