@@ -119,8 +119,8 @@ def test_grow_adds_attention_levels_without_changing_what_the_model_computes(tmp
 
     with pytest.raises(LeffaError, match="grow needs init CHECKPOINT"):  # refused with the settings, before any work
         resolve_config({"base": str(large), "init": "base", "grow": True})
+    save_model(grown, tmp_path / "grown.safetensors")
     with pytest.raises(LeffaError, match="cannot grow"):  # the other way round: the checkpoint has more than the base
-        save_model(grown, tmp_path / "grown.safetensors")
         initialise_model(TrainConfig(base=str(small), init=str(tmp_path / "grown.safetensors"), grow=True))
     with pytest.raises(LeffaError, match="--unet-heads 3,4,4,4"):
         unet_config([16, 16, 32, 32], [1, 2, 3], [3, 4, 4, 4])
