@@ -165,3 +165,16 @@ def test_init_takes_any_model_spec_through_the_one_resolver(tmp_path):
         initialise_model(tiny_config(tmp_path / "data", tmp_path / "run", init="no-such-model"))
     with pytest.raises(LeffaError, match="init checkpoint not found"):
         initialise_model(tiny_config(tmp_path / "data", tmp_path / "run", init=str(tmp_path / "stage2.safetensors")))
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+def test_lr_scheduler_decays_to_zero_at_max_steps_or_stays_constant(vitonhd, tmp_path, schedule):
+    config = tiny_config(vitonhd, tmp_path / schedule, max_steps=4, lr=1e-3, warmup_steps=1, lr_scheduler=schedule)
+    rates = [entry["lr"] for entry in train(config).history]
+    assert len(rates) == 4
+    # the logged rate is the one each step used: diffusers' warm-up starts at 0, then the full rate at step 2
+    assert rates[0] == 0 and rates[1] == pytest.approx(1e-3)
+    if schedule == "constant":
+        assert rates[2:] == pytest.approx([1e-3] * 2)
+    else:  # then falling every step, towards 0 after the last
+        assert rates[1] > rates[2] > rates[3] > 0

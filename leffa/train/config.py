@@ -103,7 +103,11 @@ class TrainConfig(BaseModel):
     adam_beta2: float = Field(0.999, description="AdamW beta2.")
     weight_decay: float = Field(1e-2, description="AdamW weight decay.")
     grad_clip: float = Field(1.0, description="Gradient-norm clipping.")
-    warmup_steps: int = Field(0, description="Linear learning-rate warm-up steps (0: constant).")
+    warmup_steps: int = Field(0, description="Linear learning-rate warm-up steps (0: none).")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant",
+        description="Learning rate after the warm-up: constant, or decayed to 0 at max_steps (linear or cosine).",
+    )
     mixed_precision: Literal["no", "fp16", "bf16"] = Field("bf16", description="Mixed precision: no, fp16 or bf16.")
     gradient_checkpointing: bool = Field(True, description="Recompute activations in backward.")
     ema: bool = Field(False, description="Keep an EMA of the weights and save it.")

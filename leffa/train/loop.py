@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -451,8 +452,12 @@ class Trainer:
         optimizer = torch.optim.AdamW(
             trainable, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.weight_decay
         )
-        warmup = config.warmup_steps
-        lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup)))
+        lr_scheduler = get_scheduler(  # diffusers' schedules, as its training scripts' --lr_scheduler
+            "constant_with_warmup" if config.lr_scheduler == "constant" else config.lr_scheduler,
+            optimizer,
+            num_warmup_steps=config.warmup_steps,
+            num_training_steps=config.max_steps,
+        )
         forward = TrainingForward(model, layers)
         self.forward, self.optimizer, self.lr_scheduler = accelerator.prepare(forward, optimizer, lr_scheduler)
         self.trainable_names = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -683,6 +688,7 @@ class Trainer:
         started, last = time.perf_counter(), self.step
         while self.step < max_steps:
             totals = torch.zeros(3, device=accelerator.device)
+            rate = self.optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler then moves on)
             for _ in range(self.accumulation):
                 batch = next(batches)
                 with accelerator.accumulate(self.forward):
@@ -708,7 +714,7 @@ class Trainer:
                 "loss": totals[0].item(),
                 "diffusion": totals[1].item(),
                 "leffa": totals[2].item(),
-                "lr": self.lr_scheduler.get_last_lr()[0],
+                "lr": rate,
             }
             result.history.append(record)
             if self.step % config.log_every == 0 or self.step == max_steps:
