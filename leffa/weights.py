@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import torch
 
+from leffa.base_folder import BASE_FILES
 from leffa.checkpoint import DTYPES, convert_to_safetensors, load_model
 from leffa.errors import LeffaError
 from leffa.hub import UPSTREAM_REPO, MissingWeights, fetch, weights_folder
@@ -36,7 +37,6 @@ _Model = TypeVar("_Model", bound="LeffaModel | OnnxLeffaModel", covariant=True)
 
 SD15_BASE = "stable-diffusion-inpainting"
 SDXL_BASE = "stable-diffusion-xl-1.0-inpainting-0.1"
-BASE_FILES = ("unet/config.json", "vae/config.json", "scheduler/scheduler_config.json")
 UPSTREAM_SIZE = (1024, 768)
 SYNTH_TINY = "synth-tiny"
 

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from leffa.atomic import atomic_path
+from leffa.base_folder import WEIGHT_FILES, part_weights_file, read_part_weights
 from leffa.errors import LeffaError
 from leffa.images import read_rgb, rgb_tensor
 
@@ -71,7 +72,7 @@ SCHEDULER_CONFIG = {  # SD1.5-inpainting's
     "trained_betas": None,
     "prediction_type": "epsilon",
 }
-WEIGHTS = "diffusion_pytorch_model.safetensors"
+WEIGHTS = WEIGHT_FILES[0]  # written in full precision
 
 
 def _clean(config: dict) -> dict:
@@ -239,12 +240,12 @@ def make_base_folder(
     unet_settings = unet_config(unet_channels, attention_levels, heads)
     out = Path(out)
     if vae_from is not None:
-        source = Path(vae_from) / "vae"
-        if not (source / "config.json").is_file() or not (source / WEIGHTS).is_file():
+        source = Path(vae_from)
+        if not (source / "vae" / "config.json").is_file() or part_weights_file(source, "vae") is None:
             raise LeffaError(f"{vae_from}: not a base folder with a trained VAE (vae/config.json, vae/{WEIGHTS})")
-        vae_settings = json.loads((source / "config.json").read_text())
+        vae_settings = json.loads((source / "vae" / "config.json").read_text())
         vae = AutoencoderKL.from_config(_clean(vae_settings))
-        vae.load_state_dict(load_file(str(source / WEIGHTS)), strict=True)
+        vae.load_state_dict(read_part_weights(source, "vae"), strict=True)
         stats: dict = {"images": 0}
     else:
         if steps < 1:

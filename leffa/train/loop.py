@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from leffa.atomic import atomic_path, save_image
+from leffa.base_folder import BASE_FILES, WEIGHT_FILES, read_part_weights
 from leffa.checkpoint import read_config, save_model
 from leffa.data import Augmentation, ResumableSampler, collate, open_dataset
 from leffa.errors import LeffaError
@@ -36,9 +37,7 @@ from leffa.probe import capture_attention
 from leffa.shard import process_state  # its home; the train command imports it from here too
 from leffa.train import checkpoints
 from leffa.train.config import TrainConfig
-from leffa.weights import BASE_FILES, resolve_model
-
-WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
+from leffa.weights import resolve_model
 
 ValidationHook = Callable[[int, LeffaModel, dict, dict], None]
 """Called on the main process at each validation: ``(step, model, batch, captured {layer: (queries, keys)})``, the
@@ -64,16 +63,9 @@ def resolve_base(base: str, offline: bool = False, weights: bool = False) -> Pat
 
 
 def read_base_weights(folder: Path, part: str) -> dict[str, torch.Tensor]:
-    """``folder/part/diffusion_pytorch_model[.fp16].safetensors`` as a state dict."""
-    for name in WEIGHT_FILES:
-        path = folder / part / name
-        if path.is_file():
-            return load_file(str(path))
-    raise LeffaError(
-        f"{folder / part}: no {WEIGHT_FILES[0]}; give a base folder with weights, a checkpoint (init FILE) "
-        f"or init random",
-        option="init",
-    )
+    """``folder/part/diffusion_pytorch_model[.fp16].safetensors`` as a state dict (errors point at ``--init``)."""
+    hint = "give a base folder with weights, a checkpoint (init FILE) or init random"
+    return read_part_weights(folder, part, hint, option="init")
 
 
 def adapt_conv_in(weight: torch.Tensor, channels: int) -> torch.Tensor:
