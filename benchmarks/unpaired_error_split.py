@@ -15,39 +15,47 @@ import argparse
 import math
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+import torch
 
-
-def read(path: Path, mode: str = "RGB") -> np.ndarray:
-    return np.asarray(Image.open(path).convert(mode), dtype=np.float64) / 255.0
+from leffa.data import load_rgb, open_dataset
+from leffa.images import image_size
+from leffa.metrics.masked import masked_psnr
+from leffa.metrics.run import synthetic_truth
+from leffa.pipeline import output_stem
 
 
 def psnr(mse: float) -> float:
     return 10 * math.log10(1 / mse)
 
 
+@torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="held-out dataset folder (test split, --unpaired)")
     parser.add_argument("--pred", type=Path, required=True, help="folder of unpaired results PERSON__CLOTH.png")
     args = parser.parse_args()
-    split = args.data / "test"
+    predictions = sorted(args.pred.glob("*.png"))
+    size = image_size(predictions[0])  # the model's size, which the data was drawn at
+    dataset = open_dataset(args.data, "vitonhd", "test", size, mode="unpaired")
     squared = {"garment": 0.0, "rest": 0.0}
     pixels = {"garment": 0, "rest": 0}
     scores, with_rest_true = [], []
-    for path in sorted(args.pred.glob("*.png")):
-        person = path.stem.split("__")[0]
-        pred, truth = read(path), read(split / "image-unpaired" / path.name)
-        mask = read(split / "agnostic-mask" / f"{person}_mask.png", "L") > 0.5
-        garment = (read(split / "cloth-mask-unpaired" / path.name, "L") > 0.5) & mask
-        error = ((pred - truth) ** 2).sum(-1)  # H x W, summed over RGB
-        for name, region in (("garment", garment), ("rest", mask & ~garment)):
-            squared[name] += error[region].sum()
+    for index in range(len(dataset)):
+        pred_path = args.pred / f"{output_stem(*dataset.entries[index])}.png"
+        if not pred_path.is_file():
+            continue
+        truth, garment = synthetic_truth(dataset, index, size)  # (3, H, W) in [-1, 1], (1, H, W) in {0, 1}
+        mask = dataset[index]["mask"].bool()  # (1, H, W): the person's own agnostic mask
+        pred, truth = load_rgb(pred_path, size)[None] / 2 + 0.5, truth[None] / 2 + 0.5
+        garment = garment.bool() & mask
+        rest = mask & ~garment
+        error = ((pred - truth) ** 2).sum(1)  # (1, H, W), summed over RGB
+        for name, region in (("garment", garment), ("rest", rest)):
+            squared[name] += float(error[region].sum())
             pixels[name] += int(region.sum())
-        scores.append(psnr(error[mask].sum() / (mask.sum() * 3)))
-        rest_true = mask & ~garment
-        with_rest_true.append(psnr(error[mask & ~rest_true].sum() / (mask.sum() * 3)))
+        scores.append(float(masked_psnr(pred, truth, mask[None])))
+        rest_from_truth = torch.where(rest, truth, pred)
+        with_rest_true.append(float(masked_psnr(rest_from_truth, truth, mask[None])))
     total = squared["garment"] + squared["rest"]
     print(f"{len(scores)} unpaired images")
     for name in ("garment", "rest"):
@@ -57,8 +65,8 @@ def main() -> None:
             f"PSNR {psnr(squared[name] / (pixels[name] * 3)):.2f} dB"
         )
     print(
-        f"masked PSNR (mean over images) {np.mean(scores):.2f} dB; with the rest of the mask from the truth "
-        f"{np.mean(with_rest_true):.2f} dB"
+        f"masked PSNR (mean over images) {sum(scores) / len(scores):.2f} dB; with the rest of the mask from the "
+        f"truth {sum(with_rest_true) / len(with_rest_true):.2f} dB"
     )
 
 

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from leffa.atomic import atomic_path
-from leffa.base_folder import WEIGHT_FILES, part_weights_file, read_part_weights
+from leffa.base_folder import WEIGHT_FILES, part_weights_file
 from leffa.errors import LeffaError
 from leffa.images import read_rgb, rgb_tensor
 
@@ -240,12 +240,12 @@ def make_base_folder(
     unet_settings = unet_config(unet_channels, attention_levels, heads)
     out = Path(out)
     if vae_from is not None:
-        source = Path(vae_from)
-        if not (source / "vae" / "config.json").is_file() or part_weights_file(source, "vae") is None:
+        settings_file, weights_file = Path(vae_from) / "vae" / "config.json", part_weights_file(Path(vae_from), "vae")
+        if not settings_file.is_file() or weights_file is None:
             raise LeffaError(f"{vae_from}: not a base folder with a trained VAE (vae/config.json, vae/{WEIGHTS})")
-        vae_settings = json.loads((source / "vae" / "config.json").read_text())
+        vae_settings = json.loads(settings_file.read_text())
         vae = AutoencoderKL.from_config(_clean(vae_settings))
-        vae.load_state_dict(read_part_weights(source, "vae"), strict=True)
+        vae.load_state_dict(load_file(str(weights_file)), strict=True)
         stats: dict = {"images": 0}
     else:
         if steps < 1:
