@@ -191,26 +191,52 @@ class PairDataset(torch.utils.data.Dataset):
 
 class VitonHD(PairDataset):
     """VITON-HD try-on pairs. ``paired``: each person with their own garment (training, paired test);
-    ``unpaired``: the garment named in the pairs file."""
+    ``unpaired``: the garment named in the pairs file.
 
-    def __init__(self, root, split: Split = "train", size=(1024, 768), mode: Mode = "paired", **kwargs):
+    ``unpaired_truth`` (training on synthetic data): also the unpaired pairs of ``leffa prep synth --unpaired``,
+    each with the person really wearing the other garment (``image-unpaired/PERSON__CLOTH.png``) as the target.
+    Paired data alone lets the agnostic mask, grown from the worn garment, tell the model the garment's shape;
+    these samples keep the person's mask but change the garment, so the shape must come from the reference.
+    Their entries are ``(person, garment, truth name)``; the others ``(person, garment)``.
+    """
+
+    def __init__(
+        self,
+        root,
+        split: Split = "train",
+        size=(1024, 768),
+        mode: Mode = "paired",
+        unpaired_truth: bool = False,
+        **kwargs,
+    ):
         super().__init__(size, **kwargs)
         self.root = Path(root)
         self.folder = self.root / split
         if not self.folder.is_dir():
             raise LeffaError(f"{self.folder}: VITON-HD split folder not found")
         pairs = self.root / f"{split}_pairs.txt"
-        if mode == "unpaired" and (self.root / f"{split}_pairs_unpaired.txt").is_file():
-            pairs = self.root / f"{split}_pairs_unpaired.txt"  # `leffa prep synth --unpaired`
+        unpaired_pairs = self.root / f"{split}_pairs_unpaired.txt"
+        if mode == "unpaired" and unpaired_pairs.is_file():
+            pairs = unpaired_pairs  # `leffa prep synth --unpaired`
         for row in read_pairs_txt(pairs):
             person, garment = row[0], row[1]
             self.entries.append((person, person if mode == "paired" else garment))
         self._check_not_empty(pairs)
+        if unpaired_truth:
+            if not (self.folder / "image-unpaired").is_dir():
+                raise LeffaError(
+                    f"{self.folder}: no unpaired ground truth (image-unpaired/); draw the data with leffa prep synth --unpaired"
+                )
+            for row in read_pairs_txt(unpaired_pairs):
+                self.entries.append((row[0], row[1], f"{_stem(row[0])}__{_stem(row[1])}"))
 
     def load(self, entry) -> dict:
-        person, garment = entry
+        person, garment = entry[:2]
         stem = _stem(person)
-        image = load_rgb(self.folder / "image" / f"{stem}.jpg", self.size, "VITON-HD person image")
+        if len(entry) == 3:  # the person wearing the other garment; outside the mask it is the person's photo
+            image = load_rgb(self.folder / "image-unpaired" / f"{entry[2]}.png", self.size, "unpaired ground truth")
+        else:
+            image = load_rgb(self.folder / "image" / f"{stem}.jpg", self.size, "VITON-HD person image")
         return {
             "image": image,
             "reference": load_rgb(self.folder / "cloth" / f"{_stem(garment)}.jpg", self.size, "VITON-HD garment"),
@@ -354,12 +380,17 @@ def open_dataset(
     augmentation: Augmentation | None = None,
     seed: int = 0,
     categories=DRESSCODE_CATEGORIES,
+    unpaired_truth: bool = False,
 ) -> PairDataset:
-    """The dataset for ``root`` (layout detected unless given)."""
+    """The dataset for ``root`` (layout detected unless given); ``unpaired_truth``: see ``VitonHD``."""
     layout = detect_layout(root) if layout == "auto" else layout
     if layout not in DATASETS:
         raise LeffaError(f"unknown dataset layout {layout!r}; choose auto, {', '.join(DATASETS)}")
-    kwargs = {"categories": tuple(categories)} if layout == "dresscode" else {}
+    if unpaired_truth and layout != "vitonhd":
+        raise LeffaError(f"unpaired truth: only synthetic try-on data in the VITON-HD layout has it, not {layout}")
+    kwargs: dict = {"categories": tuple(categories)} if layout == "dresscode" else {}
+    if unpaired_truth:
+        kwargs["unpaired_truth"] = True
     return DATASETS[layout](root, split=split, size=size, mode=mode, augmentation=augmentation, seed=seed, **kwargs)
 
 

@@ -168,6 +168,12 @@ def test_deepfashion_pairs(tmp_path):
     assert torch.equal(sample["reference"], dataset[2]["image"])  # person0 is the source of row 0, target of row 2
 
 
+def test_unpaired_truth_is_refused_for_layouts_without_it(tmp_path):
+    root = make_deepfashion(tmp_path / "df")
+    with pytest.raises(LeffaError, match="unpaired truth: only synthetic try-on data .* not deepfashion"):
+        open_dataset(root, size=(64, 48), unpaired_truth=True)
+
+
 def test_flip_and_affine_move_every_condition_together():
     image = torch.linspace(-1, 1, 48).expand(3, 64, 48).clone()
     mask = torch.zeros(1, 64, 48)

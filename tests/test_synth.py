@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from leffa.errors import LeffaError
@@ -194,6 +195,38 @@ def test_unpaired_pairs_are_what_the_loader_reads(tmp_path):
     assert unpaired.entries == [("000000.jpg", "000001.jpg"), ("000001.jpg", "000000.jpg")]
     paired = open_dataset(tmp_path, "vitonhd", "test", (64, 48), mode="paired")
     assert paired.entries == [("000000.jpg", "000000.jpg"), ("000001.jpg", "000001.jpg")]
+
+
+def test_training_with_unpaired_truth_adds_each_person_in_the_other_garment(tmp_path):
+    """unpaired_truth: the paired samples, then one per unpaired pair whose target is the person really wearing
+    the other garment, with that garment as reference and the person's own mask and DensePose."""
+    from leffa.data import load_rgb, open_dataset
+
+    generate_dataset("vton", tmp_path, 2, (64, 48), seed=0, split="train", unpaired=True)
+    paired = open_dataset(tmp_path, "vitonhd", "train", (64, 48))
+    both = open_dataset(tmp_path, "vitonhd", "train", (64, 48), unpaired_truth=True)
+    assert both.entries[:2] == paired.entries
+    assert both.entries[2:] == [
+        ("000000.jpg", "000001.jpg", "000000__000001"),
+        ("000001.jpg", "000000.jpg", "000001__000000"),
+    ]
+    own, other, truth = paired[0], paired[1], both[2]
+    split = tmp_path / "train"
+    torch.testing.assert_close(truth["image"], load_rgb(split / "image-unpaired" / "000000__000001.png", (64, 48)))
+    assert not torch.equal(truth["image"], own["image"])
+    torch.testing.assert_close(truth["reference"], other["reference"])
+    torch.testing.assert_close(truth["mask"], own["mask"])
+    torch.testing.assert_close(truth["densepose"], own["densepose"])
+    outside = own["mask"].expand(3, -1, -1) == 0  # the person's photo (JPEG) outside the mask, within its error
+    assert (truth["image"] - own["image"])[outside].abs().mean() < 0.02
+
+
+def test_unpaired_truth_needs_the_rendered_ground_truth(tmp_path):
+    from leffa.data import open_dataset
+
+    generate_dataset("vton", tmp_path, 2, (64, 48), seed=0, split="train")
+    with pytest.raises(LeffaError, match=r"train: no unpaired ground truth .*--unpaired"):
+        open_dataset(tmp_path, "vitonhd", "train", (64, 48), unpaired_truth=True)
 
 
 def test_pattern_scale_coarsens_the_fabric_and_nothing_else():

@@ -73,6 +73,11 @@ class TrainConfig(BaseModel):
     dresscode_categories: list[str] = Field(
         ["upper_body", "lower_body", "dresses"], description="DressCode categories to train on (comma-separated)."
     )
+    unpaired_truth: bool = Field(
+        False,
+        description="Also train on synthetic data's unpaired ground truth (leffa prep synth --unpaired): each person "
+        "wearing another sample's garment, so the mask no longer gives away the garment's shape.",
+    )
     output: Path = Field(Path("runs/vton-stage1"), description="Run folder: checkpoints, logs, model.safetensors.")
     base: str | None = Field(
         None, description="Base model folder or hub id (SD1.5-inpainting / SDXL-inpainting); default: the task's."

@@ -465,6 +465,7 @@ class Trainer:
             augmentation,
             config.seed,
             config.dresscode_categories,
+            config.unpaired_truth,
         )
         self.sampler = ResumableSampler(
             len(self.dataset), self.micro_batch, accelerator.process_index, accelerator.num_processes, config.seed
