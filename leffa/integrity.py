@@ -38,3 +38,18 @@ def file_problem(folder: str | Path, name: str, expected: dict, hashes: bool = T
     if hashes and file_digest(path) != expected.get("sha256"):
         return f"{name} does not match its SHA-256 in the manifest (damaged or replaced)"
     return None
+
+
+def weights_fingerprint(module) -> str:
+    """A short digest of a model's weights: names, shapes, dtypes and two sums per tensor, computed where the
+    weights live (no copy of a multi-GB model to the host). Two trainings of one architecture differ in it; it is
+    for telling runs apart (``leffa eval --run`` resuming), not a cryptographic identity of the file."""
+    import torch
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in module.state_dict().items():
+            values = tensor.detach().double()
+            sums = torch.stack([values.sum(), values.abs().sum()]).cpu().tolist()
+            digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}{sums[0]:.10e}{sums[1]:.10e}".encode())
+    return digest.hexdigest()[:16]

@@ -224,8 +224,31 @@ def test_run_generates_a_split_and_scores_it(capsys, tmp_path, saved_tiny):
     code, out, err = run(capsys, *args)  # resumes: nothing left to generate, same scores
     assert code == 0 and "0 images generated" in out
     assert json.loads((tmp_path / "out" / "eval.json").read_text())["metrics"] == first
+    # Other weights behind the same file name, or another sampler: the old predictions are not scored as theirs.
+    from safetensors.torch import load_file, save_file
+
+    other = tmp_path / "other" / saved_tiny.name
+    other.parent.mkdir()
+    state = load_file(saved_tiny)
+    name = next(k for k in state if k.endswith("conv_in.weight"))
+    state[name] = state[name] + 0.01
+    save_file(state, other, metadata=safe_open_metadata(saved_tiny))
+    changed = list(args)
+    changed[changed.index(str(saved_tiny))] = str(other)
+    code, _, err = run(capsys, *changed)
+    assert code == 2 and "holds predictions made with other settings (model, weights differ)" in err, err
+    code, _, err = run(capsys, *args[:-2], "--batch-size", "2", "--steps", "3")
+    assert code == 2 and "(sampler differ)" in err, err
+    assert sorted(p.name for p in (tmp_path / "out" / "pred").iterdir()) == ["s0.png", "s1.png"]
     code, _, err = run(capsys, "eval", "--run", "--data", str(root), "--pred", str(tmp_path))
     assert code == 2 and "--run writes its own predictions" in err
+
+
+def safe_open_metadata(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        return handle.metadata()
 
 
 def test_unpaired_run_on_synthetic_data_is_scored_against_the_real_unpaired_truth(capsys, tmp_path, saved_tiny):

@@ -49,10 +49,13 @@ def generate_split(
     limit: int | None = None,
     progress=None,
     shard: Shard | None = None,
+    settings: dict | None = None,
 ) -> tuple[Path, Path, int]:
     """Write predictions and ground truth of ``split`` under ``out_dir``; returns (pred dir, gt dir, newly made here).
 
     With a ``shard`` (``leffa.shard``) this process makes only its share and then waits for the other processes'.
+    ``settings`` (``run_settings``: model and its weights' fingerprint, size, sampler, seed, pairing) are kept in
+    ``OUT/run.json``; predictions already there are resumed only when they were made with the same settings.
 
     ``mode`` is the dataset's pairing (``paired``: each person with their own garment; ``unpaired``: the pairs
     file's garment). Each image's noise depends on ``seed`` alone, whatever the batch it falls in.
@@ -76,6 +79,8 @@ def generate_split(
             raise LeffaError(f"{data}: two {split} entries produce the output name {name!r}")
         names.append(name)
     preds = [pred_dir / f"{name}.png" for name in names]
+    if settings is not None:  # every process checks (all refuse together); the main one records
+        _claim(out_dir, settings, any(path.is_file() for path in preds), record=shard.is_main)
     todo = [not (preds[index].is_file() and (gt_dir / f"{names[index]}.png").is_file()) for index in range(count)]
     # Batches are cut from the whole split and dealt out to the processes of a sharded run, so an image is sampled
     # in the same batch whatever the number of processes (and the same pixels come out).
@@ -165,10 +170,38 @@ def _entry_name(dataset, index: int) -> str:
     return output_stem(stems[-2], stems[-1])
 
 
-def run_settings(model_source: str, size, options, seed: int, split: str, mode: str) -> dict:
-    """What produced the predictions, stored in the result JSON beside the metric settings."""
+def _claim(out_dir: Path, settings: dict, resuming: bool, record: bool = True) -> None:
+    """Record ``settings`` in ``OUT/run.json``; refuse to resume predictions another run's settings made (a changed
+    model file behind the same name included), which would otherwise be scored as this model's."""
+    import json
+
+    from leffa.atomic import atomic_path
+
+    kept_file = out_dir / "run.json"
+    wanted = json.loads(json.dumps(settings))  # as it reads back: tuples become lists
+    if resuming and kept_file.is_file():
+        try:
+            kept = json.loads(kept_file.read_text())
+        except (OSError, ValueError):
+            kept = None
+        if kept != wanted:
+            changed = sorted(k for k in wanted.keys() | (kept or {}).keys() if (kept or {}).get(k) != wanted.get(k))
+            raise LeffaError(
+                f"{out_dir}: holds predictions made with other settings ({', '.join(changed)} differ); "
+                "give another --out-dir, or delete that folder to start over"
+            )
+    if not record:
+        return
+    with atomic_path(kept_file) as path:
+        Path(path).write_text(json.dumps(wanted, indent=2) + "\n")
+
+
+def run_settings(model_source: str, size, options, seed: int, split: str, mode: str, weights: str = "") -> dict:
+    """What produced the predictions (``weights``: ``leffa.integrity.weights_fingerprint``), kept in ``OUT/run.json``
+    and stored in the result JSON beside the metric settings."""
     return {
         "model": model_source,
+        "weights": weights,
         "size": list(size),
         "split": split,
         "pairing": mode,

@@ -174,6 +174,7 @@ def _run(
     import contextlib
 
     from leffa.errors import LeffaError
+    from leffa.integrity import weights_fingerprint
     from leffa.metrics.run import generate_split, run_settings
     from leffa.sampler import check_seed
 
@@ -187,14 +188,28 @@ def _run(
     label = f"generating {working[0]}x{working[1]}, {sampler.steps} steps"
     if shard.world > 1:
         label += f", {shard.world} processes"
+    settings = run_settings(resolved.source, working, sampler, seed, split, mode, weights_fingerprint(model))
     bar, progress = _progress(label) if shard.is_main else (contextlib.nullcontext(), None)
     with bar:
         pred_dir, gt_dir, made = generate_split(
-            model, data, out_dir, working, split, mode, layout, sampler, seed, batch_size, limit, progress, shard
+            model,
+            data,
+            out_dir,
+            working,
+            split,
+            mode,
+            layout,
+            sampler,
+            seed,
+            batch_size,
+            limit,
+            progress,
+            shard,
+            settings,
         )
     if shard.is_main:
         console.print(f"{made} images generated into {pred_dir}" + (" by this process" if shard.world > 1 else ""))
-    return pred_dir, gt_dir, run_settings(resolved.source, working, sampler, seed, split, mode)
+    return pred_dir, gt_dir, settings
 
 
 def eval_command(
