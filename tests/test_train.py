@@ -178,3 +178,21 @@ def test_lr_scheduler_decays_to_zero_at_max_steps_or_stays_constant(vitonhd, tmp
         assert rates[2:] == pytest.approx([1e-3] * 2)
     else:  # then falling every step, towards 0 after the last
         assert rates[1] > rates[2] > rates[3] > 0
+
+
+def test_unpaired_truth_trains_on_both_pairings_and_needs_the_rendered_truth(vitonhd, tmp_path):
+    """--unpaired-truth: the run's dataset is the paired samples plus each person in the other garment; a dataset
+    without that ground truth is a one-line error naming the split folder."""
+    from leffa.errors import LeffaError
+    from leffa.synth.dataset import generate_dataset
+    from leffa.train.loop import Trainer
+
+    data = tmp_path / "synth"
+    generate_dataset("vton", data, 4, (64, 48), seed=0, unpaired=True)
+    trainer = Trainer(tiny_config(data, tmp_path / "run", max_steps=1, unpaired_truth=True))
+    assert len(trainer.dataset) == 8 and trainer.dataset.entries[4] == ("000000.jpg", "000001.jpg", "000000__000001")
+    result = trainer.run()
+    assert len(result.history) == 1 and (tmp_path / "run" / "model.safetensors").is_file()
+    with pytest.raises(LeffaError, match=r"vitonhd/train: no unpaired ground truth"):
+        Trainer(tiny_config(vitonhd, tmp_path / "other", max_steps=1, unpaired_truth=True))
+    assert not (tmp_path / "other").exists()  # refused before the run folder was claimed

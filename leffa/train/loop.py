@@ -377,7 +377,19 @@ class Trainer:
         self.validation_hook = validation_hook
         self.output = Path(config.output)
         self.micro_batch, self.accumulation = config.accumulation(process_state().num_processes)
-        # Before any heavy work: a used, locked or unwritable folder fails at once. The lock lives as long as the run.
+        # Before any heavy work and before the run folder exists: the data's pairs files and layout (no images read).
+        self.dataset = open_dataset(
+            config.data,
+            config.dataset,
+            "train",
+            config.size,
+            "paired",
+            Augmentation(flip=config.flip_probability, affine=config.affine_strength),
+            config.seed,
+            config.dresscode_categories,
+            config.unpaired_truth,
+        )
+        # Then a used, locked or unwritable folder fails at once. The lock lives as long as the run.
         self.lock = (
             checkpoints.claim_run_folder(self.output, config.resume, overwrite)
             if process_state().is_main_process
@@ -455,18 +467,6 @@ class Trainer:
         self.trainable_names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.ema = ExponentialMovingAverage(self._trainable(), config.ema_decay) if config.ema else None
 
-        augmentation = Augmentation(flip=config.flip_probability, affine=config.affine_strength)
-        self.dataset = open_dataset(
-            config.data,
-            config.dataset,
-            "train",
-            config.size,
-            "paired",
-            augmentation,
-            config.seed,
-            config.dresscode_categories,
-            config.unpaired_truth,
-        )
         self.sampler = ResumableSampler(
             len(self.dataset), self.micro_batch, accelerator.process_index, accelerator.num_processes, config.seed
         )
