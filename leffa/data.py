@@ -115,6 +115,18 @@ def _stem(name: str) -> str:
     return Path(name).stem if Path(name).suffix.lower() in (".jpg", ".jpeg", ".png") else name
 
 
+def has_unpaired_truth(split_folder: Path) -> bool:
+    """Whether a try-on split folder holds ``leffa prep synth --unpaired``'s ground truth (``image-unpaired/``)."""
+    return (Path(split_folder) / "image-unpaired").is_dir()
+
+
+def unpaired_truth_files(split_folder: Path, person: str, garment: str) -> tuple[Path, Path]:
+    """(image, garment region) of ``person`` really wearing ``garment``, as ``leffa prep synth --unpaired`` writes
+    them: ``image-unpaired/PERSON__CLOTH.png`` and ``cloth-mask-unpaired/PERSON__CLOTH.png``."""
+    name = f"{_stem(person)}__{_stem(garment)}"
+    return split_folder / "image-unpaired" / f"{name}.png", split_folder / "cloth-mask-unpaired" / f"{name}.png"
+
+
 # -- augmentation --------------------------------------------------------------------------------------------------
 
 
@@ -223,18 +235,19 @@ class VitonHD(PairDataset):
             self.entries.append((person, person if mode == "paired" else garment))
         self._check_not_empty(pairs)
         if unpaired_truth:
-            if not (self.folder / "image-unpaired").is_dir():
+            if not has_unpaired_truth(self.folder):
                 raise LeffaError(
                     f"{self.folder}: no unpaired ground truth (image-unpaired/); draw the data with leffa prep synth --unpaired"
                 )
             for row in read_pairs_txt(unpaired_pairs):
-                self.entries.append((row[0], row[1], f"{_stem(row[0])}__{_stem(row[1])}"))
+                self.entries.append((row[0], row[1], unpaired_truth_files(self.folder, row[0], row[1])[0].stem))
 
     def load(self, entry) -> dict:
         person, garment = entry[:2]
         stem = _stem(person)
         if len(entry) == 3:  # the person wearing the other garment; outside the mask it is the person's photo
-            image = load_rgb(self.folder / "image-unpaired" / f"{entry[2]}.png", self.size, "unpaired ground truth")
+            truth, _ = unpaired_truth_files(self.folder, person, garment)
+            image = load_rgb(truth, self.size, "unpaired ground truth")
         else:
             image = load_rgb(self.folder / "image" / f"{stem}.jpg", self.size, "VITON-HD person image")
         return {

@@ -130,7 +130,9 @@ def _mask_to_pil(mask: torch.Tensor):
 
 def unpaired_truth(data, split: str) -> bool:
     """Whether a dataset folder has unpaired ground truth (``leffa prep synth --unpaired``) for ``split``."""
-    return data is not None and (Path(data) / split / "image-unpaired").is_dir()
+    from leffa.data import has_unpaired_truth
+
+    return data is not None and has_unpaired_truth(Path(data) / split)
 
 
 def synthetic_truth(dataset, index: int, size: tuple[int, int]):
@@ -140,17 +142,16 @@ def synthetic_truth(dataset, index: int, size: tuple[int, int]):
     wearing the other garment, ``image-unpaired/PERSON__CLOTH.png``, and its region, when the data has them
     (``leffa prep synth --unpaired``); None otherwise (a real dataset has no unpaired ground truth).
     """
-    from leffa.data import VitonHD, load_mask, load_rgb
+    from leffa.data import VitonHD, load_mask, load_rgb, unpaired_truth_files
 
     if not isinstance(dataset, VitonHD):
         return None, None
-    person, garment = (Path(part).stem for part in dataset.entries[index])
+    person, garment = (Path(part).stem for part in dataset.entries[index][:2])
     folder = dataset.folder
     if person == garment:
         region = folder / "cloth-mask" / f"{person}.png"
         return None, load_mask(region, size, "garment region") if region.is_file() else None
-    name = f"{person}__{garment}"
-    image, region = folder / "image-unpaired" / f"{name}.png", folder / "cloth-mask-unpaired" / f"{name}.png"
+    image, region = unpaired_truth_files(folder, person, garment)
     if not image.is_file():
         return None, None
     truth = load_rgb(image, size, "unpaired ground truth")
