@@ -9,6 +9,8 @@ applies), one after another, on random inputs through the trainer's own step (``
     python benchmarks/train_step.py --vae-channels 16,32,64 32,64        # latents at 1/4 vs 1/2 of the image
     python benchmarks/train_step.py --vae-channels 32,64 --unet-attention 1,2,3 2,3   # attention at 32x24 or not
     python benchmarks/train_step.py --vae-channels 32,64 --unet-attention 1,2,3 --unet-heads 4,4,4,4 1,4,4,4
+    python benchmarks/train_step.py --vae-channels 32,64 --unet-attention 2,3 --latents encode cached \
+        --optimizer foreach fused                # leffa train --cache-latents; its fused AdamW
 
 On a shared machine the load changes from minute to minute: compare configurations of one run only.
 """
@@ -33,6 +35,8 @@ def measure(
     vae: str = "16,32,64",
     attention: str = "1,2,3",
     heads: str = "4,4,4,4",
+    latents: str = "encode",
+    optimizer: str = "fused",
 ) -> dict:
     """One configuration, in this process: median seconds per optimizer step without and with the Leffa loss."""
     import torch
@@ -42,7 +46,8 @@ def measure(
     from leffa.loss import LeffaLossSettings, select_layers
     from leffa.model import LeffaConfig, LeffaModel
     from leffa.synth import base
-    from leffa.train.loop import TrainingForward, compute_losses, prepare_inputs, release_features
+    from leffa.train.latent_cache import LatentCache
+    from leffa.train.loop import TrainingForward, adamw, compute_losses, prepare_inputs, release_features
 
     height, width = (int(v) for v in size.split("x"))
     widths = [int(v) for v in channels.split(",")]
@@ -61,9 +66,15 @@ def measure(
         "reference": torch.rand(batch, 3, height, width) * 2 - 1,
         "mask": (torch.rand(batch, 1, height, width) > 0.5).float(),
         "densepose": torch.rand(batch, 3, height, width) * 2 - 1,
+        "index": torch.arange(batch),
     }
+    cache = LatentCache() if latents == "cached" else None  # filled by the warm-up step: an epoch after the first
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(parameters, lr=1e-4)
+    optimiser = (
+        adamw(parameters, 1e-4, (0.9, 0.999), 1e-2, torch.device("cpu"))
+        if optimizer == "fused"
+        else torch.optim.AdamW(parameters, lr=1e-4)
+    )
     result = {
         "size": size,
         "unet": channels,
@@ -72,6 +83,8 @@ def measure(
         "heads": heads,
         "batch": batch,
         "threads": threads,
+        "latents": latents,
+        "optimizer": optimizer,
         "parameters_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
     }
     for leffa in (False, True):
@@ -81,7 +94,7 @@ def measure(
         times = []
         for _ in range(steps + 1):  # the first step warms up
             started = time.perf_counter()
-            inputs = prepare_inputs(model, scheduler, batch_data, generator, 0.1)
+            inputs = prepare_inputs(model, scheduler, batch_data, generator, 0.1, cache)
             total, _, _, _ = compute_losses(forward, inputs, batch_data, settings)
             optimiser.zero_grad(set_to_none=True)
             total.backward()
@@ -107,6 +120,20 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, nargs="+", default=[8])
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
+    parser.add_argument(
+        "--latents",
+        nargs="+",
+        default=["encode"],
+        choices=["encode", "cached"],
+        help="encode the VAE's latents every step, or read them from leffa train's --cache-latents cache",
+    )
+    parser.add_argument(
+        "--optimizer",
+        nargs="+",
+        default=["fused"],
+        choices=["fused", "foreach"],
+        help="leffa train's AdamW (fused into one kernel) or torch's default multi-tensor loop",
+    )
     parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration (median)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one JSON configuration
     args = parser.parse_args()
@@ -115,9 +142,17 @@ def main() -> None:
         return
     rows = []
     grid = itertools.product(
-        args.size, args.vae_channels, args.unet_attention, args.unet_heads, args.unet_channels, args.batch, args.threads
+        args.size,
+        args.vae_channels,
+        args.unet_attention,
+        args.unet_heads,
+        args.unet_channels,
+        args.batch,
+        args.threads,
+        args.latents,
+        args.optimizer,
     )
-    for size, vae, attention, heads, channels, batch, threads in grid:
+    for size, vae, attention, heads, channels, batch, threads, latents, optimizer in grid:
         one = json.dumps(
             {
                 "size": size,
@@ -127,6 +162,8 @@ def main() -> None:
                 "channels": channels,
                 "batch": batch,
                 "threads": threads,
+                "latents": latents,
+                "optimizer": optimizer,
                 "steps": args.steps,
             }
         )
@@ -142,16 +179,16 @@ def main() -> None:
         )
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    first = rows[0]["diffusion"]
+    first, first_leffa = rows[0]["diffusion"], rows[0]["leffa"]
     print(
-        "| size | VAE | attention levels | heads | UNet | batch | threads | parameters (M) | s/step | s/step with Leffa loss "
-        "| vs first |"
+        "| size | VAE | attention levels | heads | UNet | batch | threads | latents | AdamW | parameters (M) | s/step "
+        "| s/step with Leffa loss | vs first (without / with the loss) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(
-            f"| {row['size']} | {row['vae']} | {row['attention']} | {row['heads']} | {row['unet']} | {row['batch']} | {row['threads']} | {row['parameters_M']} | "
-            f"{row['diffusion']:.2f} | {row['leffa']:.2f} | {row['diffusion'] / first:.2f}x |"
+            f"| {row['size']} | {row['vae']} | {row['attention']} | {row['heads']} | {row['unet']} | {row['batch']} | {row['threads']} | {row['latents']} | {row['optimizer']} | {row['parameters_M']} | "
+            f"{row['diffusion']:.2f} | {row['leffa']:.2f} | {row['diffusion'] / first:.2f}x / {row['leffa'] / first_leffa:.2f}x |"
         )
 
 

@@ -194,6 +194,7 @@ class PairDataset(torch.utils.data.Dataset):
         if self.augmentation is not None and self.augmentation.enabled:
             generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF_FFFF)
             sample = augment(sample, self.augmentation, generator)
+        sample["index"] = torch.tensor(index)  # which entry: training's latent cache is keyed by it
         return sample
 
     def _check_not_empty(self, where: Path) -> None:

@@ -191,8 +191,22 @@ class LeffaModel(nn.Module):
 
     def encode(self, images: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True):
         """Images in [-1, 1] -> scaled latents. Samples the posterior with ``generator`` unless ``sample=False``."""
-        vae_dtype = self.vae.dtype
-        posterior = self.vae.encode(images.to(self.device, vae_dtype)).latent_dist
+        return self.latents_from_moments(self.encode_moments(images), generator, sample)
+
+    def encode_moments(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> the VAE posterior's parameters (B, 2 * latent channels, h, w): mean and
+        log-variance, as diffusers' ``DiagonalGaussianDistribution`` holds them. Deterministic, so training can keep
+        them per sample (``leffa.train.latent_cache``) and still draw a new latent every step."""
+        return self.vae.encode(images.to(self.device, self.vae.dtype)).latent_dist.parameters
+
+    def latents_from_moments(
+        self, moments: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True
+    ) -> torch.Tensor:
+        """Posterior parameters (B, 2C, h, w) -> scaled latents (B, C, h, w): a draw with ``generator`` (the same random
+        numbers ``encode`` would use) or, with ``sample=False``, the mean."""
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        posterior = DiagonalGaussianDistribution(moments.to(self.device, self.vae.dtype))
         latents = posterior.sample(generator=generator) if sample else posterior.mode()
         return (latents * self.scaling_factor).to(self.dtype)
 

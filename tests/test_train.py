@@ -196,3 +196,31 @@ def test_unpaired_truth_trains_on_both_pairings_and_needs_the_rendered_truth(vit
     with pytest.raises(LeffaError, match=r"vitonhd/train: no unpaired ground truth"):
         Trainer(tiny_config(vitonhd, tmp_path / "other", max_steps=1, unpaired_truth=True))
     assert not (tmp_path / "other").exists()  # refused before the run folder was claimed
+
+
+def test_cached_latents_train_as_encoding_every_step_does(vitonhd, tmp_path):
+    """--cache-latents: each sample is encoded once (4 samples, batch 2: the second epoch reads the cache), the
+    latents drawn from the kept posteriors use the generator as encoding does, so the run's losses and weights match
+    an uncached run's; with augmentation on it is refused, naming the settings."""
+    from leffa.train.loop import Trainer
+
+    runs = {}
+    for cached in (False, True):
+        config = tiny_config(
+            vitonhd,
+            tmp_path / f"cached-{cached}",
+            max_steps=4,
+            flip_probability=0,
+            affine_strength=0,
+            cache_latents=cached,
+            ema=False,
+        )
+        trainer = Trainer(config)
+        runs[cached] = (trainer.run(), trainer.latent_cache)
+    (plain, none), (cached, cache) = runs[False], runs[True]
+    assert none is None and len(cache) == 4
+    assert [h["loss"] for h in cached.history] == pytest.approx([h["loss"] for h in plain.history], rel=1e-4)
+    plain_weights, cached_weights = load_file(plain.model_path), load_file(cached.model_path)
+    assert all(torch.allclose(plain_weights[k], cached_weights[k], atol=1e-5) for k in plain_weights)
+    with pytest.raises(LeffaError, match="cache_latents needs flip_probability 0 and affine_strength 0"):
+        tiny_config(vitonhd, tmp_path / "augmented", cache_latents=True)

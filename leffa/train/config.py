@@ -137,6 +137,11 @@ class TrainConfig(BaseModel):
     # augmentation
     flip_probability: float = Field(0.5, description="Probability of a horizontal flip.")
     affine_strength: float = Field(0.05, description="Strength of the random affine augmentation.")
+    cache_latents: bool = Field(
+        False,
+        description="Encode each training sample with the frozen VAE once and keep its posterior (in CPU memory), "
+        "instead of at every step; needs flip_probability 0 and affine_strength 0.",
+    )
 
     # bookkeeping
     checkpoint_every: int = Field(1000, description="Steps between checkpoints.")
@@ -224,6 +229,10 @@ class TrainConfig(BaseModel):
         for name in ("keep_checkpoints", "validation_steps", "leffa_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.cache_latents and (self.flip_probability > 0 or self.affine_strength > 0):
+            raise ValueError(
+                "cache_latents needs flip_probability 0 and affine_strength 0 (augmented images change every epoch)"
+            )
         if self.grow and self.init in ("base", "random"):
             raise ValueError("grow needs init CHECKPOINT (the model to grow into the base's architecture)")
         if not 0 <= self.leffa_timestep_threshold <= 1000:
