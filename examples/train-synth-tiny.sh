@@ -11,7 +11,9 @@ SIZE=64x48
 STAGE1_STEPS=${STAGE1_STEPS:-5000}
 STAGE3_STEPS=${STAGE3_STEPS:-4000}
 SYNTH="--pattern-scale 2 --shading 0.6"   # garment stripes 2x wider; a colour ramp so patches differ
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # 2 threads on a shared 2-core machine: 17x slower (measured)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # torch threads of the runs that run alone. 2 on a free 2-core machine:
+                            # 0.74x the step time (benchmarks/train_step.py; about 4.6 hours in all); on a busy one 2
+                            # threads were 17x slower. The runs side by side (steps 4 and 5) always take one each.
 
 # 1. Data, drawn at the model's size, with the unpaired ground truth (each person also wearing the next sample's
 #    garment: the last runs train on it, the test split scores against it; --unpaired leaves the paired files as
@@ -42,16 +44,16 @@ continue_run() {   # continue_run INIT OUTPUT --leffa-loss|--no-leffa-loss [OPTI
   leffa train --config examples/synth-tiny.toml --stage 3 --data "$RUN/data" --base "$RUN/base" \
     --init "$1" --output "$2" --max-steps "$STAGE3_STEPS" "${@:3}" --resume latest
 }
-continue_run "$RUN/stage1/model.safetensors" "$RUN/final" --leffa-loss &
-continue_run "$RUN/stage1/model.safetensors" "$RUN/final-noleffa" --no-leffa-loss &
+OMP_NUM_THREADS=1 continue_run "$RUN/stage1/model.safetensors" "$RUN/final" --leffa-loss &
+OMP_NUM_THREADS=1 continue_run "$RUN/stage1/model.safetensors" "$RUN/final-noleffa" --no-leffa-loss &
 wait
 
 # 5. Longer: each arm continues for 4,000 more steps (a fresh run from the last one's model: the learning rate
 #    warms up again and the EMA restarts), side by side; then the Leffa arm once more, alone. Training longer is
 #    what moved the images in the shipped run: masked PSNR 14.9 -> 18.3 -> 19.2 dB (the twin: 13.5 -> 14.0); a
 #    replicate with --seed 1 did not take off (docs/benchmarks.md, "Longer continuations").
-continue_run "$RUN/final/model.safetensors" "$RUN/final-8k" --leffa-loss &
-continue_run "$RUN/final-noleffa/model.safetensors" "$RUN/final-noleffa-8k" --no-leffa-loss &
+OMP_NUM_THREADS=1 continue_run "$RUN/final/model.safetensors" "$RUN/final-8k" --leffa-loss &
+OMP_NUM_THREADS=1 continue_run "$RUN/final-noleffa/model.safetensors" "$RUN/final-noleffa-8k" --no-leffa-loss &
 wait
 continue_run "$RUN/final-8k/model.safetensors" "$RUN/final-12k" --leffa-loss
 
