@@ -222,5 +222,6 @@ def test_cached_latents_train_as_encoding_every_step_does(vitonhd, tmp_path):
     assert [h["loss"] for h in cached.history] == pytest.approx([h["loss"] for h in plain.history], rel=1e-4)
     plain_weights, cached_weights = load_file(plain.model_path), load_file(cached.model_path)
     assert all(torch.allclose(plain_weights[k], cached_weights[k], atol=1e-5) for k in plain_weights)
-    with pytest.raises(LeffaError, match="cache_latents needs flip_probability 0 and affine_strength 0"):
+    with pytest.raises(LeffaError, match="cache_latents: needs flip_probability 0 and affine_strength 0") as caught:
         tiny_config(vitonhd, tmp_path / "augmented", cache_latents=True)
+    assert caught.value.option == "cache_latents"

@@ -198,6 +198,14 @@ class TrainConfig(BaseModel):
             raise ValueError(f"{info.field_name} must be a finite number, not {value}")
         return value
 
+    @field_validator("cache_latents")
+    @classmethod
+    def _cache_without_augmentation(cls, value, info):
+        """Named after the setting asked for (the augmentation fields come before it, so they are in ``info.data``)."""
+        if value and (info.data.get("flip_probability", 0) > 0 or info.data.get("affine_strength", 0) > 0):
+            raise ValueError("needs flip_probability 0 and affine_strength 0 (augmented images change every epoch)")
+        return value
+
     @field_validator("seed")
     @classmethod
     def _seed(cls, value):
@@ -229,10 +237,6 @@ class TrainConfig(BaseModel):
         for name in ("keep_checkpoints", "validation_steps", "leffa_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if self.cache_latents and (self.flip_probability > 0 or self.affine_strength > 0):
-            raise ValueError(
-                "cache_latents needs flip_probability 0 and affine_strength 0 (augmented images change every epoch)"
-            )
         if self.grow and self.init in ("base", "random"):
             raise ValueError("grow needs init CHECKPOINT (the model to grow into the base's architecture)")
         if not 0 <= self.leffa_timestep_threshold <= 1000:
