@@ -17,6 +17,19 @@ import torch
 from leffa.model import LeffaModel
 
 
+def encode_step_images(
+    model: LeffaModel, image: torch.Tensor, mask: torch.Tensor, reference: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The posterior parameters, each (B, 2C, h, w), of the three images a training step encodes: the target
+    (B, 3, H, W), the target with the mask (B, 1, H, W) blanked, and the reference. Every step's encoding and the
+    cache's first one go through here."""
+    return (
+        model.encode_moments(image),
+        model.encode_moments(image * (1 - mask)),
+        model.encode_moments(reference),
+    )
+
+
 class LatentCache:
     """Posterior parameters per dataset index: ``(3, 2C, h, w)`` for (target, masked target, reference)."""
 
@@ -34,9 +47,8 @@ class LatentCache:
         missing = [row for row, index in enumerate(indices) if index not in self._moments]
         if missing:
             rows = torch.tensor(missing)
-            image, mask = batch["image"][rows], batch["mask"][rows]
-            encoded = model.encode_moments(torch.cat([image, image * (1 - mask), batch["reference"][rows]]))
-            encoded = encoded.unflatten(0, (3, len(missing))).transpose(0, 1).cpu()  # (missing, 3, 2C, h, w)
+            images = (batch[key][rows].to(model.device) for key in ("image", "mask", "reference"))
+            encoded = torch.stack(encode_step_images(model, *images), dim=1).cpu()  # (missing, 3, 2C, h, w)
             for row, moments in zip(missing, encoded, strict=True):
                 self._moments[indices[row]] = moments.clone()
         stacked = torch.stack([self._moments[index] for index in indices]).to(model.device)  # (B, 3, 2C, h, w)

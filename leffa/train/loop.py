@@ -37,7 +37,7 @@ from leffa.probe import capture_attention
 from leffa.shard import process_state  # its home; the train command imports it from here too
 from leffa.train import checkpoints
 from leffa.train.config import TrainConfig
-from leffa.train.latent_cache import LatentCache
+from leffa.train.latent_cache import LatentCache, encode_step_images
 from leffa.weights import resolve_model
 
 ValidationHook = Callable[[int, LeffaModel, dict, dict], None]
@@ -261,11 +261,7 @@ def prepare_inputs(
     if cache is not None:
         moments = cache.moments(model, batch)
     else:
-        moments = (
-            model.encode_moments(image),
-            model.encode_moments(image * (1 - mask)),
-            model.encode_moments(batch["reference"].to(device)),
-        )
+        moments = encode_step_images(model, image, mask, batch["reference"].to(device))
     latents, masked_latents, reference_latents = (model.latents_from_moments(m, generator) for m in moments)
     size = image.shape[0]
     kept = (torch.rand(size, generator=generator, device=device) >= dropout).to(reference_latents.dtype)
