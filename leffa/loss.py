@@ -137,6 +137,29 @@ def diffusion_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, time
     raise ValueError(f"unsupported scheduler prediction_type {prediction_type!r}")
 
 
-def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error in float32 (bf16 predictions would lose the small differences late in training)."""
-    return F.mse_loss(prediction.float(), target.float())
+def diffusion_loss(
+    prediction: torch.Tensor, target: torch.Tensor, sample_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error in float32 (bf16 predictions would lose the small differences late in training).
+
+    ``sample_weight`` ``(B,)`` scales each sample's mean error (Min-SNR weighting); without it, the plain mean."""
+    if sample_weight is None:
+        return F.mse_loss(prediction.float(), target.float())
+    per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").flatten(1).mean(1)
+    return (per_sample * sample_weight.float()).mean()
+
+
+def min_snr_weight(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights ``(B,)`` (Hang et al., ICCV 2023): min(SNR(t), gamma) / SNR(t) for epsilon
+    targets, / (SNR(t) + 1) for velocity targets.
+
+    Why: the nearly clean timesteps (high SNR) have small, conflicting gradients that slow the learning of the coarse
+    structure; capping their weight at gamma is reported to converge about 3x faster. SNR from diffusers'
+    ``compute_snr`` (the scheduler's own alphas)."""
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(scheduler, timesteps).float()
+    capped = snr.clamp(max=gamma)
+    if scheduler.config.get("prediction_type", "epsilon") == "v_prediction":
+        return capped / (snr + 1)
+    return capped / snr

@@ -232,3 +232,33 @@ def test_fused_flow_never_keeps_an_n_by_n_map():
     explicit = _saved_bytes(lambda q, k: explicit_attention_flow(q, k, 32, 32), queries, keys)
     assert explicit >= n_by_n
     assert fused < 0.05 * n_by_n
+
+
+def test_min_snr_weight_caps_only_the_nearly_clean_timesteps():
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import compute_snr
+
+    from leffa.loss import min_snr_weight
+
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear")
+    timesteps = torch.tensor([0, 50, 200, 500, 999])
+    snr = compute_snr(scheduler, timesteps)
+    weight = min_snr_weight(scheduler, timesteps, gamma=5.0)
+    noisy = snr <= 5
+    assert noisy.any() and (~noisy).any()  # the timesteps straddle the cap
+    torch.testing.assert_close(weight[noisy], torch.ones(int(noisy.sum())))
+    torch.testing.assert_close(weight[~noisy], 5 / snr[~noisy].float())
+    assert weight[0] < 0.01  # t = 0: SNR in the thousands
+    velocity = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", prediction_type="v_prediction")
+    assert (min_snr_weight(velocity, timesteps, gamma=5.0) < 1).all()  # / (SNR + 1) for velocity targets
+
+
+def test_weighted_diffusion_loss_is_the_weighted_mean_of_per_sample_errors():
+    from leffa.loss import diffusion_loss
+
+    generator = torch.Generator().manual_seed(0)
+    prediction, target = torch.randn(3, 4, 5, 6, generator=generator), torch.randn(3, 4, 5, 6, generator=generator)
+    torch.testing.assert_close(diffusion_loss(prediction, target, torch.ones(3)), diffusion_loss(prediction, target))
+    per_sample = ((prediction - target) ** 2).flatten(1).mean(1)
+    weight = torch.tensor([1.0, 0.5, 0.0])
+    torch.testing.assert_close(diffusion_loss(prediction, target, weight), (per_sample * weight).mean())

@@ -98,3 +98,10 @@ def test_every_setting_is_an_option_of_the_train_command():
     assert {"--no-ema", "--no-gradient-checkpointing", "--config", "--dry-run"} <= options
     described = {param.name: param.help for param in command.params}
     assert all(described[name] for name in TrainConfig.model_fields)  # help comes from the field descriptions
+
+
+def test_snr_gamma_is_off_by_default_and_must_be_positive():
+    assert load_config().snr_gamma is None
+    assert load_config(snr_gamma=5).snr_gamma == 5
+    with pytest.raises(LeffaError, match="snr_gamma must be positive"):
+        load_config(snr_gamma=0)

@@ -123,6 +123,11 @@ class TrainConfig(BaseModel):
         0.1, description="Probability of an all-zero reference latent, for classifier-free guidance."
     )
 
+    snr_gamma: float | None = Field(
+        None,
+        description="Min-SNR-gamma weighting of the diffusion loss (5 in the paper; unset: the plain mean, as Leffa).",
+    )
+
     # Leffa loss
     leffa_loss: bool = Field(False, description="Add the Leffa loss (on in stage 3).")
     leffa_weight: float = Field(1e-3, description="Leffa loss weight (lambda).")
@@ -237,6 +242,8 @@ class TrainConfig(BaseModel):
         for name in ("keep_checkpoints", "validation_steps", "leffa_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.snr_gamma is not None and self.snr_gamma <= 0:
+            raise ValueError("snr_gamma must be positive")
         if self.grow and self.init in ("base", "random"):
             raise ValueError("grow needs init CHECKPOINT (the model to grow into the base's architecture)")
         if not 0 <= self.leffa_timestep_threshold <= 1000:

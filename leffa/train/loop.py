@@ -31,7 +31,14 @@ from leffa.checkpoint import read_config, save_model
 from leffa.data import Augmentation, ResumableSampler, collate, open_dataset
 from leffa.errors import LeffaError
 from leffa.hub import MissingWeights, fetch
-from leffa.loss import LeffaLossSettings, diffusion_loss, diffusion_target, leffa_loss, select_layers
+from leffa.loss import (
+    LeffaLossSettings,
+    diffusion_loss,
+    diffusion_target,
+    leffa_loss,
+    min_snr_weight,
+    select_layers,
+)
 from leffa.model import LeffaConfig, LeffaModel
 from leffa.probe import capture_attention
 from leffa.shard import process_state  # its home; the train command imports it from here too
@@ -241,6 +248,7 @@ class StepInputs:
     timesteps: torch.Tensor
     target: torch.Tensor
     kept_reference: torch.Tensor
+    loss_weight: torch.Tensor | None = None  # (B,) Min-SNR weights of the diffusion loss; None: the plain mean
 
 
 @torch.no_grad()
@@ -251,6 +259,7 @@ def prepare_inputs(
     generator: torch.Generator,
     dropout: float,
     cache: LatentCache | None = None,
+    snr_gamma: float | None = None,
 ) -> StepInputs:
     """VAE latents, reference dropout, noise and timesteps for one micro-batch (all randomness from ``generator``).
 
@@ -271,7 +280,8 @@ def prepare_inputs(
     noisy = scheduler.add_noise(latents, noise, timesteps)
     model_input = model.generative_input(noisy, mask, masked_latents, batch["densepose"].to(device))
     target = diffusion_target(scheduler, latents, noise, timesteps)
-    return StepInputs(model_input, reference_latents, timesteps, target, kept)
+    weight = None if snr_gamma is None else min_snr_weight(scheduler, timesteps, snr_gamma)
+    return StepInputs(model_input, reference_latents, timesteps, target, kept, weight)
 
 
 def compute_losses(
@@ -281,7 +291,7 @@ def compute_losses(
 
     ``fused=False`` computes the flow through the explicit n x n attention map (benchmarks only)."""
     prediction, captured = forward(inputs.model_input, inputs.reference_latents, inputs.timesteps)
-    diffusion = diffusion_loss(prediction, inputs.target)
+    diffusion = diffusion_loss(prediction, inputs.target, inputs.loss_weight)
     if settings is None:
         return diffusion, diffusion.detach(), torch.zeros((), device=diffusion.device), captured
     device = prediction.device
@@ -709,7 +719,13 @@ class Trainer:
                 batch = next(batches)
                 with accelerator.accumulate(self.forward):
                     inputs = prepare_inputs(
-                        self.model, self.scheduler, batch, self.generator, config.reference_dropout, self.latent_cache
+                        self.model,
+                        self.scheduler,
+                        batch,
+                        self.generator,
+                        config.reference_dropout,
+                        self.latent_cache,
+                        config.snr_gamma,
                     )
                     with accelerator.autocast():
                         total, diffusion, leffa, _ = compute_losses(self.forward, inputs, batch, self.settings)
