@@ -225,3 +225,28 @@ def test_cached_latents_train_as_encoding_every_step_does(vitonhd, tmp_path):
     with pytest.raises(LeffaError, match="cache_latents: needs flip_probability 0 and affine_strength 0") as caught:
         tiny_config(vitonhd, tmp_path / "augmented", cache_latents=True)
     assert caught.value.option == "cache_latents"
+
+
+def test_snr_gamma_weights_each_samples_diffusion_error_in_the_trainers_step(vitonhd, tmp_path):
+    """--snr-gamma: the trainer's step scales each sample's squared error by its Min-SNR weight; unset, the plain
+    mean (the paper's loss)."""
+    from leffa.loss import min_snr_weight
+    from leffa.train.loop import Trainer, compute_losses, prepare_inputs, release_features
+
+    trainer = Trainer(tiny_config(vitonhd, tmp_path / "run", max_steps=1, snr_gamma=5.0, reference_dropout=0.0))
+    batch = next(trainer._batches())
+    losses, seed = {}, 13
+    for gamma in (None, 5.0):
+        inputs = prepare_inputs(
+            trainer.model, trainer.scheduler, batch, torch.Generator().manual_seed(seed), 0.0, snr_gamma=gamma
+        )
+        with torch.no_grad():
+            _, losses[gamma], _, _ = compute_losses(trainer.forward, inputs, batch, None)
+        release_features(trainer.model)
+        if gamma is None:
+            assert inputs.loss_weight is None
+        else:
+            weight = min_snr_weight(trainer.scheduler, inputs.timesteps, gamma)
+            torch.testing.assert_close(inputs.loss_weight, weight)
+            assert (weight < 1).any()  # a nearly clean timestep drawn (seed chosen for it)
+    assert not torch.allclose(losses[None], losses[5.0])  # the same noise and timesteps, weighted differently
