@@ -127,9 +127,15 @@ def leffa_loss(
     )
 
 
+def predicts(scheduler) -> str:
+    """The scheduler's prediction type (epsilon when its config has none, as diffusers assumes): what the UNet
+    predicts, which decides both the target and the Min-SNR weight."""
+    return scheduler.config.get("prediction_type", "epsilon")
+
+
 def diffusion_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """What the UNet should predict: the noise (epsilon, Leffa's choice) or the velocity for v-prediction bases."""
-    prediction_type = scheduler.config.get("prediction_type", "epsilon")
+    prediction_type = predicts(scheduler)
     if prediction_type == "epsilon":
         return noise
     if prediction_type == "v_prediction":
@@ -160,6 +166,6 @@ def min_snr_weight(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Te
 
     snr = compute_snr(scheduler, timesteps).float()
     capped = snr.clamp(max=gamma)
-    if scheduler.config.get("prediction_type", "epsilon") == "v_prediction":
+    if predicts(scheduler) == "v_prediction":
         return capped / (snr + 1)
     return capped / snr

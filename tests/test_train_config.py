@@ -103,5 +103,6 @@ def test_every_setting_is_an_option_of_the_train_command():
 def test_snr_gamma_is_off_by_default_and_must_be_positive():
     assert load_config().snr_gamma is None
     assert load_config(snr_gamma=5).snr_gamma == 5
-    with pytest.raises(LeffaError, match="snr_gamma must be positive"):
+    with pytest.raises(LeffaError, match="snr_gamma must be positive") as caught:
         load_config(snr_gamma=0)
+    assert caught.value.option == "snr_gamma"

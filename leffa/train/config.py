@@ -189,10 +189,10 @@ class TrainConfig(BaseModel):
         except LeffaError as error:
             raise ValueError(str(error)) from None
 
-    @field_validator("lr", "batch_size", "max_steps", "checkpoint_every", "log_every")
+    @field_validator("lr", "batch_size", "max_steps", "checkpoint_every", "log_every", "snr_gamma")
     @classmethod
     def _positive(cls, value, info):
-        if value <= 0:
+        if value is not None and value <= 0:  # None: an optional setting left unset
             raise ValueError(f"{info.field_name} must be positive")
         return value
 
@@ -242,8 +242,6 @@ class TrainConfig(BaseModel):
         for name in ("keep_checkpoints", "validation_steps", "leffa_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if self.snr_gamma is not None and self.snr_gamma <= 0:
-            raise ValueError("snr_gamma must be positive")
         if self.grow and self.init in ("base", "random"):
             raise ValueError("grow needs init CHECKPOINT (the model to grow into the base's architecture)")
         if not 0 <= self.leffa_timestep_threshold <= 1000:
