@@ -106,3 +106,10 @@ def test_snr_gamma_is_off_by_default_and_must_be_positive():
     with pytest.raises(LeffaError, match="snr_gamma must be positive") as caught:
         load_config(snr_gamma=0)
     assert caught.value.option == "snr_gamma"
+
+
+@pytest.mark.parametrize("name", ["micro_batch_size", "keep_checkpoints", "validation_steps", "leffa_temperature"])
+def test_positive_settings_are_refused_at_zero_naming_the_option(name):
+    with pytest.raises(LeffaError, match=f"{name} must be positive") as caught:
+        load_config(**{name: 0})
+    assert caught.value.option == name

@@ -189,7 +189,18 @@ class TrainConfig(BaseModel):
         except LeffaError as error:
             raise ValueError(str(error)) from None
 
-    @field_validator("lr", "batch_size", "max_steps", "checkpoint_every", "log_every", "snr_gamma")
+    @field_validator(
+        "lr",
+        "batch_size",
+        "micro_batch_size",
+        "max_steps",
+        "checkpoint_every",
+        "log_every",
+        "keep_checkpoints",
+        "validation_steps",
+        "leffa_temperature",
+        "snr_gamma",
+    )
     @classmethod
     def _positive(cls, value, info):
         if value is not None and value <= 0:  # None: an optional setting left unset
@@ -222,8 +233,6 @@ class TrainConfig(BaseModel):
     def _ranges(self):
         if not 0 <= self.reference_dropout < 1:
             raise ValueError("reference_dropout must be in [0, 1)")
-        if self.micro_batch_size is not None and self.micro_batch_size <= 0:
-            raise ValueError("micro_batch_size must be positive")
         for name in ("flip_probability", "ema_decay", "adam_beta1", "adam_beta2"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]")
@@ -239,9 +248,6 @@ class TrainConfig(BaseModel):
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
-        for name in ("keep_checkpoints", "validation_steps", "leffa_temperature"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
         if self.grow and self.init in ("base", "random"):
             raise ValueError("grow needs init CHECKPOINT (the model to grow into the base's architecture)")
         if not 0 <= self.leffa_timestep_threshold <= 1000:
