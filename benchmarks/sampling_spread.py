@@ -8,10 +8,9 @@ gains nothing, and only a better model closes the gap. This reads ``leffa eval -
 different ``--seed`` values (same model, data and sampler) and prints each seed's masked PSNR, the masked PSNR of
 the mean of the first k seeds' images, and how close two seeds' images are to each other:
 
-    for seed in 42 43 44 45 46 47 48 49; do
-      leffa eval --run --unpaired --model synth-tiny --data runs/shaded2/heldout --out-dir runs/seed-$seed \\
-        --metrics psnr_mask --steps 30 --device cpu --seed $seed
-    done
+    leffa eval --run --unpaired --model synth-tiny --data runs/shaded2/heldout --out-dir runs/seed-42 \\
+      --metrics psnr_mask --steps 30 --device cpu --seed 42
+    # ... the same with --seed 43 to 49 into runs/seed-43 to runs/seed-49
     python benchmarks/sampling_spread.py runs/seed-4?
 """
 
