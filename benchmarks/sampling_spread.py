@@ -23,7 +23,7 @@ import torch
 
 from leffa.data import load_mask, load_rgb
 from leffa.images import image_size
-from leffa.metrics.masked import masked_psnr
+from leffa.metrics.masked import masked_psnr, region_mse
 
 
 def load_run(folder: Path, names: list[str], subfolder: str, size) -> torch.Tensor:
@@ -34,11 +34,6 @@ def load_run(folder: Path, names: list[str], subfolder: str, size) -> torch.Tens
 def mean_psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
     """Masked PSNR averaged over images, as ``leffa eval`` reports it."""
     return float(masked_psnr(pred, target, mask).nanmean())
-
-
-def mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error inside the mask, per image: ``(N,)`` (``masked_psnr`` turned back into an error)."""
-    return 10 ** (-masked_psnr(pred, target, mask) / 10)
 
 
 @torch.no_grad()
@@ -78,10 +73,12 @@ def main() -> None:
     # Per image: a sample's squared error = bias^2 + spread (the samples' variance about their mean), so the mean of
     # infinitely many samples would score bias^2 = (a sample's error) - spread; the spread is estimated over the
     # seeds with Bessel's correction.
-    sample_mse = torch.stack([mse(sample, truth, mask) for sample in samples]).mean(0)  # (N,)
+    sample_mse = torch.stack([region_mse(sample, truth, mask) for sample in samples]).mean(0)  # (N,)
     centre = samples.mean(0)
     spread = (
-        torch.stack([mse(sample, centre, mask) for sample in samples]).mean(0) * len(args.runs) / (len(args.runs) - 1)
+        torch.stack([region_mse(sample, centre, mask) for sample in samples]).mean(0)
+        * len(args.runs)
+        / (len(args.runs) - 1)
     )
     bias = (sample_mse - spread).clamp(min=1e-10)
     print(

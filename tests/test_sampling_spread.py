@@ -10,6 +10,8 @@ import numpy as np
 from PIL import Image
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "sampling_spread.py"
+TRUTH = np.full((16, 12, 3), 128, np.uint8)  # a grey image, all of it inside the mask
+MASK = np.full((16, 12), 255, np.uint8)
 
 
 def _run_folder(root: Path, name: str, truth: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> Path:
@@ -27,10 +29,8 @@ def _spread(*runs: Path) -> str:
 
 
 def test_samples_scattered_around_the_truth_average_to_it(tmp_path):
-    truth = np.full((16, 12, 3), 128, np.uint8)
-    mask = np.full((16, 12), 255, np.uint8)
     runs = [
-        _run_folder(tmp_path, f"seed-{i}", truth, (truth.astype(np.int16) + 20 * (-1) ** i).astype(np.uint8), mask)
+        _run_folder(tmp_path, f"seed-{i}", TRUTH, (TRUTH.astype(np.int16) + 20 * (-1) ** i).astype(np.uint8), MASK)
         for i in range(2)
     ]
     out = _spread(*runs)
@@ -39,9 +39,7 @@ def test_samples_scattered_around_the_truth_average_to_it(tmp_path):
 
 
 def test_samples_wrong_together_gain_nothing_from_averaging(tmp_path):
-    truth = np.full((16, 12, 3), 128, np.uint8)
-    mask = np.full((16, 12), 255, np.uint8)
-    runs = [_run_folder(tmp_path, f"seed-{i}", truth, truth + 20, mask) for i in range(2)]
+    runs = [_run_folder(tmp_path, f"seed-{i}", TRUTH, TRUTH + 20, MASK) for i in range(2)]
     out = _spread(*runs)
     one = out.split("| one sample (mean over seeds; min - max) | ")[1].split(" ")[0]
     assert f"| mean of 2 samples | {one} |" in out
@@ -49,8 +47,7 @@ def test_samples_wrong_together_gain_nothing_from_averaging(tmp_path):
 
 
 def test_one_run_is_a_clear_error(tmp_path):
-    truth = np.full((16, 12, 3), 128, np.uint8)
-    run = _run_folder(tmp_path, "seed-0", truth, truth, np.full((16, 12), 255, np.uint8))
+    run = _run_folder(tmp_path, "seed-0", TRUTH, TRUTH, MASK)
     result = subprocess.run([sys.executable, str(SCRIPT), str(run)], capture_output=True, text=True)
     assert result.returncode == 2
     assert "at least two runs" in result.stderr.splitlines()[-1]

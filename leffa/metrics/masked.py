@@ -25,13 +25,20 @@ _RGB_TO_XYZ = torch.tensor(
 _WHITE = torch.tensor([0.95047, 1.0, 1.08883])
 
 
-def masked_psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """PSNR (data range 1) over the pixels where ``mask`` is 1, all three channels; ``(B,)`` in dB."""
+def region_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the pixels where ``mask`` is 1, all three channels; ``(B,)``, NaN for an empty mask.
+
+    Area-normalised, unlike ``leffa.viz.render.masked_mse`` (the Leffa loss term, a mean over the whole image).
+    """
     mask = mask.to(pred.dtype)
     area = mask.sum(dim=(1, 2, 3)) * pred.shape[1]
     mse = (((pred - target) ** 2) * mask).sum(dim=(1, 2, 3)) / area.clamp(min=1)
-    psnr = 10 * torch.log10(1 / mse.clamp(min=1e-10))
-    return torch.where(area > 0, psnr, torch.full_like(psnr, float("nan")))
+    return torch.where(area > 0, mse, torch.full_like(mse, float("nan")))
+
+
+def masked_psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """PSNR (data range 1) over the pixels where ``mask`` is 1, all three channels; ``(B,)`` in dB."""
+    return 10 * torch.log10(1 / region_mse(pred, target, mask).clamp(min=1e-10))
 
 
 def rgb_to_lab(images: torch.Tensor) -> torch.Tensor:
